@@ -1,0 +1,1 @@
+"""SR Lab: a Hydra + PyTorch Lightning platform for image super-resolution research."""

@@ -1,0 +1,44 @@
+"""VDSR: Kim, Lee and Lee, "Accurate Image Super-Resolution Using Very Deep Convolutional
+Networks", CVPR 2016.
+
+Variant: 20 3x3 convolution layers of 64 features with ReLU between them, predicting the residual
+that is added to the bicubic-upsampled input. Like the paper, only luma goes through the network
+by default (``y_only=True``), chroma is bicubic. Parameters with ``y_only=True``: 665,921 at every
+scale (664,704 weights plus biases); with ``y_only=False``: 668,227.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from src.archs.srcnn import upscale_luma
+from src.ops.imresize import imresize
+
+
+class VDSR(nn.Module):
+    """A plain deep CNN learning the difference between the bicubic image and the HR image."""
+
+    def __init__(
+        self, scale: int, num_layers: int = 20, num_features: int = 64, y_only: bool = True
+    ):
+        super().__init__()
+        if num_layers < 2:
+            raise ValueError(f"VDSR needs at least 2 layers, got {num_layers}")
+        self.scale = scale
+        self.y_only = y_only
+        channels = 1 if y_only else 3
+        layers: list[nn.Module] = [nn.Conv2d(channels, num_features, 3, padding=1)]
+        for _ in range(num_layers - 2):
+            layers += [nn.ReLU(inplace=True), nn.Conv2d(num_features, num_features, 3, padding=1)]
+        layers += [nn.ReLU(inplace=True), nn.Conv2d(num_features, channels, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def _upscale(self, x: torch.Tensor) -> torch.Tensor:
+        upsampled = imresize(x, scale=float(self.scale))
+        return upsampled + self.body(upsampled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.y_only:
+            return upscale_luma(x, self.scale, self._upscale)
+        return self._upscale(x)

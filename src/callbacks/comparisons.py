@@ -1,0 +1,126 @@
+"""Side-by-side comparison images (bicubic | SR | HR with a zoomed crop) for every validation.
+
+Each validation image becomes one PNG under the run's ``comparisons/`` folder and one logged image
+(wandb, TensorBoard) whose caption carries the PSNR of bicubic and SR. Images are logged as uint8:
+wandb's offline mode saves float images black.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from src.data.images import write_rgb
+from src.metrics.paper import score_batch
+from src.ops.imresize import imresize
+
+GAP = 4
+
+
+def to_uint8_image(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
+    pixels = (image.detach().float().clamp(0, 1) * 255.0).round().byte()
+    return pixels.permute(1, 2, 0).cpu().numpy()
+
+
+def busiest_window(hr: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left corner of the ``size`` x ``size`` window with the most edge energy in ``hr``."""
+    gray = cv2.cvtColor(hr, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    energy = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
+    summed = cv2.boxFilter(energy, -1, (size, size), normalize=False, anchor=(0, 0))
+    valid = summed[: hr.shape[0] - size + 1, : hr.shape[1] - size + 1]
+    top, left = np.unravel_index(int(np.argmax(valid)), valid.shape)
+    return int(top), int(left)
+
+
+def label(panel: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in the top-left corner of ``panel`` with a dark backing for contrast."""
+    panel = panel.copy()
+    scale = max(0.4, panel.shape[1] / 600)
+    thickness = max(1, round(scale * 1.5))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    cv2.rectangle(panel, (0, 0), (w + 8, h + base + 8), (0, 0, 0), -1)
+    cv2.putText(panel, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness)
+    return panel
+
+
+def comparison_grid(panels: dict[str, np.ndarray], crop_fraction: float = 0.25) -> np.ndarray:
+    """Panels side by side, each with a zoomed crop of the same region underneath."""
+    hr = next(reversed(panels.values()))
+    size = max(8, int(min(hr.shape[:2]) * crop_fraction))
+    top, left = busiest_window(hr, size)
+    width = hr.shape[1]
+    columns = []
+    for text, image in panels.items():
+        crop = image[top : top + size, left : left + size]
+        zoom = cv2.resize(crop, (width, width), interpolation=cv2.INTER_NEAREST)
+        framed = image.copy()
+        cv2.rectangle(framed, (left, top), (left + size - 1, top + size - 1), (255, 0, 0), 2)
+        gap = np.full((GAP, width, 3), 255, np.uint8)
+        columns.append(np.concatenate([label(framed, text), gap, zoom], axis=0))
+    gap = np.full((columns[0].shape[0], GAP, 3), 255, np.uint8)
+    pieces = [piece for column in columns for piece in (column, gap)][:-1]
+    return np.concatenate(pieces, axis=1)
+
+
+class ComparisonImages(pl.Callback):
+    """Writes and logs a bicubic | SR | HR comparison for up to ``max_images`` per validation."""
+
+    def __init__(self, dirpath: str, max_images: int = 8, log_to_loggers: bool = True):
+        self.dirpath = Path(dirpath)
+        self.max_images = max_images
+        self.log_to_loggers = log_to_loggers
+        self._count = 0
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._count = 0
+
+    @rank_zero_only
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or self._count >= self.max_images or not outputs:
+            return
+        scale = int(pl_module.scale)  # type: ignore[arg-type]
+        for i in range(batch["lr"].shape[0]):
+            if self._count >= self.max_images:
+                return
+            self._count += 1
+            bicubic = imresize(batch["lr"][i : i + 1].float(), scale=float(scale)).clamp(0, 1)
+            hr = batch["hr"][i : i + 1]
+            bicubic_psnr = score_batch(bicubic, hr.float(), border=scale)[0].psnr_y
+            sr_psnr = outputs["scores"][i].psnr_y
+            grid = comparison_grid(
+                {
+                    f"bicubic {bicubic_psnr:.2f} dB": to_uint8_image(bicubic[0]),
+                    f"SR {sr_psnr:.2f} dB": to_uint8_image(outputs["sr"][i]),
+                    "HR": to_uint8_image(hr[0]),
+                }
+            )
+            set_name, name = batch["set"][i], batch["name"][i]
+            step = trainer.global_step
+            caption = f"{set_name}/{name} step {step}: bicubic {bicubic_psnr:.2f} dB, SR {sr_psnr:.2f} dB"
+            write_rgb(self.dirpath / f"step{step:07d}_{set_name}_{name}.png", grid)
+            if self.log_to_loggers:
+                self._log(trainer, f"compare/{set_name}/{name}", grid, caption, step)
+
+    @staticmethod
+    def _log(trainer: pl.Trainer, key: str, grid: np.ndarray, caption: str, step: int) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[grid], caption=[caption], step=step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(key, grid, step, dataformats="HWC")

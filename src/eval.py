@@ -1,0 +1,98 @@
+"""``python -m src.eval``: score a trained checkpoint or a model with imported weights.
+
+It runs the SRModule's own validation (the shared inference path and metrics), so the figures
+are the ones validation logged for the same weights. Results land in the run folder as
+``results.{json,csv,md}`` plus comparison images.
+
+    python -m src.eval ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt
+    python -m src.eval model=bicubic scale=4
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, open_dict
+
+from src.callbacks.comparisons import ComparisonImages
+from src.data.datamodule import SRDataModule
+from src.metrics.report import SetSummary, markdown_table, summarize, write_results
+from src.models.checkpoint import module_from_checkpoint, read_checkpoint
+from src.models.sr_module import SRModule
+from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.cli import run_or_explain
+from src.utils.runtime import say
+
+
+def adopt_checkpoint_scale(cfg: DictConfig) -> None:
+    """A checkpoint knows its scale: use it for the data too, so LR sizes match the network."""
+    if not cfg.get("ckpt_path"):
+        return
+    meta = read_checkpoint(cfg.ckpt_path).get("srlab") or {}
+    scale = meta.get("scale")
+    if scale is not None and int(scale) != int(cfg.scale):
+        say(f"scale {scale} (from the checkpoint)")
+        with open_dict(cfg):
+            cfg.scale = int(scale)
+
+
+def load_module(cfg: DictConfig, val_set_names: list[str]) -> SRModule:
+    """The SRModule from ``ckpt_path``, else from ``model`` (with ``model.pretrained``)."""
+    options: dict[str, Any] = {
+        "tile": cfg.tile,
+        "tile_overlap": cfg.tile_overlap,
+        "self_ensemble": cfg.self_ensemble,
+        "val_set_names": val_set_names,
+    }
+    if cfg.get("ckpt_path"):
+        return module_from_checkpoint(cfg.ckpt_path, **options)
+    module: SRModule = hydra.utils.instantiate(cfg.model, **options)
+    return module
+
+
+def evaluate(cfg: DictConfig) -> list[SetSummary]:
+    """Validate once, write the results files and print the table."""
+    adopt_checkpoint_scale(cfg)
+    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data, train_set=None)
+    module = load_module(cfg, datamodule.val_set_names)
+    output_dir = Path(cfg.paths.output_dir)
+    callbacks = []
+    if cfg.comparisons:
+        callbacks.append(ComparisonImages(str(output_dir / "comparisons"), cfg.comparisons, False))
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=False, callbacks=callbacks, enable_model_summary=False
+    )
+    started = time.perf_counter()
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    seconds = time.perf_counter() - started
+    summaries = summarize(module.val_scores)
+    meta = {
+        "model": type(module.net).__name__,
+        "scale": module.scale,
+        "ckpt_path": cfg.get("ckpt_path"),
+        "pretrained": cfg.model.get("pretrained") if not cfg.get("ckpt_path") else None,
+        "self_ensemble": cfg.self_ensemble,
+        "tile": cfg.tile,
+        "seconds": round(seconds, 2),
+    }
+    files = write_results(output_dir, summaries, module.val_scores, meta)
+    say(f"{meta['model']} x{module.scale}, {len(module.val_scores)} images in {seconds:.1f} s")
+    say(markdown_table(summaries))
+    say(f"results: {', '.join(str(f) for f in files)}")
+    return summaries
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the mean PSNR_Y over all sets (for sweeps)."""
+    summaries = run_or_explain(lambda: evaluate(cfg))
+    total = sum(s.images for s in summaries)
+    return sum(s.psnr_y * s.images for s in summaries) / total
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""PSNR and SSIM under the convention SR papers use, built on torchmetrics."""

@@ -1,0 +1,108 @@
+"""PSNR and SSIM scored the way SR papers score them, on top of torchmetrics.
+
+The convention (see ``../shared/data/README.md`` and every table since SRCNN):
+
+* the SR output is rounded to uint8 before scoring;
+* ``border`` pixels (the scale factor) are cropped from every side of both images;
+* scores are on the luma channel Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 (BT.601
+  studio swing, R, G, B in 0..1), computed in float64 with no rounding, and on RGB;
+* PSNR uses a peak of 255;
+* SSIM uses an 11x11 Gaussian window (sigma 1.5, K1 = 0.01, K2 = 0.03) with *valid* filtering,
+  i.e. no padded border enters the mean.
+
+torchmetrics computes the SSIM map with reflection padding ("same" size); we take its full map and
+drop the padded margin, which is exactly MATLAB's valid filtering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
+PEAK = 255.0
+SSIM_SIGMA = 1.5
+# torchmetrics derives the Gaussian window size from sigma: int(3.5 * 1.5 + 0.5) * 2 + 1 = 11.
+SSIM_HALF_WINDOW = 5
+_Y_WEIGHTS = (65.481, 128.553, 24.966)
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """Scores of one SR image against its HR reference."""
+
+    psnr_y: float
+    ssim_y: float
+    psnr_rgb: float
+    ssim_rgb: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+METRIC_NAMES: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+
+
+def to_uint8_levels(image: torch.Tensor) -> torch.Tensor:
+    """Map [0, 1] floats to float64 values on the 0..255 integer grid (what saving a PNG does)."""
+    return (image.to(torch.float64) * 255.0).round().clamp(0.0, 255.0)
+
+
+def rgb_to_y(levels: torch.Tensor) -> torch.Tensor:
+    """BT.601 studio-swing luma of (N, 3, H, W) RGB given on the 0..255 scale, in float64."""
+    r, g, b = levels.to(torch.float64).unbind(dim=-3)
+    weights = _Y_WEIGHTS
+    y = 16.0 + (weights[0] * r + weights[1] * g + weights[2] * b) / 255.0
+    return y.unsqueeze(-3)
+
+
+def crop_border(image: torch.Tensor, border: int) -> torch.Tensor:
+    """Drop ``border`` pixels from each side of the last two dimensions."""
+    if border <= 0:
+        return image
+    return image[..., border:-border, border:-border]
+
+
+def psnr(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (peak 255) of (N, C, H, W) tensors on the 0..255 scale."""
+    value = peak_signal_noise_ratio(
+        preds, target, data_range=PEAK, dim=(1, 2, 3), reduction="none"
+    )
+    return torch.as_tensor(value).reshape(-1)
+
+
+def ssim(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM with valid filtering, (N, C, H, W) tensors on the 0..255 scale."""
+    _, ssim_map = structural_similarity_index_measure(
+        preds,
+        target,
+        gaussian_kernel=True,
+        sigma=SSIM_SIGMA,
+        data_range=PEAK,
+        k1=0.01,
+        k2=0.03,
+        reduction="none",
+        return_full_image=True,
+    )
+    valid = crop_border(torch.as_tensor(ssim_map), SSIM_HALF_WINDOW)
+    return valid.flatten(1).mean(dim=1)
+
+
+def score_batch(sr: torch.Tensor, hr: torch.Tensor, border: int) -> list[ImageScores]:
+    """Score (N, 3, H, W) SR against HR, both floats in [0, 1], under the papers' convention."""
+    if sr.shape != hr.shape:
+        raise ValueError(f"SR shape {tuple(sr.shape)} differs from HR shape {tuple(hr.shape)}")
+    sr_levels = crop_border(to_uint8_levels(sr), border)
+    hr_levels = crop_border(to_uint8_levels(hr), border)
+    sr_y, hr_y = rgb_to_y(sr_levels), rgb_to_y(hr_levels)
+    columns = (
+        psnr(sr_y, hr_y),
+        ssim(sr_y, hr_y),
+        psnr(sr_levels, hr_levels),
+        ssim(sr_levels, hr_levels),
+    )
+    return [ImageScores(*(float(c[i]) for c in columns)) for i in range(sr.shape[0])]

@@ -1,0 +1,212 @@
+"""Import pretrained weights into an SR Lab network, safely and with readable errors.
+
+Only tensors are read: PyTorch files go through ``torch.load(weights_only=True)``, which refuses
+any pickled class or function instead of running it, and ``.safetensors`` files hold no code at
+all. A checkpoint that is a whole pickled ``nn.Module`` (or carries other Python objects) is
+refused with :class:`PretrainedWeightsError`; re-save it as ``torch.save(net.state_dict(), ...)``
+from a trusted environment.
+
+The usual containers are unwrapped before the keys are compared with the network's:
+
+* BasicSR: ``{"params_ema": ...}`` (preferred) or ``{"params": ...}``;
+* PyTorch Lightning: ``{"state_dict": ...}``; SR Lab's Lightning module holds the network as
+  ``net``, so its keys read ``net.<key>`` and the prefix is stripped. Keys outside ``net.`` (a
+  loss network's weights, say) belong to the training module, not the network, and are dropped;
+* ``{"model": ...}``;
+* a ``module.`` prefix on every key (``nn.DataParallel`` / DDP) is stripped.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+SAFETENSORS_SUFFIX = ".safetensors"
+# Container keys tried in order; the first one present whose value is a mapping wins.
+CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model")
+LIGHTNING_NET_PREFIX = "net."
+DATA_PARALLEL_PREFIX = "module."
+MAX_KEYS_LISTED = 10
+
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
+
+
+class PretrainedWeightsError(RuntimeError):
+    """A weights file that cannot be, or must not be, loaded into the given network."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file into a flat ``{key: tensor}`` dict, containers and prefixes removed.
+
+    Raises:
+        PretrainedWeightsError: the file is missing, unreadable, of an unknown type, holds
+            pickled objects or code, or does not contain a state dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f"weights file not found: {path}")
+    raw = _load_tensors_only(path)
+    return _unwrap(raw, path)
+
+
+def import_weights(net: nn.Module, path: str | Path) -> None:
+    """Load the weights in ``path`` into ``net`` (in place), requiring an exact match.
+
+    Every key of ``net.state_dict()`` must be in the file with the same shape, and the file may
+    hold no other key; otherwise nothing is loaded and the error lists what differs.
+
+    Raises:
+        PretrainedWeightsError: see :func:`read_state_dict`, or the keys or shapes differ.
+    """
+    state = read_state_dict(path)
+    expected = net.state_dict()
+    report = _mismatch_report(state, expected)
+    if report:
+        raise PretrainedWeightsError(
+            f"weights in {path} do not fit {type(net).__name__}:\n{report}\n"
+            "Check that the architecture, its hyper-parameters and the scale match the file."
+        )
+    net.load_state_dict(state, strict=True)
+
+
+def _load_tensors_only(path: Path) -> object:
+    suffix = path.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX:
+        return _load_safetensors(path)
+    if suffix in TORCH_SUFFIXES:
+        return _load_torch(path)
+    accepted = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))
+    raise PretrainedWeightsError(
+        f"unsupported weights file type {suffix!r} for {path}; accepted: {accepted}"
+    )
+
+
+def _load_torch(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise PretrainedWeightsError(_refusal_message(path, str(exc))) from None
+    except Exception as exc:  # torch reports corrupt files with many error types
+        raise PretrainedWeightsError(
+            f"cannot read {path} as a PyTorch checkpoint: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _refusal_message(path: Path, unpickler_error: str) -> str:
+    """Explain why the weights-only unpickler refused ``path`` (nothing from it has run)."""
+    accepted = (
+        "Only state dicts of tensors (torch.save(net.state_dict(), ...)) or .safetensors files "
+        "are accepted; if you trust the file, re-save its state dict where it was made."
+    )
+    found = _UNSUPPORTED_GLOBAL.search(unpickler_error)
+    if found or "add_safe_globals" in unpickler_error:
+        culprit = f" (it references {found.group(1)})" if found else ""
+        return (
+            f"refusing to load {path}: it contains pickled Python objects or code{culprit}, "
+            f"which could run arbitrary code if unpickled, so none of it was loaded. {accepted}"
+        )
+    detail = _UNPICKLER_DETAIL.search(unpickler_error)
+    reason = detail.group(1).strip() if detail else unpickler_error.splitlines()[0]
+    return (
+        f"refusing to load {path}: the safe (weights-only) unpickler cannot read it ({reason}); "
+        f"it is corrupted or holds pickled data other than tensors. {accepted}"
+    )
+
+
+def _load_safetensors(path: Path) -> object:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise PretrainedWeightsError(
+            f"reading {path} needs the safetensors package: pip install safetensors"
+        ) from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error type for a malformed file
+        raise PretrainedWeightsError(f"cannot read {path} as safetensors: {exc}") from exc
+
+
+def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(raw, Mapping):
+        raise PretrainedWeightsError(
+            f"{path} holds a {type(raw).__name__}, not a state dict of tensors"
+        )
+    state: Mapping[str, Any] = raw
+    from_lightning = False
+    for key in CONTAINER_KEYS:
+        inner = state.get(key)
+        if isinstance(inner, Mapping):
+            state = inner
+            from_lightning = key == "state_dict"
+            break
+    if from_lightning:
+        state = _select_prefixed(state, LIGHTNING_NET_PREFIX)
+    state = _strip_common_prefix(state, DATA_PARALLEL_PREFIX)
+    not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        listed = ", ".join(repr(key) for key in not_tensors[:MAX_KEYS_LISTED])
+        raise PretrainedWeightsError(
+            f"{path} is not a state dict of tensors: {len(not_tensors)} entries are not tensors "
+            f"({listed})"
+        )
+    return {str(key): value for key, value in state.items()}
+
+
+def _select_prefixed(state: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
+    """Keep only the keys under ``prefix`` (prefix removed); unchanged if no key has it."""
+    selected = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    return selected or state
+
+
+def _strip_common_prefix(state: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
+    """Remove ``prefix`` from every key, if (and only if) every key has it."""
+    if state and all(key.startswith(prefix) for key in state):
+        return {key[len(prefix) :]: value for key, value in state.items()}
+    return state
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return str(tuple(tensor.shape))
+
+
+def _listing(title: str, lines: list[str]) -> list[str]:
+    if not lines:
+        return []
+    shown = [f"    {line}" for line in lines[:MAX_KEYS_LISTED]]
+    if len(lines) > MAX_KEYS_LISTED:
+        shown.append(f"    ... and {len(lines) - MAX_KEYS_LISTED} more")
+    return [f"  {title} ({len(lines)}):", *shown]
+
+
+def _mismatch_report(
+    given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> str:
+    """A multi-line description of missing, unexpected and mis-shaped keys; "" if they fit."""
+    missing = [f"{key} {_shape(value)}" for key, value in expected.items() if key not in given]
+    unexpected = [f"{key} {_shape(value)}" for key, value in given.items() if key not in expected]
+    mismatched = [
+        f"{key}: file {_shape(given[key])}, network {_shape(value)}"
+        for key, value in expected.items()
+        if key in given and given[key].shape != value.shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return ""
+    counts = (
+        f"  {len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} "
+        f"shape-mismatched; the file has {len(given)} keys, the network {len(expected)}"
+    )
+    lines = [
+        counts,
+        *_listing("missing from the file", missing),
+        *_listing("unexpected in the file", unexpected),
+        *_listing("shape mismatch", mismatched),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""SRModule: the LightningModule around any SR network.
+
+It owns the loss, the optimiser and scheduler (built from Hydra partials), the one inference path
+(:func:`src.ops.inference.upscale`, shared with eval and predict) and the paper-convention metrics.
+Validation scores every image once and logs, per set and overall:
+``val/psnr_y``, ``val/ssim_y``, ``val/psnr_rgb``, ``val/ssim_rgb``, ``val/<Set>/<metric>`` and
+``val/psnr_y_best``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+
+from src.metrics.paper import METRIC_NAMES, score_batch
+from src.ops.inference import upscale
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+OVERALL = "all"
+
+
+class SRModule(pl.LightningModule):
+    """Train and score ``net``, a plain nn.Module mapping [0, 1] LR to [0, 1] SR."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        scale: int,
+        loss: nn.Module | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        value_range: float = 1.0,
+        pretrained: str | None = None,
+        tile: int | None = None,
+        tile_overlap: int = 16,
+        self_ensemble: bool = False,
+        channels_last: bool = False,
+        val_set_names: list[str] | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.scale = scale
+        self.loss = loss or nn.L1Loss()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.value_range = value_range
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.self_ensemble = self_ensemble
+        self.channels_last = channels_last
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model_config: dict[str, Any] | None = None
+        self.val_scores: list[dict[str, Any]] = []
+        self.metrics = nn.ModuleDict()
+        self.best_psnr_y = MaxMetric().set_dtype(torch.float64)
+        for set_name in [OVERALL, *(val_set_names or [])]:
+            self._metrics_for(set_name)
+        if pretrained:
+            from src.models.pretrained import import_weights
+
+            import_weights(self.net, pretrained)
+
+    # --- the network and the shared inference path -------------------------------------------
+    def run_net(self, lr: torch.Tensor) -> torch.Tensor:
+        """One network call on [0, 1] input; networks trained on 0..255 see 0..255."""
+        if self.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        if self.value_range == 1.0:
+            return self.net(lr)
+        return self.net(lr * self.value_range) / self.value_range
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        """Super-resolve a batch the way validation, eval and predict all do."""
+        return upscale(
+            self.run_net,
+            lr,
+            self.scale,
+            tile=self.tile,
+            tile_overlap=self.tile_overlap,
+            self_ensemble=self.self_ensemble,
+        )
+
+    @property
+    def has_trainable_parameters(self) -> bool:
+        return any(p.requires_grad for p in self.net.parameters())
+
+    # --- training ----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        sr = self.run_net(batch["lr"])
+        loss = self.loss(sr, batch["hr"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError("model.optimizer is not set: training needs an optimizer config")
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # --- validation --------------------------------------------------------------------------
+    def _metrics_for(self, set_name: str) -> nn.ModuleDict:
+        key = set_name.replace(".", "_")
+        if key not in self.metrics:
+            self.metrics[key] = nn.ModuleDict(
+                {name: MeanMetric().set_dtype(torch.float64) for name in METRIC_NAMES}
+            )
+            self.metrics[key].to(self.device)
+        group = self.metrics[key]
+        assert isinstance(group, nn.ModuleDict)
+        return group
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_scores = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        sr = self(batch["lr"]).clamp(0.0, 1.0)
+        scores = score_batch(sr, batch["hr"], border=self.scale)
+        for i, image_scores in enumerate(scores):
+            set_name = batch["set"][i]
+            values = image_scores.as_dict()
+            for group in (self._metrics_for(OVERALL), self._metrics_for(set_name)):
+                for name, value in values.items():
+                    group[name].update(torch.tensor(value, dtype=torch.float64))
+            self.val_scores.append({"set": set_name, "name": batch["name"][i], **values})
+        return {"sr": sr, "scores": scores}
+
+    def on_validation_epoch_end(self) -> None:
+        logged: dict[str, torch.Tensor] = {}
+        for key, group in self.metrics.items():
+            assert isinstance(group, nn.ModuleDict)
+            if not group["psnr_y"].update_count:
+                continue
+            prefix = "val" if key == OVERALL else f"val/{key}"
+            for name, metric in group.items():
+                logged[f"{prefix}/{name}"] = metric.compute()
+                metric.reset()
+        if not logged or self.trainer.sanity_checking:
+            return
+        self.best_psnr_y.update(logged["val/psnr_y"])
+        logged["val/psnr_y_best"] = self.best_psnr_y.compute()
+        self.log("val/psnr_y", logged.pop("val/psnr_y"), prog_bar=True)
+        self.log_dict(logged)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model_config is not None:
+            checkpoint["srlab"] = {"model_config": self.model_config, "scale": self.scale}

@@ -1,0 +1,1 @@
+"""Image operations shared by training, evaluation and prediction (resize, colour, tiling)."""

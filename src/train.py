@@ -1,0 +1,85 @@
+"""``python -m src.train``: compose the config, build data, model and trainer, train, report.
+
+Returns the best ``val/psnr_y`` so Hydra sweepers (grid or Optuna) can optimise it.
+
+    python -m src.train model=edsr data=urban100 scale=4 trainer.max_steps=20000
+    python -m src.train -m model=edsr,edsr_large optimizer.lr=1e-4,2e-4
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from src.data.datamodule import SRDataModule
+from src.metrics.baseline import bicubic_scores
+from src.models.sr_module import SRModule
+from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.cli import run_or_explain
+from src.utils.config import to_plain
+from src.utils.runtime import build_callbacks, build_loggers, format_metrics, say
+
+log = logging.getLogger("srlab.train")
+
+SUMMARY_KEYS = ["val/psnr_y", "val/ssim_y", "val/psnr_rgb", "val/ssim_rgb"]
+
+
+def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
+    """Instantiate the data module, the SR module and the trainer from a composed config."""
+    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
+    model: SRModule = hydra.utils.instantiate(cfg.model, val_set_names=datamodule.val_set_names)
+    model.model_config = to_plain(cfg.model)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=build_loggers(cfg.get("logger")), callbacks=build_callbacks(cfg.get("callbacks"))
+    )
+    return datamodule, model, trainer
+
+
+def report(trainer: pl.Trainer, datamodule: SRDataModule, scale: int, seconds: float) -> None:
+    """Print the final scores beside bicubic on the same validation images."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if "val/psnr_y" not in metrics:
+        say(f"done in {seconds:.0f} s (no validation ran)")
+        return
+    baseline = bicubic_scores(datamodule.val_dataloader(), scale)
+    best = metrics.get("val/psnr_y_best", metrics["val/psnr_y"])
+    say(f"done in {seconds:.0f} s, {trainer.global_step} steps")
+    say(f"  last validation: {format_metrics(metrics, SUMMARY_KEYS)}")
+    say(
+        f"  best PSNR_Y {best:.4f} dB vs bicubic {baseline['psnr_y']:.4f} dB on the same "
+        f"images ({best - baseline['psnr_y']:+.2f} dB)"
+    )
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and getattr(checkpoint, "dirpath", None):
+        say(f"  checkpoints: {checkpoint.dirpath}")  # type: ignore[attr-defined]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or, for a model without parameters, only validate) and return the metrics."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    started = time.perf_counter()
+    if model.has_trainable_parameters:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    else:
+        say(f"{type(model.net).__name__} has no trainable parameters: validating only")
+        trainer.validate(model, datamodule=datamodule)
+    if trainer.is_global_zero and not trainer.fast_dev_run:
+        report(trainer, datamodule, int(cfg.scale), time.perf_counter() - started)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; the return value is the objective of sweeps."""
+    metrics = run_or_explain(lambda: train(cfg))
+    return metrics.get("val/psnr_y_best", metrics.get("val/psnr_y"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Building loggers and callbacks from config, and printing for people, on rank 0 only."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, open_dict
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger("srlab")
+
+WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
+
+
+@rank_zero_only
+def say(message: str) -> None:
+    """One line for the person at the terminal (rank 0 only)."""
+    print(message, flush=True)
+
+
+def wandb_has_credentials() -> bool:
+    """True when wandb could log online: an API key in the environment or ``wandb login``."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import netrc
+
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def prepare_wandb(config: DictConfig) -> None:
+    """Switch a wandb logger config to offline mode when there are no credentials, and say so."""
+    if config.get("offline") or os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return
+    if not wandb_has_credentials():
+        with open_dict(config):
+            config.offline = True
+        say(f"wandb: no WANDB_API_KEY, logging offline under {config.save_dir}/wandb "
+            "(upload later with `wandb sync`)")
+
+
+def build_loggers(config: DictConfig | None) -> list[Logger]:
+    """Instantiate every logger in the ``logger`` group."""
+    loggers: list[Logger] = []
+    for _, logger_config in (config or {}).items():
+        if logger_config.get("_target_") == WANDB_TARGET:
+            prepare_wandb(logger_config)
+        loggers.append(hydra.utils.instantiate(logger_config))
+    return loggers
+
+
+def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:
+    """Instantiate every callback in the ``callbacks`` group."""
+    return [hydra.utils.instantiate(c) for _, c in (config or {}).items()]
+
+
+def format_metrics(metrics: dict[str, Any], keys: list[str]) -> str:
+    """``psnr_y 32.2096 | ssim_y 0.8948``-style summary of the given keys that are present."""
+    parts = []
+    for key in keys:
+        if key in metrics:
+            parts.append(f"{key.split('/')[-1]} {float(metrics[key]):.4f}")
+    return " | ".join(parts)

@@ -1,0 +1,95 @@
+"""Every config group composes and instantiates; misspelt keys fail with Hydra's message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+
+from src.data.datamodule import SRDataModule
+from src.models.sr_module import SRModule
+from tests.helpers import CONF_DIR, compose_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_config_builds_an_sr_module(model: str, tmp_path: Path):
+    scale = 4
+    cfg = compose_config("train", [f"model={model}", f"scale={scale}"], tmp_path)
+    module = hydra.utils.instantiate(cfg.model)
+    assert isinstance(module, SRModule)
+    assert module.scale == scale and module.net.scale == scale
+    assert module.optimizer_factory is not None and module.scheduler_factory is not None
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_config_builds_a_datamodule(data: str, tmp_path: Path):
+    extra = ["data.root=/some/folder"] if data == "folder" else []
+    cfg = compose_config("train", [f"data={data}", *extra], tmp_path)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert isinstance(datamodule, SRDataModule)
+    assert datamodule.val_set_names
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        *(f"trainer={t}" for t in options("trainer")),
+        *(f"logger={name}" for name in options("logger")),
+        *(f"degradation={d}" for d in options("degradation")),
+        *(f"loss={name}" for name in options("loss")),
+        *(f"optimizer={name}" for name in options("optimizer")),
+        *(f"scheduler={name}" for name in options("scheduler")),
+        *(f"debug={name}" for name in options("debug")),
+        *(f"experiment={name}" for name in options("experiment")),
+        "callbacks=none",
+    ],
+)
+def test_group_options_compose_and_instantiate(override: str, tmp_path: Path):
+    cfg = compose_config("train", [override], tmp_path)
+    group = override.split("=")[0]
+    node = {
+        "loss": cfg.model.loss,
+        "optimizer": cfg.model.optimizer,
+        "scheduler": cfg.model.scheduler,
+        "degradation": cfg.data.degradation,
+    }.get(group)
+    if node is not None:
+        assert hydra.utils.instantiate(node) is not None
+    if group == "trainer" and (cfg.trainer.accelerator != "gpu" or torch.cuda.is_available()):
+        assert hydra.utils.instantiate(cfg.trainer, logger=False).max_steps == cfg.trainer.max_steps
+
+
+def test_scale_is_one_key_for_model_and_data(tmp_path: Path):
+    cfg = compose_config("train", ["scale=3"], tmp_path)
+    assert cfg.model.net.scale == 3 and cfg.model.scale == 3 and cfg.data.scale == 3
+
+
+def test_group_overrides_land_in_their_package(tmp_path: Path):
+    cfg = compose_config("train", ["loss=charbonnier", "model.optimizer.lr=1e-4"], tmp_path)
+    assert cfg.model.loss._target_.endswith("CharbonnierLoss")
+    assert cfg.model.optimizer.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("bad", ["model.net.num_blockz=3", "trainer.max_stepz=10", "modle=edsr"])
+def test_misspelt_keys_fail_with_hydras_message(bad: str, tmp_path: Path):
+    with pytest.raises(ConfigCompositionException):
+        compose_config("train", [bad], tmp_path)
+
+
+def test_unknown_option_of_a_group_is_refused(tmp_path: Path):
+    with pytest.raises(Exception, match="edsr_huge"):
+        compose_config("train", ["model=edsr_huge"], tmp_path)
+
+
+@pytest.mark.parametrize("task", ["train", "eval"])
+def test_entry_configs_compose(task: str, tmp_path: Path):
+    cfg = compose_config(task, [], tmp_path)
+    assert cfg.task_name == task
+    assert cfg.paths.output_dir == str(tmp_path)
