@@ -57,7 +57,7 @@ def load_module(cfg: DictConfig, val_set_names: list[str]) -> SRModule:
 def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
     adopt_checkpoint_scale(cfg)
-    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data, train_set=None)
+    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
     module = load_module(cfg, datamodule.val_set_names)
     output_dir = Path(cfg.paths.output_dir)
     callbacks = []

@@ -22,7 +22,7 @@ from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import run_or_explain
 from src.utils.config import to_plain
-from src.utils.runtime import build_callbacks, build_loggers, format_metrics, say
+from src.utils.runtime import build_callbacks, build_loggers, close_loggers, format_metrics, say
 
 log = logging.getLogger("srlab.train")
 
@@ -34,9 +34,9 @@ def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
     model: SRModule = hydra.utils.instantiate(cfg.model, val_set_names=datamodule.val_set_names)
     model.model_config = to_plain(cfg.model)
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=build_loggers(cfg.get("logger")), callbacks=build_callbacks(cfg.get("callbacks"))
-    )
+    callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
+    loggers = build_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     return datamodule, model, trainer
 
 
@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     else:
         say(f"{type(model.net).__name__} has no trainable parameters: validating only")
         trainer.validate(model, datamodule=datamodule)
-    if trainer.is_global_zero and not trainer.fast_dev_run:
+    if trainer.is_global_zero and not getattr(trainer, "fast_dev_run", False):
         report(trainer, datamodule, int(cfg.scale), time.perf_counter() - started)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -77,7 +77,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; the return value is the objective of sweeps."""
-    metrics = run_or_explain(lambda: train(cfg))
+    try:
+        metrics = run_or_explain(lambda: train(cfg))
+    finally:
+        close_loggers()
     return metrics.get("val/psnr_y_best", metrics.get("val/psnr_y"))
 
 

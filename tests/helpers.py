@@ -44,7 +44,9 @@ def compose_config(task: str, overrides: list[str], output_dir: Path) -> DictCon
     return cfg
 
 
-def run_module(module: str, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_module(
+    module: str, args: list[str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <module> <args>`` from the repo root and capture its output."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
     return subprocess.run(

@@ -16,9 +16,7 @@ class MeanShift(nn.Module):
     def __init__(self, rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN, sign: int = -1):
         super().__init__()
         self.sign = sign
-        self.register_buffer(
-            "mean", torch.tensor(rgb_mean).view(1, 3, 1, 1), persistent=False
-        )
+        self.register_buffer("mean", torch.tensor(rgb_mean).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.sign * self.mean.to(x.dtype)

@@ -47,7 +47,9 @@ def label(panel: np.ndarray, text: str) -> np.ndarray:
     thickness = max(1, round(scale * 1.5))
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     cv2.rectangle(panel, (0, 0), (w + 8, h + base + 8), (0, 0, 0), -1)
-    cv2.putText(panel, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness)
+    cv2.putText(
+        panel, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness
+    )
     return panel
 
 
@@ -112,7 +114,9 @@ class ComparisonImages(pl.Callback):
             )
             set_name, name = batch["set"][i], batch["name"][i]
             step = trainer.global_step
-            caption = f"{set_name}/{name} step {step}: bicubic {bicubic_psnr:.2f} dB, SR {sr_psnr:.2f} dB"
+            caption = (
+                f"{set_name}/{name} step {step}: bicubic {bicubic_psnr:.2f} dB, SR {sr_psnr:.2f} dB"
+            )
             write_rgb(self.dirpath / f"step{step:07d}_{set_name}_{name}.png", grid)
             if self.log_to_loggers:
                 self._log(trainer, f"compare/{set_name}/{name}", grid, caption, step)

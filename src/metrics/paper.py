@@ -69,9 +69,7 @@ def crop_border(image: torch.Tensor, border: int) -> torch.Tensor:
 
 def psnr(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (peak 255) of (N, C, H, W) tensors on the 0..255 scale."""
-    value = peak_signal_noise_ratio(
-        preds, target, data_range=PEAK, dim=(1, 2, 3), reduction="none"
-    )
+    value = peak_signal_noise_ratio(preds, target, data_range=PEAK, dim=(1, 2, 3), reduction="none")
     return torch.as_tensor(value).reshape(-1)
 
 

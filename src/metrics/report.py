@@ -51,7 +51,10 @@ def markdown_table(summaries: list[SetSummary]) -> str:
 
 
 def write_results(
-    directory: Path, summaries: list[SetSummary], records: list[dict[str, Any]], meta: dict[str, Any]
+    directory: Path,
+    summaries: list[SetSummary],
+    records: list[dict[str, Any]],
+    meta: dict[str, Any],
 ) -> list[Path]:
     """Write results.json (with per-image scores), results.csv and results.md; return the paths."""
     directory.mkdir(parents=True, exist_ok=True)

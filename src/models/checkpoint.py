@@ -35,7 +35,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"(loading it could run code). Save a state_dict instead. Detail: {error}"
         ) from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {error}") from error
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {error}"
+        ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
     return checkpoint

@@ -10,7 +10,7 @@ Validation scores every image once and logs, per set and overall:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -133,7 +133,7 @@ class SRModule(pl.LightningModule):
             values = image_scores.as_dict()
             for group in (self._metrics_for(OVERALL), self._metrics_for(set_name)):
                 for name, value in values.items():
-                    group[name].update(torch.tensor(value, dtype=torch.float64))
+                    cast(MeanMetric, group[name]).update(torch.tensor(value, dtype=torch.float64))
             self.val_scores.append({"set": set_name, "name": batch["name"][i], **values})
         return {"sr": sr, "scores": scores}
 
@@ -141,10 +141,11 @@ class SRModule(pl.LightningModule):
         logged: dict[str, torch.Tensor] = {}
         for key, group in self.metrics.items():
             assert isinstance(group, nn.ModuleDict)
-            if not group["psnr_y"].update_count:
+            if not cast(MeanMetric, group["psnr_y"]).update_count:
                 continue
             prefix = "val" if key == OVERALL else f"val/{key}"
-            for name, metric in group.items():
+            for name, module in group.items():
+                metric = cast(MeanMetric, module)
                 logged[f"{prefix}/{name}"] = metric.compute()
                 metric.reset()
         if not logged or self.trainer.sanity_checking:

@@ -23,13 +23,15 @@ def _starts(length: int, tile: int) -> Iterator[int]:
     yield from range(0, length, tile)
 
 
-def upscale_tiled(net: Network, lr: torch.Tensor, scale: int, tile: int, overlap: int) -> torch.Tensor:
+def upscale_tiled(
+    net: Network, lr: torch.Tensor, scale: int, tile: int, overlap: int
+) -> torch.Tensor:
     """Run ``net`` over tiles of ``lr`` (N, C, H, W) and stitch the kept cores."""
     if tile <= 0:
         raise ValueError(f"tile must be a positive number of pixels, got {tile}")
     if overlap < 0:
         raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
-    n, c, h, w = lr.shape
+    n, _, h, w = lr.shape
     if h <= tile and w <= tile:
         return net(lr)
     out: torch.Tensor | None = None

@@ -9,6 +9,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, open_dict
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -42,8 +43,10 @@ def prepare_wandb(config: DictConfig) -> None:
     if not wandb_has_credentials():
         with open_dict(config):
             config.offline = True
-        say(f"wandb: no WANDB_API_KEY, logging offline under {config.save_dir}/wandb "
-            "(upload later with `wandb sync`)")
+        say(
+            f"wandb: no WANDB_API_KEY, logging offline under {config.save_dir}/wandb "
+            "(upload later with `wandb sync`)"
+        )
 
 
 def build_loggers(config: DictConfig | None) -> list[Logger]:
@@ -56,9 +59,23 @@ def build_loggers(config: DictConfig | None) -> list[Logger]:
     return loggers
 
 
-def build_callbacks(config: DictConfig | None) -> list[pl.Callback]:
-    """Instantiate every callback in the ``callbacks`` group."""
-    return [hydra.utils.instantiate(c) for _, c in (config or {}).items()]
+def close_loggers() -> None:
+    """Finish the wandb run, if any, so it is flushed before the next run of a sweep starts."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def build_callbacks(config: DictConfig | None, progress_bar: bool = True) -> list[pl.Callback]:
+    """Instantiate the ``callbacks`` group; progress bars only when ``progress_bar`` is on."""
+    callbacks = [hydra.utils.instantiate(c) for _, c in (config or {}).items()]
+    if progress_bar:
+        return callbacks
+    return [c for c in callbacks if not isinstance(c, ProgressBar)]
 
 
 def format_metrics(metrics: dict[str, Any], keys: list[str]) -> str:

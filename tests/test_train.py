@@ -1,0 +1,131 @@
+"""End-to-end runs of src.train and src.eval on tiny models and images."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from src.eval import evaluate
+from src.train import train
+from src.utils.runtime import close_loggers
+from tests.helpers import TINY, compose_config, run_module
+from tests.test_data import write_folder
+from tests.wandb_reader import history
+
+
+@pytest.fixture
+def hr_folder(tmp_path: Path) -> Path:
+    """A dataset laid out like Urban100: <data_dir>/benchmarks/Urban100/HR/img_XXX.png."""
+    folder = tmp_path / "data" / "benchmarks" / "Urban100" / "HR"
+    write_folder(folder, 12, height=64, width=72)
+    return folder
+
+
+def folder_overrides(folder: Path) -> list[str]:
+    return ["data=folder", f"data.root={folder}", "data.train_set.val_count=2"]
+
+
+def test_fast_dev_run(hr_folder: Path, tmp_path: Path):
+    cfg = compose_config("train", [*TINY, *folder_overrides(hr_folder), "debug=fdr"], tmp_path)
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"])
+    assert "val/psnr_y" in metrics  # one validation batch ran too
+
+
+def test_validation_then_eval_parity(hr_folder: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        *TINY,
+        *folder_overrides(hr_folder),
+        "trainer.max_steps=6",
+        "trainer.log_every_n_steps=2",
+    ]
+    metrics = train(compose_config("train", overrides, run_dir))
+    assert metrics["val/psnr_y_best"] >= metrics["val/psnr_y"] - 1e-6
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert any(row.get("val/psnr_y") for row in rows) and any(row.get("train/loss") for row in rows)
+    assert sorted(p.name for p in (run_dir / "comparisons").iterdir())
+
+    eval_dir = tmp_path / "eval"
+    cfg = compose_config(
+        "eval", [*folder_overrides(hr_folder), f"ckpt_path={checkpoint}"], eval_dir
+    )
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    (summary,) = evaluate(cfg)
+    assert summary.images == 2
+    # Validation logs float32; eval prints the float64 mean of the same per-image scores.
+    assert summary.psnr_y == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
+    assert summary.ssim_y == pytest.approx(metrics["val/ssim_y"], abs=1e-5)
+    assert {"results.json", "results.csv", "results.md"} <= {p.name for p in eval_dir.iterdir()}
+
+
+def test_wandb_offline_run_logs_images_and_psnr(
+    hr_folder: Path, tmp_path: Path, monkeypatch, capsys
+):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials either
+    overrides = [*TINY, *folder_overrides(hr_folder), "logger=wandb", "trainer.max_steps=3"]
+    try:
+        metrics = train(compose_config("train", overrides, tmp_path))
+    finally:
+        close_loggers()
+    offline_lines = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("wandb:")
+    ]
+    assert len(offline_lines) == 1 and "WANDB_API_KEY" in offline_lines[0]
+
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    rows = history(run_file)
+    logged = [row["val/psnr_y"] for row in rows if "val/psnr_y" in row]
+    assert logged and logged[-1] == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
+    images = [key for row in rows for key in row if key.startswith("compare/")]
+    assert any(key.endswith("/captions") for key in images)
+    media = list(run_file.parent.glob("files/media/images/compare/**/*.png"))
+    assert len(media) == 2  # one comparison per validation image
+    from src.data.images import read_rgb
+
+    assert read_rgb(media[0]).max() > 0  # uint8 images: not saved black
+
+
+def test_urban100_command_trains(hr_folder: Path, tmp_path: Path):
+    data_dir = hr_folder.parents[2]
+    result = run_module(
+        "src.train",
+        [
+            "model=edsr",
+            "data=urban100",
+            f"paths.data_dir={data_dir}",
+            "trainer.max_steps=20",
+            "data.train_set.val_count=2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *TINY,
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best PSNR_Y" in result.stdout and "bicubic" in result.stdout
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_missing_urban100_is_one_clear_sentence(tmp_path: Path):
+    result = run_module(
+        "src.train",
+        ["data=urban100", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", *TINY],
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error: Urban100 images not found" in result.stderr
+    assert str(tmp_path / "benchmarks" / "Urban100" / "HR") in result.stderr
+
+
+def test_bicubic_model_validates_without_training(hr_folder: Path, tmp_path: Path):
+    overrides = [*folder_overrides(hr_folder), "model=bicubic", "logger=csv"]
+    metrics = train(compose_config("train", overrides, tmp_path))
+    assert metrics["val/psnr_y"] > 20
