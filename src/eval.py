@@ -16,11 +16,18 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from src.callbacks.comparisons import ComparisonImages
 from src.data.datamodule import SRDataModule
-from src.metrics.report import SetSummary, markdown_table, summarize, write_results
+from src.metrics.report import (
+    SetSummary,
+    attach_published,
+    markdown_table,
+    summarize,
+    write_results,
+)
 from src.models.checkpoint import module_from_checkpoint, read_checkpoint
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
@@ -54,6 +61,19 @@ def load_module(cfg: DictConfig, val_set_names: list[str]) -> SRModule:
     return module
 
 
+def published_model(cfg: DictConfig, module: SRModule) -> str | None:
+    """Which conf/model's published figures apply: ``published``, else the model of official
+    weights (``model.pretrained``) or of a parameter-free baseline; none for own checkpoints."""
+    if cfg.get("published") not in (None, "auto"):
+        return str(cfg.published)
+    if cfg.get("published") is None or cfg.get("ckpt_path"):
+        return None
+    if cfg.model.get("pretrained") or not module.has_trainable_parameters:
+        choice = HydraConfig.get().runtime.choices.get("model")
+        return str(choice) if choice else None
+    return None
+
+
 def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
     adopt_checkpoint_scale(cfg)
@@ -62,14 +82,18 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     output_dir = Path(cfg.paths.output_dir)
     callbacks = []
     if cfg.comparisons:
-        callbacks.append(ComparisonImages(str(output_dir / "comparisons"), cfg.comparisons, False))
+        callbacks.append(
+            ComparisonImages(str(output_dir / "comparisons"), cfg.comparisons, False, True)
+        )
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=False, callbacks=callbacks, enable_model_summary=False
     )
     started = time.perf_counter()
     trainer.validate(module, datamodule=datamodule, verbose=False)
     seconds = time.perf_counter() - started
-    summaries = summarize(module.val_scores)
+    summaries = attach_published(
+        summarize(module.val_scores), published_model(cfg, module), module.scale
+    )
     meta = {
         "model": type(module.net).__name__,
         "scale": module.scale,

@@ -53,36 +53,77 @@ def label(panel: np.ndarray, text: str) -> np.ndarray:
     return panel
 
 
+def join(images: list[np.ndarray], axis: int) -> np.ndarray:
+    """Concatenate along ``axis`` (0: stack, 1: side by side) with white gaps between."""
+    gap_shape = list(images[0].shape)
+    gap_shape[axis] = GAP
+    gap = np.full(gap_shape, 255, np.uint8)
+    pieces = [piece for image in images for piece in (image, gap)][:-1]
+    return np.concatenate(pieces, axis=axis)
+
+
+def crop_window(hr: np.ndarray, crop_fraction: float) -> tuple[int, int, int]:
+    """(top, left, size) of the square crop to zoom into: the busiest region of ``hr``."""
+    size = max(8, int(min(hr.shape[:2]) * crop_fraction))
+    top, left = busiest_window(hr, size)
+    return top, left, size
+
+
+def zoomed(image: np.ndarray, window: tuple[int, int, int], width: int) -> np.ndarray:
+    """The window of ``image``, enlarged (nearest neighbour) to ``width`` x ``width``."""
+    top, left, size = window
+    crop = image[top : top + size, left : left + size]
+    return cv2.resize(crop, (width, width), interpolation=cv2.INTER_NEAREST)
+
+
 def comparison_grid(panels: dict[str, np.ndarray], crop_fraction: float = 0.25) -> np.ndarray:
     """Panels side by side, each with a zoomed crop of the same region underneath."""
     hr = next(reversed(panels.values()))
-    size = max(8, int(min(hr.shape[:2]) * crop_fraction))
-    top, left = busiest_window(hr, size)
-    width = hr.shape[1]
+    window = crop_window(hr, crop_fraction)
+    top, left, size = window
     columns = []
     for text, image in panels.items():
-        crop = image[top : top + size, left : left + size]
-        zoom = cv2.resize(crop, (width, width), interpolation=cv2.INTER_NEAREST)
         framed = image.copy()
         cv2.rectangle(framed, (left, top), (left + size - 1, top + size - 1), (255, 0, 0), 2)
-        gap = np.full((GAP, width, 3), 255, np.uint8)
-        columns.append(np.concatenate([label(framed, text), gap, zoom], axis=0))
-    gap = np.full((columns[0].shape[0], GAP, 3), 255, np.uint8)
-    pieces = [piece for column in columns for piece in (column, gap)][:-1]
-    return np.concatenate(pieces, axis=1)
+        columns.append(join([label(framed, text), zoomed(image, window, hr.shape[1])], axis=0))
+    return join(columns, axis=1)
+
+
+def crops_row(panels: dict[str, np.ndarray], width: int = 192) -> np.ndarray:
+    """One image's zoomed crops side by side, labelled: a row of a per-set figure."""
+    window = crop_window(next(reversed(panels.values())), 0.25)
+    return join([label(zoomed(image, window, width), text) for text, image in panels.items()], 1)
 
 
 class ComparisonImages(pl.Callback):
-    """Writes and logs a bicubic | SR | HR comparison for up to ``max_images`` per validation."""
+    """Writes and logs bicubic | SR | HR comparisons, up to ``max_images`` per set each time."""
 
-    def __init__(self, dirpath: str, max_images: int = 8, log_to_loggers: bool = True):
+    def __init__(
+        self,
+        dirpath: str,
+        max_images: int = 8,
+        log_to_loggers: bool = True,
+        set_figures: bool = False,
+    ):
+        """``set_figures`` also writes ``<set>_crops.png``: the zoomed crops of every compared
+        image of a set, one row each (what ``src.eval`` shows per set)."""
         self.dirpath = Path(dirpath)
         self.max_images = max_images
         self.log_to_loggers = log_to_loggers
-        self._count = 0
+        self.set_figures = set_figures
+        self._counts: dict[str, int] = {}
+        self._rows: dict[str, list[np.ndarray]] = {}
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._count = 0
+        self._counts = {}
+        self._rows = {}
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.set_figures:
+            return
+        for set_name, rows in self._rows.items():
+            write_rgb(self.dirpath / f"{set_name}_crops.png", join(rows, axis=0))
 
     @rank_zero_only
     def on_validation_batch_end(
@@ -94,25 +135,27 @@ class ComparisonImages(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking or self._count >= self.max_images or not outputs:
+        if trainer.sanity_checking or not outputs:
             return
         scale = int(pl_module.scale)  # type: ignore[arg-type]
         for i in range(batch["lr"].shape[0]):
-            if self._count >= self.max_images:
-                return
-            self._count += 1
+            seen = self._counts.get(batch["set"][i], 0)
+            if seen >= self.max_images:
+                continue
+            self._counts[batch["set"][i]] = seen + 1
             bicubic = imresize(batch["lr"][i : i + 1].float(), scale=float(scale)).clamp(0, 1)
             hr = batch["hr"][i : i + 1]
             bicubic_psnr = score_batch(bicubic, hr.float(), border=scale)[0].psnr_y
             sr_psnr = outputs["scores"][i].psnr_y
-            grid = comparison_grid(
-                {
-                    f"bicubic {bicubic_psnr:.2f} dB": to_uint8_image(bicubic[0]),
-                    f"SR {sr_psnr:.2f} dB": to_uint8_image(outputs["sr"][i]),
-                    "HR": to_uint8_image(hr[0]),
-                }
-            )
+            panels = {
+                f"bicubic {bicubic_psnr:.2f} dB": to_uint8_image(bicubic[0]),
+                f"SR {sr_psnr:.2f} dB": to_uint8_image(outputs["sr"][i]),
+                "HR": to_uint8_image(hr[0]),
+            }
+            grid = comparison_grid(panels)
             set_name, name = batch["set"][i], batch["name"][i]
+            if self.set_figures:
+                self._rows.setdefault(set_name, []).append(crops_row(panels))
             step = trainer.global_step
             caption = (
                 f"{set_name}/{name} step {step}: bicubic {bicubic_psnr:.2f} dB, SR {sr_psnr:.2f} dB"

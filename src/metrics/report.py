@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from src.metrics.paper import METRIC_NAMES
+from src.metrics.published import lookup
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,23 @@ class SetSummary:
     ssim_y: float
     psnr_rgb: float
     ssim_rgb: float
+    published_psnr_y: float | None = None
+    published_ssim_y: float | None = None
+
+
+def attach_published(
+    summaries: list[SetSummary], model: str | None, scale: int
+) -> list[SetSummary]:
+    """Add the papers' figures for ``model`` (a conf/model name) where the table has them."""
+    result = []
+    for summary in summaries:
+        figure = lookup(model, scale, summary.set)
+        if figure is not None:
+            summary = replace(
+                summary, published_psnr_y=figure.psnr_y, published_ssim_y=figure.ssim_y
+            )
+        result.append(summary)
+    return result
 
 
 def summarize(records: list[dict[str, Any]]) -> list[SetSummary]:
@@ -36,16 +54,27 @@ def summarize(records: list[dict[str, Any]]) -> list[SetSummary]:
     return summaries
 
 
+def _published_cells(summary: SetSummary) -> str:
+    if summary.published_psnr_y is None or summary.published_ssim_y is None:
+        return " - | - |"
+    d_psnr = summary.psnr_y - summary.published_psnr_y
+    d_ssim = summary.ssim_y - summary.published_ssim_y
+    return (
+        f" {summary.published_psnr_y:g} / {summary.published_ssim_y:g} |"
+        f" {d_psnr:+.4f} / {d_ssim:+.4f} |"
+    )
+
+
 def markdown_table(summaries: list[SetSummary]) -> str:
-    """A Markdown table, PSNR to 4 decimals (dB) and SSIM to 4, one row per set."""
+    """A Markdown table, one row per set: our scores, the published ones and the difference."""
     lines = [
-        "| set | images | PSNR_Y | SSIM_Y | PSNR_RGB | SSIM_RGB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| set | images | PSNR_Y | SSIM_Y | PSNR_RGB | SSIM_RGB | published Y | ours - published |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         lines.append(
             f"| {s.set} | {s.images} | {s.psnr_y:.4f} | {s.ssim_y:.4f} | "
-            f"{s.psnr_rgb:.4f} | {s.ssim_rgb:.4f} |"
+            f"{s.psnr_rgb:.4f} | {s.ssim_rgb:.4f} |" + _published_cells(s)
         )
     return "\n".join(lines)
 

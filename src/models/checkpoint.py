@@ -8,13 +8,12 @@ Loading is ``torch.load(weights_only=True)``: a file that would execute code is 
 from __future__ import annotations
 
 import copy
-import pickle
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 
+from src.models.pretrained import PretrainedWeightsError, load_tensors_only
 from src.models.sr_module import SRModule
 
 
@@ -28,16 +27,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} holds pickled Python objects, not only tensors, so it was not loaded "
-            f"(loading it could run code). Save a state_dict instead. Detail: {error}"
-        ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated?): {error}"
-        ) from error
+        checkpoint = load_tensors_only(path)
+    except PretrainedWeightsError as error:
+        raise CheckpointError(str(error)) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
     return checkpoint

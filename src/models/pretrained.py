@@ -53,7 +53,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise PretrainedWeightsError(f"weights file not found: {path}")
-    raw = _load_tensors_only(path)
+    raw = load_tensors_only(path)
     return _unwrap(raw, path)
 
 
@@ -77,7 +77,8 @@ def import_weights(net: nn.Module, path: str | Path) -> None:
     net.load_state_dict(state, strict=True)
 
 
-def _load_tensors_only(path: Path) -> object:
+def load_tensors_only(path: Path) -> object:
+    """The file's content, read without running any code (weights-only unpickler/safetensors)."""
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         return _load_safetensors(path)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
-from src.metrics.paper import METRIC_NAMES, score_batch
+from src.metrics.paper import METRIC_NAMES, Gray, score_batch
 from src.ops.inference import upscale
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -41,6 +41,7 @@ class SRModule(pl.LightningModule):
         tile_overlap: int = 16,
         self_ensemble: bool = False,
         channels_last: bool = False,
+        gray: Gray = "expand",
         val_set_names: list[str] | None = None,
     ):
         super().__init__()
@@ -54,6 +55,9 @@ class SRModule(pl.LightningModule):
         self.tile_overlap = tile_overlap
         self.self_ensemble = self_ensemble
         self.channels_last = channels_last
+        if gray not in ("expand", "raw"):
+            raise ValueError(f"model.gray must be 'expand' or 'raw', got {gray!r}")
+        self.gray = gray
         if channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model_config: dict[str, Any] | None = None
@@ -127,7 +131,8 @@ class SRModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         sr = self(batch["lr"]).clamp(0.0, 1.0)
-        scores = score_batch(sr, batch["hr"], border=self.scale)
+        raw_gray = batch.get("gray") if self.gray == "raw" else None
+        scores = score_batch(sr, batch["hr"], border=self.scale, raw_gray=raw_gray)
         for i, image_scores in enumerate(scores):
             set_name = batch["set"][i]
             values = image_scores.as_dict()

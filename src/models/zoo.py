@@ -1,0 +1,114 @@
+"""The model zoo table: every ``conf/model`` network with its size, cost and CPU latency.
+
+``python -m src.models`` (or ``make zoo``) prints a Markdown table: parameters, GFLOPs for one
+LR input (counted by ``torch.utils.flop_counter`` on the meta device, so nothing heavy runs) and
+the median CPU latency of a forward pass, with the thread count stated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One row of the zoo table."""
+
+    name: str
+    network: str
+    params: int
+    gflops: float
+    latency_ms: float | None
+
+
+def model_names() -> list[str]:
+    """The selectable ``model=`` options."""
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def build_net(name: str, scale: int, device: str = "cpu") -> nn.Module:
+    """Instantiate the network of ``conf/model/<name>.yaml`` at ``scale``."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", f"scale={scale}"])
+    with torch.device(device):
+        net: nn.Module = hydra.utils.instantiate(cfg.model.net)
+    return net.eval()
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def count_gflops(net: nn.Module, size: int, device: str = "meta") -> float:
+    """GFLOPs (2 x multiply-adds) of one forward pass on a ``size`` x ``size`` RGB input."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 3, size, size, device=device))
+    return counter.get_total_flops() / 1e9
+
+
+@torch.no_grad()
+def median_latency_ms(net: nn.Module, size: int, repeats: int) -> float:
+    """Median wall time of a forward pass on a ``size`` x ``size`` input, after one warm-up."""
+    x = torch.rand(1, 3, size, size)
+    net(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        net(x)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def zoo_entry(name: str, scale: int, size: int, repeats: int) -> ZooEntry:
+    """Measure one model config; latency only when ``repeats`` > 0."""
+    meta_net = build_net(name, scale, device="meta")
+    params = count_parameters(meta_net)
+    gflops = count_gflops(meta_net, size)
+    latency = None
+    if repeats > 0:
+        latency = median_latency_ms(build_net(name, scale), size, repeats)
+    return ZooEntry(name, type(meta_net).__name__, params, gflops, latency)
+
+
+def markdown(entries: list[ZooEntry], scale: int, size: int, threads: int) -> str:
+    """The table, with its conditions in the header line."""
+    lines = [
+        f"x{scale}, LR input {size}x{size}, CPU latency median with {threads} threads",
+        "",
+        "| model | network | params | GFLOPs | CPU latency (ms) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for e in entries:
+        latency = "-" if e.latency_ms is None else f"{e.latency_ms:.0f}"
+        lines.append(f"| {e.name} | {e.network} | {e.params:,} | {e.gflops:.1f} | {latency} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="SR Lab model zoo: size, cost and CPU latency")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256, help="LR input side in pixels")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (0: no latency)")
+    parser.add_argument("--models", nargs="*", default=None, help="default: every conf/model")
+    args = parser.parse_args(argv)
+    entries = []
+    for name in args.models or model_names():
+        print(f"measuring {name} ...", flush=True)
+        entries.append(zoo_entry(name, args.scale, args.size, args.repeats))
+    print(markdown(entries, args.scale, args.size, torch.get_num_threads()))
