@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install train test test-slow test-all lint format bench zoo clean
+.PHONY: help install train test test-slow test-all lint format bench zoo reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,8 +43,14 @@ format: install  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench
 	$(VENV)/bin/ruff format src tests bench
 
-bench: install  ## throughput benchmarks (see bench/README.md)
+bench: install  ## throughput benchmarks (training step, data loader)
 	$(PY) -m bench.run $(ARGS)
+
+zoo: install  ## the model zoo table: parameters, GFLOPs and CPU latency of every model config
+	$(PY) -m src.models $(ARGS)
+
+reproduce: install  ## published tables from official weights (needs ../shared)
+	bash bench/reproduce.sh $(ARGS)
 
 clean:  ## remove caches (keeps .venv and outputs/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -129,3 +129,30 @@ def test_bicubic_model_validates_without_training(hr_folder: Path, tmp_path: Pat
     overrides = [*folder_overrides(hr_folder), "model=bicubic", "logger=csv"]
     metrics = train(compose_config("train", overrides, tmp_path))
     assert metrics["val/psnr_y"] > 20
+
+
+def test_ema_weights_are_validated_checkpointed_and_evaluated(hr_folder: Path, tmp_path: Path):
+    import torch
+
+    from src.archs.edsr import EDSR
+    from src.models.pretrained import import_weights
+
+    run_dir = tmp_path / "run"
+    overrides = [*TINY, *folder_overrides(hr_folder), "trainer.max_steps=5", "model.ema_decay=0.5"]
+    metrics = train(compose_config("train", overrides, run_dir))
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    raw, ema = state["net.head.weight"], state["ema.module.head.weight"]
+    assert not torch.equal(raw, ema)  # both kept, and they differ
+
+    cfg = compose_config(
+        "eval", [*folder_overrides(hr_folder), f"ckpt_path={checkpoint}"], tmp_path / "e"
+    )
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    (summary,) = evaluate(cfg)
+    assert summary.psnr_y == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
+
+    net = EDSR(2, num_blocks=2, num_features=16)
+    import_weights(net, checkpoint)  # an SR Lab checkpoint as model.pretrained: the EMA weights
+    assert torch.equal(net.head.weight, ema)

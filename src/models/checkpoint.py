@@ -49,10 +49,11 @@ def module_from_checkpoint(path: str | Path, **overrides: Any) -> SRModule:
     module = hydra.utils.instantiate(config)
     if not isinstance(module, SRModule):
         raise CheckpointError(f"{path}: the stored model config does not build an SRModule")
-    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    module.load_state_dict(weights, strict=False)
-    missing = [k for k in module.state_dict() if k.startswith("net.") and k not in weights]
+    prefixes = ("net.", "ema.") if module.ema is not None else ("net.",)
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefixes)}
+    missing = [k for k in module.state_dict() if k.startswith(prefixes) and k not in weights]
     if missing:
         raise CheckpointError(f"{path}: network weights missing from checkpoint: {missing[:10]}")
+    module.load_state_dict(weights, strict=False)
     module.model_config = meta["model_config"]
     return module

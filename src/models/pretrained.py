@@ -10,7 +10,8 @@ The usual containers are unwrapped before the keys are compared with the network
 
 * BasicSR: ``{"params_ema": ...}`` (preferred) or ``{"params": ...}``;
 * PyTorch Lightning: ``{"state_dict": ...}``; SR Lab's Lightning module holds the network as
-  ``net``, so its keys read ``net.<key>`` and the prefix is stripped. Keys outside ``net.`` (a
+  ``net``, so its keys read ``net.<key>`` and the prefix is stripped (its EMA copy,
+  ``ema.module.<key>``, is taken instead when the checkpoint has one). Keys outside ``net.`` (a
   loss network's weights, say) belong to the training module, not the network, and are dropped;
 * ``{"model": ...}``;
 * a ``module.`` prefix on every key (``nn.DataParallel`` / DDP) is stripped.
@@ -32,6 +33,8 @@ SAFETENSORS_SUFFIX = ".safetensors"
 # Container keys tried in order; the first one present whose value is a mapping wins.
 CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model")
 LIGHTNING_NET_PREFIX = "net."
+# SR Lab keeps an EMA of the weights as an AveragedModel under ``ema``; preferred when present.
+LIGHTNING_EMA_PREFIX = "ema.module."
 DATA_PARALLEL_PREFIX = "module."
 MAX_KEYS_LISTED = 10
 
@@ -149,7 +152,7 @@ def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
             from_lightning = key == "state_dict"
             break
     if from_lightning:
-        state = _select_prefixed(state, LIGHTNING_NET_PREFIX)
+        state = _select_prefixed(state, LIGHTNING_EMA_PREFIX, LIGHTNING_NET_PREFIX)
     state = _strip_common_prefix(state, DATA_PARALLEL_PREFIX)
     not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
@@ -161,10 +164,14 @@ def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:
     return {str(key): value for key, value in state.items()}
 
 
-def _select_prefixed(state: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
-    """Keep only the keys under ``prefix`` (prefix removed); unchanged if no key has it."""
-    selected = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-    return selected or state
+def _select_prefixed(state: Mapping[str, Any], *prefixes: str) -> Mapping[str, Any]:
+    """Keep only the keys under the first of ``prefixes`` that any key has (prefix removed);
+    unchanged if none has one."""
+    for prefix in prefixes:
+        selected = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if selected:
+            return selected
+    return state
 
 
 def _strip_common_prefix(state: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
 from src.metrics.paper import METRIC_NAMES, Gray, score_batch
@@ -42,6 +43,7 @@ class SRModule(pl.LightningModule):
         self_ensemble: bool = False,
         channels_last: bool = False,
         gray: Gray = "expand",
+        ema_decay: float | None = None,
         val_set_names: list[str] | None = None,
     ):
         super().__init__()
@@ -70,20 +72,36 @@ class SRModule(pl.LightningModule):
             from src.models.pretrained import import_weights
 
             import_weights(self.net, pretrained)
+        # EMA of the weights (decay per optimiser step): validated, checkpointed beside the raw
+        # weights, and used by eval, predict and export.
+        self.ema: AveragedModel | None = None
+        if ema_decay is not None:
+            if not 0.0 < ema_decay < 1.0:
+                raise ValueError(f"model.ema_decay must be in (0, 1), got {ema_decay}")
+            self.ema = AveragedModel(
+                self.net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            )
 
     # --- the network and the shared inference path -------------------------------------------
-    def run_net(self, lr: torch.Tensor) -> torch.Tensor:
+    @property
+    def inference_net(self) -> nn.Module:
+        """The weights inference uses: the EMA copy when there is one, else the raw network."""
+        return self.ema.module if self.ema is not None else self.net
+
+    def run_net(self, lr: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
         """One network call on [0, 1] input; networks trained on 0..255 see 0..255."""
+        net = self.net if net is None else net
         if self.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
         if self.value_range == 1.0:
-            return self.net(lr)
-        return self.net(lr * self.value_range) / self.value_range
+            return net(lr)
+        return net(lr * self.value_range) / self.value_range
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Super-resolve a batch the way validation, eval and predict all do."""
+        net = self.inference_net
         return upscale(
-            self.run_net,
+            lambda x: self.run_net(x, net),
             lr,
             self.scale,
             tile=self.tile,
@@ -101,6 +119,10 @@ class SRModule(pl.LightningModule):
         loss = self.loss(sr, batch["hr"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
