@@ -15,6 +15,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 from src.data.datamodule import SRDataModule
 from src.metrics.baseline import bicubic_scores
@@ -46,7 +47,9 @@ def report(trainer: pl.Trainer, datamodule: SRDataModule, scale: int, seconds: f
     if "val/psnr_y" not in metrics:
         say(f"done in {seconds:.0f} s (no validation ran)")
         return
-    baseline = bicubic_scores(datamodule.val_dataloader(), scale)
+    assert datamodule.val_data is not None
+    # All validation images, in this process (under DDP val_dataloader() is this rank's share).
+    baseline = bicubic_scores(DataLoader(datamodule.val_data, batch_size=1), scale)
     best = metrics.get("val/psnr_y_best", metrics["val/psnr_y"])
     say(f"done in {seconds:.0f} s, {trainer.global_step} steps")
     say(f"  last validation: {format_metrics(metrics, SUMMARY_KEYS)}")

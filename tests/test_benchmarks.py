@@ -96,3 +96,16 @@ def test_set14_bicubic_row_scores_gray_bridge_on_raw_gray(shared_data: Path, tmp
     assert abs(raw.psnr_y - published.psnr_y) <= 0.02
     # Only bridge changes: by 20 log10(255 / 219) dB, averaged over 14 images.
     assert expand.psnr_y - raw.psnr_y == pytest.approx(20 * math.log10(255 / 219) / 14, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_self_ensemble_and_tiling_are_options_of_the_shared_path(
+    shared_data: Path, shared_weights: Path, tmp_path: Path
+):
+    weights = shared_weights / "Zheng222_IMDN" / "IMDN_x4.pth"
+    base = ["model=imdn", "scale=4", "data.sets=[Set5]", f"model.pretrained={weights}"]
+    plain = run_eval(tmp_path / "a", shared_data, base)["Set5"]
+    ensemble = run_eval(tmp_path / "b", shared_data, [*base, "self_ensemble=true"])["Set5"]
+    tiled = run_eval(tmp_path / "c", shared_data, [*base, "tile=40", "tile_overlap=24"])["Set5"]
+    assert ensemble.psnr_y > plain.psnr_y + 0.03  # x8 geometric ensemble helps, as in the papers
+    assert tiled.psnr_y == pytest.approx(plain.psnr_y, abs=0.005)

@@ -54,13 +54,18 @@ def summarize(records: list[dict[str, Any]]) -> list[SetSummary]:
     return summaries
 
 
+def _as_printed(psnr: float) -> str:
+    """A published PSNR with the decimals its paper printed (2, or 4 for authors' logs)."""
+    return f"{psnr:.2f}" if abs(psnr * 100 - round(psnr * 100)) < 1e-6 else f"{psnr:.4f}"
+
+
 def _published_cells(summary: SetSummary) -> str:
     if summary.published_psnr_y is None or summary.published_ssim_y is None:
         return " - | - |"
     d_psnr = summary.psnr_y - summary.published_psnr_y
     d_ssim = summary.ssim_y - summary.published_ssim_y
     return (
-        f" {summary.published_psnr_y:g} / {summary.published_ssim_y:g} |"
+        f" {_as_printed(summary.published_psnr_y)} / {summary.published_ssim_y:.4f} |"
         f" {d_psnr:+.4f} / {d_ssim:+.4f} |"
     )
 

@@ -9,6 +9,7 @@ Validation scores every image once and logs, per set and overall:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -168,13 +169,17 @@ class SRModule(pl.LightningModule):
         logged: dict[str, torch.Tensor] = {}
         for key, group in self.metrics.items():
             assert isinstance(group, nn.ModuleDict)
-            if not cast(MeanMetric, group["psnr_y"]).update_count:
-                continue
             prefix = "val" if key == OVERALL else f"val/{key}"
             for name, module in group.items():
+                # Every rank computes every group (compute() synchronises across ranks); a set
+                # that no rank saw this time comes out NaN and is not logged.
                 metric = cast(MeanMetric, module)
-                logged[f"{prefix}/{name}"] = metric.compute()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torchmetrics warns about empty states
+                    value = metric.compute()
                 metric.reset()
+                if not torch.isnan(value):
+                    logged[f"{prefix}/{name}"] = value
         if not logged or self.trainer.sanity_checking:
             return
         self.best_psnr_y.update(logged["val/psnr_y"])
