@@ -17,9 +17,10 @@ from src.archs.fsrcnn import FSRCNN
 from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
 from src.archs.rrdbnet import RRDBNet
-from src.archs.srcnn import SRCNN, rgb_to_ycbcr, ycbcr_to_rgb
+from src.archs.srcnn import SRCNN
 from src.archs.swinir import RSTB, SwinIR, SwinTransformerBlock, shifted_window_mask
 from src.archs.vdsr import VDSR
+from src.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
 from src.ops.imresize import imresize
 
 Factory = Callable[[int], nn.Module]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from src.archs.srcnn import upscale_luma
+from src.ops.color import upscale_luma
 
 
 class ESPCN(nn.Module):

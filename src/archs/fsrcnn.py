@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.archs.srcnn import upscale_luma
+from src.ops.color import upscale_luma
 
 
 def _conv_prelu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:

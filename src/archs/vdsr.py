@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.archs.srcnn import upscale_luma
+from src.ops.color import upscale_luma
 from src.ops.imresize import imresize
 
 

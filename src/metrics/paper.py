@@ -30,11 +30,12 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from src.ops.color import Y_WEIGHTS
+
 PEAK = 255.0
 SSIM_SIGMA = 1.5
 # torchmetrics derives the Gaussian window size from sigma: int(3.5 * 1.5 + 0.5) * 2 + 1 = 11.
 SSIM_HALF_WINDOW = 5
-_Y_WEIGHTS = (65.481, 128.553, 24.966)
 Gray = Literal["expand", "raw"]
 
 
@@ -62,7 +63,7 @@ def to_uint8_levels(image: torch.Tensor) -> torch.Tensor:
 def rgb_to_y(levels: torch.Tensor) -> torch.Tensor:
     """BT.601 studio-swing luma of (N, 3, H, W) RGB given on the 0..255 scale, in float64."""
     r, g, b = levels.to(torch.float64).unbind(dim=-3)
-    weights = _Y_WEIGHTS
+    weights = Y_WEIGHTS
     y = 16.0 + (weights[0] * r + weights[1] * g + weights[2] * b) / 255.0
     return y.unsqueeze(-3)
 
@@ -100,8 +101,8 @@ def ssim(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def gray_levels(levels: torch.Tensor) -> torch.Tensor:
     """Luma without studio swing: the gray value itself when R = G = B (weights sum to 1)."""
     r, g, b = levels.to(torch.float64).unbind(dim=-3)
-    total = sum(_Y_WEIGHTS)
-    return ((_Y_WEIGHTS[0] * r + _Y_WEIGHTS[1] * g + _Y_WEIGHTS[2] * b) / total).unsqueeze(-3)
+    total = sum(Y_WEIGHTS)
+    return ((Y_WEIGHTS[0] * r + Y_WEIGHTS[1] * g + Y_WEIGHTS[2] * b) / total).unsqueeze(-3)
 
 
 def luma(levels: torch.Tensor, raw_gray: torch.Tensor | None) -> torch.Tensor:
