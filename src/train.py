@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from src.data.datamodule import SRDataModule
 from src.metrics.baseline import bicubic_scores
+from src.models.checkpoint import CheckpointError, read_checkpoint
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import run_or_explain
@@ -62,13 +64,36 @@ def report(trainer: pl.Trainer, datamodule: SRDataModule, scale: int, seconds: f
         say(f"  checkpoints: {checkpoint.dirpath}")  # type: ignore[attr-defined]
 
 
+def newest_last_checkpoint(cfg: DictConfig) -> Path:
+    """``ckpt_path=last``: the newest ``last.ckpt`` among earlier runs of this task."""
+    runs = Path(cfg.paths.log_dir) / cfg.task_name
+    current = Path(cfg.paths.output_dir).resolve()
+    candidates = [
+        p for p in runs.rglob("checkpoints/last.ckpt") if p.parents[1].resolve() != current
+    ]
+    if not candidates:
+        raise CheckpointError(f"ckpt_path=last: no earlier run with a last.ckpt under {runs}")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from, checked readable first (a corrupt file is named)."""
+    requested = cfg.get("ckpt_path")
+    if not requested:
+        return None
+    path = newest_last_checkpoint(cfg) if requested == "last" else Path(requested)
+    read_checkpoint(path)  # raises CheckpointError naming the file if missing or corrupt
+    say(f"resuming from {path}")
+    return str(path)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or, for a model without parameters, only validate) and return the metrics."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     started = time.perf_counter()
     if model.has_trainable_parameters:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     else:
         say(f"{type(model.net).__name__} has no trainable parameters: validating only")
         trainer.validate(model, datamodule=datamodule)

@@ -27,6 +27,10 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 OVERALL = "all"
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
 class SRModule(pl.LightningModule):
     """Train and score ``net``, a plain nn.Module mapping [0, 1] LR to [0, 1] SR."""
 
@@ -45,6 +49,7 @@ class SRModule(pl.LightningModule):
         channels_last: bool = False,
         gray: Gray = "expand",
         ema_decay: float | None = None,
+        nonfinite_loss: str = "stop",
         val_set_names: list[str] | None = None,
     ):
         super().__init__()
@@ -58,6 +63,12 @@ class SRModule(pl.LightningModule):
         self.tile_overlap = tile_overlap
         self.self_ensemble = self_ensemble
         self.channels_last = channels_last
+        if nonfinite_loss not in ("stop", "skip"):
+            raise ValueError(
+                f"model.nonfinite_loss must be 'stop' or 'skip', got {nonfinite_loss!r}"
+            )
+        self.nonfinite_loss = nonfinite_loss
+        self.skipped_batches = 0
         if gray not in ("expand", "raw"):
             raise ValueError(f"model.gray must be 'expand' or 'raw', got {gray!r}")
         self.gray = gray
@@ -67,6 +78,7 @@ class SRModule(pl.LightningModule):
         self.val_scores: list[dict[str, Any]] = []
         self.metrics = nn.ModuleDict()
         self.best_psnr_y = MaxMetric().set_dtype(torch.float64)
+        self._configured_groups = {OVERALL, *(n.replace(".", "_") for n in val_set_names or [])}
         for set_name in [OVERALL, *(val_set_names or [])]:
             self._metrics_for(set_name)
         if pretrained:
@@ -115,13 +127,31 @@ class SRModule(pl.LightningModule):
         return any(p.requires_grad for p in self.net.parameters())
 
     # --- training ----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         sr = self.run_net(batch["lr"])
         loss = self.loss(sr, batch["hr"])
+        if not torch.isfinite(loss):
+            self._on_nonfinite_loss(loss)
+            return None  # Lightning skips the optimiser step for this batch
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def _on_nonfinite_loss(self, loss: torch.Tensor) -> None:
+        """Stop with a message naming the step, or skip the batch (``nonfinite_loss=skip``)."""
+        step = self.global_step
+        if self.nonfinite_loss == "stop":
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at step {step}; stopping instead of "
+                "training on. Lower model.optimizer.lr, set trainer.gradient_clip_val, or use "
+                "model.nonfinite_loss=skip to skip such batches"
+            )
+        self.skipped_batches += 1
+        warnings.warn(f"non-finite loss at step {step}: batch skipped", stacklevel=2)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: checkpoint callbacks run before that hook, and a
+        # checkpoint must hold the EMA of every step it has taken (exact resume).
         if self.ema is not None:
             self.ema.update_parameters(self.net)
 
@@ -169,17 +199,18 @@ class SRModule(pl.LightningModule):
         logged: dict[str, torch.Tensor] = {}
         for key, group in self.metrics.items():
             assert isinstance(group, nn.ModuleDict)
+            metrics = {name: cast(MeanMetric, metric) for name, metric in group.items()}
+            # Configured sets are computed on every rank (compute() synchronises across ranks,
+            # so all must call it); a set met only on the way, in single-process use, only
+            # when it was seen.
+            if key not in self._configured_groups and not metrics["psnr_y"].update_count:
+                continue
             prefix = "val" if key == OVERALL else f"val/{key}"
-            for name, module in group.items():
-                # Every rank computes every group (compute() synchronises across ranks); a set
-                # that no rank saw this time comes out NaN and is not logged.
-                metric = cast(MeanMetric, module)
+            for name, metric in metrics.items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # torchmetrics warns about empty states
-                    value = metric.compute()
+                    logged[f"{prefix}/{name}"] = metric.compute()
                 metric.reset()
-                if not torch.isnan(value):
-                    logged[f"{prefix}/{name}"] = value
         if not logged or self.trainer.sanity_checking:
             return
         self.best_psnr_y.update(logged["val/psnr_y"])

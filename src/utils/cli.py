@@ -11,6 +11,7 @@ from hydra.errors import InstantiationException
 from src.data.images import ImageReadError
 from src.data.sources import DatasetNotFoundError
 from src.models.checkpoint import CheckpointError
+from src.models.sr_module import NonFiniteLossError
 
 T = TypeVar("T")
 
@@ -19,7 +20,12 @@ EXIT_USER_ERROR = 2
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user as it stands."""
-    types: list[type[BaseException]] = [DatasetNotFoundError, ImageReadError, CheckpointError]
+    types: list[type[BaseException]] = [
+        DatasetNotFoundError,
+        ImageReadError,
+        CheckpointError,
+        NonFiniteLossError,
+    ]
     try:
         from src.models.pretrained import PretrainedWeightsError
 

@@ -1,0 +1,111 @@
+"""Fault tolerance: kill -9 mid-run and resume exactly; corrupt checkpoints; NaN losses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO_ROOT, TINY, compose_config, run_module
+from tests.test_data import write_folder
+from tests.test_ddp import last_logged
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "hr"
+    write_folder(path, 6, height=64, width=64)
+    return path
+
+
+def training_args(folder: Path, run_dir: Path) -> list[str]:
+    return [
+        *TINY,
+        "data=folder",
+        f"data.root={folder}",
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=30",
+        "callbacks.last_checkpoint.every_n_train_steps=4",
+        "trainer.deterministic=true",
+        "model.ema_decay=0.9",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def start_and_kill_after_first_checkpoint(args: list[str], checkpoint: Path) -> int:
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    return process.wait(timeout=30)
+
+
+def test_killed_run_resumes_to_the_same_result(folder: Path, tmp_path: Path):
+    whole = run_module("src.train", training_args(folder, tmp_path / "whole"), timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    crashed = tmp_path / "crashed"
+    checkpoint = crashed / "checkpoints" / "last.ckpt"
+    code = start_and_kill_after_first_checkpoint(training_args(folder, crashed), checkpoint)
+    assert code == -signal.SIGKILL, "the run finished before it could be killed"
+
+    resumed = run_module(
+        "src.train",
+        [*training_args(folder, tmp_path / "resumed"), f"ckpt_path={checkpoint}"],
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout
+    expected = last_logged(tmp_path / "whole", "val/psnr_y")
+    assert last_logged(tmp_path / "resumed", "val/psnr_y") == pytest.approx(expected, abs=1e-4)
+
+
+def test_corrupt_checkpoint_is_named_not_a_traceback(folder: Path, tmp_path: Path):
+    broken = tmp_path / "last.ckpt"
+    broken.write_bytes(b"PK\x03\x04 this is not a whole checkpoint")
+    result = run_module(
+        "src.train", [*training_args(folder, tmp_path / "r"), f"ckpt_path={broken}"]
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and str(broken) in result.stderr
+
+
+def test_ckpt_path_last_without_earlier_runs_says_so(folder: Path, tmp_path: Path):
+    args = [*training_args(folder, tmp_path / "r"), f"paths.log_dir={tmp_path / 'logs'}"]
+    result = run_module("src.train", [*args, "ckpt_path=last"])
+    assert result.returncode == 2 and "no earlier run with a last.ckpt" in result.stderr
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_nan_loss_stops_naming_the_step_or_skips(folder: Path, tmp_path: Path, policy: str):
+    from src.models.sr_module import NonFiniteLossError
+    from src.train import train
+
+    overrides = [
+        *TINY,
+        "data=folder",
+        f"data.root={folder}",
+        "trainer.max_steps=3",
+        "model.optimizer.lr=1e30",  # the first update blows the weights up
+        f"model.nonfinite_loss={policy}",
+    ]
+    cfg = compose_config("train", overrides, tmp_path)
+    if policy == "stop":
+        with pytest.raises(NonFiniteLossError, match=r"at step \d"):
+            train(cfg)
+    else:
+        with pytest.warns(UserWarning, match="batch skipped"):
+            train(cfg)
