@@ -1,0 +1,1 @@
+"""Image sources, datasets, degradations and the LightningDataModule."""

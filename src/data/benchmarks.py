@@ -1,0 +1,146 @@
+"""The standard SR test sets (Set5, Set14, B100, Urban100, Manga109) as image sources.
+
+Layout, as in ``../shared/data/benchmarks``::
+
+    <root>/<Set>/HR/<name>.png
+    <root>/<Set>/LR_bicubic/X<s>/<name>x<s>.png      (only read with lr_source=files)
+
+By default LR comes from the MATLAB-exact resize of the mod-cropped HR; ``lr_source=files`` reads
+the set's own LR files instead. Each HR image's decoded pixels can be checked against the shipped
+manifest (``benchmark_pixels.tsv``): a copy that decodes differently scores differently, and a
+warning says which files differ.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from src.data.images import (
+    ImageReadError,
+    NamedImage,
+    decode,
+    is_single_channel,
+    list_images,
+    read_rgb,
+    to_rgb_uint8,
+)
+from src.data.sources import DatasetNotFoundError, ImageSource, OnBadImage
+
+MANIFEST = Path(__file__).with_name("benchmark_pixels.tsv")
+LrSource = Literal["matlab", "files"]
+
+
+@cache
+def pixel_manifest() -> dict[tuple[str, str], str]:
+    """``(set, file name) -> sha256 of the decoded pixels`` of the reference copies."""
+    with MANIFEST.open() as handle:
+        return {
+            (r["set"], r["file"]): r["sha256_of_pixels"]
+            for r in csv.DictReader(handle, delimiter="\t")
+        }
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """sha256 of uint8 pixels, C-contiguous, as the manifest computes it."""
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+@dataclass
+class BenchmarkSet:
+    """One test set's HR images (and, with ``lr_source=files``, its LR files)."""
+
+    name: str
+    root: str
+    scale: int
+    lr_source: LrSource = "matlab"
+    lr_folder: str = "LR_bicubic"
+    verify_pixels: bool = True
+    on_bad_image: OnBadImage = "error"
+
+    @property
+    def hr_dir(self) -> Path:
+        return Path(self.root) / self.name / "HR"
+
+    def lr_path(self, stem: str) -> Path:
+        folder = Path(self.root) / self.name / self.lr_folder / f"X{self.scale}"
+        return folder / f"{stem}x{self.scale}.png"
+
+    def _files(self) -> list[Path]:
+        if not self.hr_dir.is_dir():
+            raise DatasetNotFoundError(
+                f"benchmark set {self.name} not found: expected its HR images at "
+                f"{self.hr_dir.resolve()} (set paths.data_dir to the folder holding benchmarks/)"
+            )
+        files = list_images(self.hr_dir)
+        if not files:
+            raise DatasetNotFoundError(f"{self.name}: no image files in {self.hr_dir.resolve()}")
+        return files
+
+    def _read_lr(self, stem: str) -> np.ndarray:
+        path = self.lr_path(stem)
+        if not path.is_file():
+            raise DatasetNotFoundError(
+                f"{self.name}: lr_source=files but {path.resolve()} is missing "
+                f"(use data.lr_source=matlab to make LR from HR)"
+            )
+        return read_rgb(path)
+
+    def load(self) -> list[NamedImage]:
+        images, mismatched, skipped = [], [], []
+        for path in self._files():
+            try:
+                raw = decode(path)
+            except ImageReadError as error:
+                if self.on_bad_image == "error":
+                    raise
+                skipped.append(str(error))
+                continue
+            expected = pixel_manifest().get((self.name, path.name))
+            if self.verify_pixels and expected is not None and pixel_digest(raw) != expected:
+                mismatched.append(path.name)
+            lr = self._read_lr(path.stem) if self.lr_source == "files" else None
+            rgb = to_rgb_uint8(raw, str(path))
+            images.append(NamedImage(path.stem, rgb, lr, gray=is_single_channel(raw)))
+        if mismatched:
+            warnings.warn(
+                f"{self.name}: {len(mismatched)} image(s) decode to different pixels than the "
+                f"reference copies, so scores may differ from published ones: "
+                f"{', '.join(mismatched[:10])}",
+                stacklevel=2,
+            )
+        if skipped:
+            warnings.warn(f"{self.name}: skipped unreadable {'; '.join(skipped)}", stacklevel=2)
+        return images
+
+
+def benchmark_sets(
+    root: str,
+    sets: list[str],
+    scale: int,
+    lr_source: LrSource = "matlab",
+    lr_folder: str = "LR_bicubic",
+    verify_pixels: bool = True,
+    on_bad_image: OnBadImage = "error",
+    others: Mapping[str, ImageSource] | None = None,
+) -> list[ImageSource]:
+    """One :class:`BenchmarkSet` per name in ``sets`` (``data.sets=[Set5,Set14]``).
+
+    A name found in ``others`` picks that source instead: how a training config offers its own
+    validation images (``data.sets=[Set5,DIV2K_valid]``) beside the benchmark sets.
+    """
+    others = others or {}
+    return [
+        others[name]
+        if name in others
+        else BenchmarkSet(name, root, scale, lr_source, lr_folder, verify_pixels, on_bad_image)
+        for name in sets
+    ]

@@ -1,0 +1,164 @@
+"""The LightningDataModule: HR sources in, LR/HR training patches and validation images out.
+
+Images are decoded once in ``setup`` and kept in memory as uint8; deterministic degradations
+(bicubic) are computed once per image there too. Training is iteration-based: the training set
+holds exactly ``max_steps x batch_size`` patches (or ``num_patches``), each a pure function of its
+index, so one "epoch" is the whole run and no patch repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+from torch.utils.data import ConcatDataset, DataLoader
+
+from src.data.checks import fit_patches
+from src.data.datasets import FullImageDataset, PatchDataset, make_pairs
+from src.data.degradations import BicubicDegradation, Degradation
+from src.data.samplers import ResumableIndexSampler, UnpaddedDistributedSampler
+from src.data.sources import ImageSource, OnBadImage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NUM_PATCHES = 16_000
+
+
+class SRDataModule(pl.LightningDataModule):
+    """Training patches from ``train_set``; whole-image validation on each of ``val_sets``."""
+
+    def __init__(
+        self,
+        scale: int,
+        val_sets: Sequence[ImageSource],
+        train_set: ImageSource | None = None,
+        degradation: Degradation | None = None,
+        lr_patch_size: int = 48,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        num_patches: int | None = None,
+        seed: int = 0,
+        augment: bool = True,
+        pin_memory: bool = False,
+        root: str | None = None,
+        sets: list[str] | None = None,
+        lr_source: str | None = None,
+        on_bad_image: OnBadImage = "error",
+        hr_root: str | None = None,
+        lr_root: str | None = None,
+    ):
+        """``root``, ``sets``, ``lr_source``, ``hr_root`` and ``lr_root`` are short command-line
+        keys (``data.root``, ``data.sets``, ...) that configs interpolate into their sources; the
+        module only records them. ``on_bad_image`` (also passed to the sources) says what to do
+        with training images too small for a patch: ``error`` or ``skip`` with a warning."""
+        super().__init__()
+        self.root = root
+        self.sets = sets
+        self.lr_source = lr_source
+        self.on_bad_image = on_bad_image
+        self.hr_root = hr_root
+        self.lr_root = lr_root
+        self.scale = scale
+        self.train_set = train_set
+        self.val_sets = list(val_sets)
+        self.degradation = degradation or BicubicDegradation()
+        self.lr_patch_size = lr_patch_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_patches = num_patches
+        self.seed = seed
+        self.augment = augment
+        self.pin_memory = pin_memory
+        self.train_data: PatchDataset | None = None
+        self.val_data: ConcatDataset | None = None
+
+    @property
+    def val_set_names(self) -> list[str]:
+        return [source.name for source in self.val_sets]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_data is None:
+            self.val_data = self._build_val_data()
+        if stage in (None, "fit") and self.train_data is None and self.train_set is not None:
+            self.train_data = self._build_train_data()
+
+    def _build_val_data(self) -> ConcatDataset:
+        parts = []
+        for source in self.val_sets:
+            pairs = make_pairs(
+                source.load(),
+                source.name,
+                self.scale,
+                self.degradation,
+                self.seed,
+                always_degrade=True,
+            )
+            log.info("validation set %s: %d images", source.name, len(pairs))
+            parts.append(FullImageDataset(pairs))
+        return ConcatDataset(parts)
+
+    def _planned_patches(self) -> int:
+        if self.num_patches is not None:
+            return self.num_patches
+        trainer = self.trainer
+        if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
+            # Under DDP each rank takes every world_size-th patch of the one index space.
+            per_step = self.batch_size * trainer.accumulate_grad_batches * trainer.world_size
+            return trainer.max_steps * per_step
+        return DEFAULT_NUM_PATCHES
+
+    def _build_train_data(self) -> PatchDataset:
+        assert self.train_set is not None
+        name = self.train_set.name
+        images = fit_patches(
+            self.train_set.load(), name, self.scale, self.lr_patch_size, self.on_bad_image
+        )
+        pairs = make_pairs(images, name, self.scale, self.degradation, self.seed)
+        log.info("training set %s: %d images", self.train_set.name, len(pairs))
+        return PatchDataset(
+            pairs,
+            scale=self.scale,
+            lr_patch_size=self.lr_patch_size,
+            degradation=self.degradation,
+            length=self._planned_patches(),
+            seed=self.seed,
+            augment=self.augment,
+        )
+
+    def _consumed_patches(self) -> int:
+        """Patches the optimiser steps already taken have used (non-zero after a resume)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        per_step = self.batch_size * trainer.accumulate_grad_batches * trainer.world_size
+        return trainer.global_step * per_step
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_data is None:
+            raise RuntimeError("this data config has no train_set: it can validate but not train")
+        start = self._consumed_patches()
+        if start:
+            log.info("resuming the training patches at index %d", start)
+        return DataLoader(
+            self.train_data,
+            batch_size=self.batch_size,
+            # Patches are already random functions of their index; a resumed run starts where
+            # the checkpoint stopped (under DDP Lightning splits this range across the ranks).
+            sampler=ResumableIndexSampler(len(self.train_data), start),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=True,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_data is not None, "call setup() first"
+        sampler = None
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Lightning keeps a DistributedSampler it is given instead of its padding one.
+            sampler = UnpaddedDistributedSampler(
+                self.val_data, trainer.world_size, trainer.global_rank
+            )
+        return DataLoader(self.val_data, batch_size=1, num_workers=0, sampler=sampler)

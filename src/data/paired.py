@@ -1,0 +1,90 @@
+"""Given LR/HR pairs (real-world SR sets): HR images in one folder, their LR in another.
+
+Files are matched by name: the LR of ``<name>.png`` is ``<name>x<s>.<ext>`` (the naming of the
+DIV2K and benchmark LR folders) or ``<name>.<ext>``. The LR must be exactly the HR mod-cropped to
+the scale and divided by it; every pair is checked when the source loads, so a bad pair stops
+the run at set-up with both file names (or is skipped with a warning under
+``on_bad_image=skip``), never in the middle of an epoch. No degradation is applied to these
+images: :func:`~src.data.datasets.make_pairs` uses the given LR as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.data.checks import refuse_or_skip, size_text
+from src.data.images import ImageReadError, NamedImage, list_images, read_named, read_rgb
+from src.data.sources import DatasetNotFoundError, OnBadImage, Split, split_files
+
+
+def lr_candidates(hr_stem: str, scale: int) -> list[str]:
+    """LR file stems that belong to an HR file, in order of preference."""
+    return [f"{hr_stem}x{scale}", hr_stem]
+
+
+@dataclass
+class PairedFolderImages:
+    """HR images in ``hr_root`` with their LR in ``lr_root``; a seeded split as
+    :class:`~src.data.sources.FolderImages` does (the split is over HR files)."""
+
+    hr_root: str
+    lr_root: str
+    scale: int
+    name: str = "paired"
+    split: Split = "all"
+    val_count: int = 0
+    split_seed: int = 0
+    on_bad_image: OnBadImage = "error"
+
+    def _folder(self, root: str, what: str) -> Path:
+        folder = Path(root)
+        if not folder.is_dir():
+            raise DatasetNotFoundError(
+                f"{self.name}: {what} folder {folder.resolve()} not found (set data.hr_root and "
+                f"data.lr_root to the folders of the pairs)"
+            )
+        return folder
+
+    def _read_pair(self, hr_path: Path, lr_files: dict[str, Path], lr_dir: Path) -> NamedImage:
+        stems = lr_candidates(hr_path.stem, self.scale)
+        lr_path = next((lr_files[stem] for stem in stems if stem in lr_files), None)
+        if lr_path is None:
+            raise ImageReadError(
+                f"{hr_path}: no LR image for it in {lr_dir} (looked for "
+                f"{' or '.join(f'{stem}.*' for stem in stems)})"
+            )
+        hr = read_named(hr_path)
+        lr = read_rgb(lr_path)
+        s = self.scale
+        height, width = hr.pixels.shape[0] // s, hr.pixels.shape[1] // s
+        if lr.shape[:2] != (height, width):
+            raise ImageReadError(
+                f"{hr_path} ({size_text(hr.pixels.shape)}) and {lr_path} "
+                f"({size_text(lr.shape)}) do not agree with scale x{s}: the HR mod-cropped to "
+                f"{width * s}x{height * s} needs an LR of {width}x{height}"
+            )
+        return NamedImage(hr.name, hr.pixels, lr, gray=hr.gray, path=hr.path)
+
+    def load(self) -> list[NamedImage]:
+        hr_dir = self._folder(self.hr_root, "HR")
+        lr_dir = self._folder(self.lr_root, "LR")
+        hr_files = list_images(hr_dir)
+        if not hr_files:
+            raise DatasetNotFoundError(f"{self.name}: no image files in {hr_dir.resolve()}")
+        lr_files = {path.stem: path for path in list_images(lr_dir)}
+        images, problems = [], []
+        for hr_path in split_files(hr_files, self.split, self.val_count, self.split_seed):
+            try:
+                images.append(self._read_pair(hr_path, lr_files, lr_dir))
+            except ImageReadError as error:
+                problems.append(str(error))
+        refuse_or_skip(
+            problems,
+            self.on_bad_image,
+            f"unusable LR/HR pair(s) in {self.name}",
+            "Fix or remove these files",
+        )
+        if not images:
+            raise DatasetNotFoundError(f"{self.name}: no usable LR/HR pair in {hr_dir.resolve()}")
+        return images

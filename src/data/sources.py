@@ -1,0 +1,192 @@
+"""Where HR images come from: bundled sample photos, or a folder (optionally downloaded first).
+
+A source is a small description that Hydra instantiates from YAML; nothing is read until
+:meth:`load` runs in the data module's ``setup``. Each image is decoded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from src.data.images import (
+    ImageReadError,
+    NamedImage,
+    is_single_channel,
+    list_images,
+    read_named,
+    to_rgb_uint8,
+)
+
+if TYPE_CHECKING:
+    from src.data.download import RemoteArchive
+
+log = logging.getLogger(__name__)
+
+Split = Literal["all", "train", "val"]
+OnBadImage = Literal["error", "skip"]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A configured dataset is not on disk and cannot be fetched; the message says what to do."""
+
+
+class ImageSource(Protocol):
+    """Anything that yields decoded HR images under a set name."""
+
+    name: str
+
+    def load(self) -> list[NamedImage]: ...
+
+
+@dataclass
+class SkimageImages:
+    """Photographs bundled inside scikit-image: offline, no download, same on every machine."""
+
+    names: list[str]
+    name: str = "sample"
+
+    def load(self) -> list[NamedImage]:
+        import skimage.data
+
+        images = []
+        for image_name in self.names:
+            loader = getattr(skimage.data, image_name, None)
+            if loader is None:
+                raise DatasetNotFoundError(f"scikit-image has no sample image named {image_name!r}")
+            pixels = loader()
+            if isinstance(pixels, tuple):  # stereo pairs come as (left, right, disparity)
+                pixels = pixels[0]
+            rgb = to_rgb_uint8(pixels, f"skimage:{image_name}")
+            images.append(NamedImage(image_name, rgb, gray=is_single_channel(pixels)))
+        return images
+
+
+def split_files(files: list[Path], split: Split, val_count: int, seed: int) -> list[Path]:
+    """Deterministic train/val split: a seeded permutation, the first ``val_count`` for val."""
+    if split == "all":
+        return files
+    if not 0 < val_count < len(files):
+        raise ValueError(
+            f"val_count={val_count} must be between 1 and {len(files) - 1} for {len(files)} images"
+        )
+    order = np.random.default_rng(seed).permutation(len(files))
+    chosen = order[:val_count] if split == "val" else order[val_count:]
+    return [files[i] for i in sorted(chosen)]
+
+
+def decode_all(files: list[Path], on_bad_image: OnBadImage) -> list[NamedImage]:
+    """Decode ``files``; bad ones raise, or are skipped with one warning listing them."""
+    images, skipped = [], []
+    for path in files:
+        try:
+            images.append(read_named(path))
+        except ImageReadError as error:
+            if on_bad_image == "error":
+                raise
+            skipped.append(str(error))
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image(s):\n  " + "\n  ".join(skipped),
+            stacklevel=2,
+        )
+    return images
+
+
+def archive_to_fetch(
+    download: RemoteArchive | Mapping[str, Any], name: str, root: Path, key: str
+) -> RemoteArchive:
+    """The archive to fetch for a missing folder, refusing one without a sha256 to verify it.
+
+    ``download`` is a :class:`~src.data.download.RemoteArchive`, or its fields as a mapping
+    (``url``, ``sha256``, ``size``, ``filename``, ``subdir``): the form dataset configs use, so
+    that a config whose checksum is not known yet still builds. ``key`` is where ``download``
+    sits in the config, quoted in the message.
+    """
+    from src.data.download import RemoteArchive
+
+    if isinstance(download, RemoteArchive):
+        return download
+    fields = dict(download)
+    if not fields.get("sha256"):
+        raise DatasetNotFoundError(
+            f"{name} images not found at {root.resolve()}, and the configured archive "
+            f"{fields.get('url')} has no sha256, so it is not downloaded (an archive that cannot "
+            f"be verified is never used): set {key}.sha256=<hex> to verify the archive, or put "
+            f"the images in {root.resolve()} yourself"
+        )
+    return RemoteArchive(**fields)
+
+
+@dataclass
+class FolderImages:
+    """Every image in ``root`` (not recursive), or a seeded train/val split of them.
+
+    If ``root`` is missing and ``download`` describes an archive (see :func:`archive_to_fetch`),
+    it is fetched, verified and extracted first; otherwise loading stops with a sentence that
+    says where the images belong. ``download_key`` is where ``download`` sits in the config,
+    for messages.
+    """
+
+    root: str
+    name: str = ""
+    split: Split = "all"
+    val_count: int = 0
+    split_seed: int = 0
+    on_bad_image: OnBadImage = "error"
+    download: RemoteArchive | Mapping[str, Any] | None = None
+    cache_dir: str | None = None
+    download_key: str = "data.train_set.download"
+
+    def __post_init__(self) -> None:
+        self.name = self.name or Path(self.root).name
+
+    def ensure_present(self) -> Path:
+        """Return the folder, downloading it first when it is missing and a source is set."""
+        root = Path(self.root)
+        if root.is_dir():
+            return root
+        if self.download is None:
+            raise DatasetNotFoundError(
+                f"{self.name} images not found: expected a folder of HR images at "
+                f"{root.resolve()} (set paths.data_dir, or the data config's root, to where "
+                f"they are)"
+            )
+        from src.data.download import fetch
+
+        archive = archive_to_fetch(self.download, self.name, root, self.download_key)
+        cache = Path(self.cache_dir) if self.cache_dir else root.parent / ".downloads"
+        log.info("%s is missing; downloading it to %s", self.name, root)
+        fetch(archive, cache, root)
+        return root
+
+    def load(self) -> list[NamedImage]:
+        root = self.ensure_present()
+        files = list_images(root)
+        if not files:
+            raise DatasetNotFoundError(f"{self.name}: no image files in {root.resolve()}")
+        chosen = split_files(files, self.split, self.val_count, self.split_seed)
+        images = decode_all(chosen, self.on_bad_image)
+        if not images:
+            raise DatasetNotFoundError(f"{self.name}: no readable image in {root.resolve()}")
+        return images
+
+
+@dataclass
+class ConcatImages:
+    """Several sources loaded as one training set (DF2K = DIV2K + Flickr2K)."""
+
+    sources: Sequence[ImageSource]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or "+".join(source.name for source in self.sources)
+
+    def load(self) -> list[NamedImage]:
+        return [image for source in self.sources for image in source.load()]
