@@ -30,7 +30,10 @@ def test_every_model_config_builds_an_sr_module(model: str, tmp_path: Path):
 
 @pytest.mark.parametrize("data", options("data"))
 def test_every_data_config_builds_a_datamodule(data: str, tmp_path: Path):
-    extra = ["data.root=/some/folder"] if data == "folder" else []
+    extra = {
+        "folder": ["data.root=/some/folder"],
+        "paired": ["data.hr_root=/some/hr", "data.lr_root=/some/lr"],
+    }.get(data, [])
     cfg = compose_config("train", [f"data={data}", *extra], tmp_path)
     datamodule = hydra.utils.instantiate(cfg.data)
     assert isinstance(datamodule, SRDataModule)
