@@ -156,3 +156,14 @@ def test_ema_weights_are_validated_checkpointed_and_evaluated(hr_folder: Path, t
     net = EDSR(2, num_blocks=2, num_features=16)
     import_weights(net, checkpoint)  # an SR Lab checkpoint as model.pretrained: the EMA weights
     assert torch.equal(net.head.weight, ema)
+
+
+@pytest.mark.slow
+def test_compiled_training_writes_plain_checkpoints(hr_folder: Path, tmp_path: Path):
+    from src.models.checkpoint import module_from_checkpoint
+
+    overrides = [*TINY, *folder_overrides(hr_folder), "trainer.max_steps=2", "model.compile=true"]
+    metrics = train(compose_config("train", overrides, tmp_path))
+    assert math.isfinite(metrics["train/loss"])
+    module = module_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", compile=False)
+    assert not any("_orig_mod" in key for key in module.state_dict())

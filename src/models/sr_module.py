@@ -50,6 +50,7 @@ class SRModule(pl.LightningModule):
         gray: Gray = "expand",
         ema_decay: float | None = None,
         nonfinite_loss: str = "stop",
+        compile: bool = False,
         val_set_names: list[str] | None = None,
     ):
         super().__init__()
@@ -63,6 +64,8 @@ class SRModule(pl.LightningModule):
         self.tile_overlap = tile_overlap
         self.self_ensemble = self_ensemble
         self.channels_last = channels_last
+        self.compile_training = compile
+        self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None
         if nonfinite_loss not in ("stop", "skip"):
             raise ValueError(
                 f"model.nonfinite_loss must be 'stop' or 'skip', got {nonfinite_loss!r}"
@@ -101,7 +104,9 @@ class SRModule(pl.LightningModule):
         """The weights inference uses: the EMA copy when there is one, else the raw network."""
         return self.ema.module if self.ema is not None else self.net
 
-    def run_net(self, lr: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+    def run_net(
+        self, lr: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """One network call on [0, 1] input; networks trained on 0..255 see 0..255."""
         net = self.net if net is None else net
         if self.channels_last:
@@ -127,8 +132,21 @@ class SRModule(pl.LightningModule):
         return any(p.requires_grad for p in self.net.parameters())
 
     # --- training ----------------------------------------------------------------------------
+    def training_net(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network the training step calls: ``torch.compile``'d when ``compile`` is on.
+
+        The compiled wrapper is kept outside the module's children, so checkpoints hold the plain
+        network's keys and load without compilation.
+        """
+        if not self.compile_training:
+            return self.net
+        if self._compiled_net is None:
+            object.__setattr__(self, "_compiled_net", torch.compile(self.net))
+        assert self._compiled_net is not None
+        return self._compiled_net
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        sr = self.run_net(batch["lr"])
+        sr = self.run_net(batch["lr"], self.training_net())
         loss = self.loss(sr, batch["hr"])
         if not torch.isfinite(loss):
             self._on_nonfinite_loss(loss)

@@ -33,6 +33,7 @@ class ZooEntry:
     params: int
     gflops: float
     latency_ms: float | None
+    runs: int = 0
 
 
 def model_names() -> list[str]:
@@ -62,17 +63,26 @@ def count_gflops(net: nn.Module, size: int, device: str = "meta") -> float:
     return counter.get_total_flops() / 1e9
 
 
-@torch.no_grad()
-def median_latency_ms(net: nn.Module, size: int, repeats: int) -> float:
-    """Median wall time of a forward pass on a ``size`` x ``size`` input, after one warm-up."""
-    x = torch.rand(1, 3, size, size)
+SLOW_SECONDS = 5.0
+
+
+def _timed(net: nn.Module, x: torch.Tensor) -> float:
+    start = time.perf_counter()
     net(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        net(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def median_latency_ms(net: nn.Module, size: int, repeats: int) -> tuple[float, int]:
+    """Median wall time (ms) of a forward pass on a ``size`` x ``size`` input, and the runs it
+    took. A first run (warm-up) slower than ``SLOW_SECONDS`` is the measurement itself: at that
+    length start-up costs are noise and repeating would take minutes."""
+    x = torch.rand(1, 3, size, size)
+    first = _timed(net, x)
+    if first > SLOW_SECONDS:
+        return first * 1e3, 1
+    times = [_timed(net, x) for _ in range(repeats)]
+    return statistics.median(times) * 1e3, repeats
 
 
 def zoo_entry(name: str, scale: int, size: int, repeats: int) -> ZooEntry:
@@ -80,23 +90,26 @@ def zoo_entry(name: str, scale: int, size: int, repeats: int) -> ZooEntry:
     meta_net = build_net(name, scale, device="meta")
     params = count_parameters(meta_net)
     gflops = count_gflops(meta_net, size)
-    latency = None
-    if repeats > 0:
-        latency = median_latency_ms(build_net(name, scale), size, repeats)
-    return ZooEntry(name, type(meta_net).__name__, params, gflops, latency)
+    if repeats <= 0:
+        return ZooEntry(name, type(meta_net).__name__, params, gflops, None)
+    latency, runs = median_latency_ms(build_net(name, scale), size, repeats)
+    return ZooEntry(name, type(meta_net).__name__, params, gflops, latency, runs)
 
 
 def markdown(entries: list[ZooEntry], scale: int, size: int, threads: int) -> str:
     """The table, with its conditions in the header line."""
     lines = [
-        f"x{scale}, LR input {size}x{size}, CPU latency median with {threads} threads",
+        f"x{scale}, LR input {size}x{size}, CPU latency: median of the timed runs after a warm-up"
+        f" ({threads} threads); runs = 1: one run longer than {SLOW_SECONDS:.0f} s",
         "",
-        "| model | network | params | GFLOPs | CPU latency (ms) |",
-        "|---|---|---:|---:|---:|",
+        "| model | network | params | GFLOPs | CPU latency (ms) | runs |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for e in entries:
         latency = "-" if e.latency_ms is None else f"{e.latency_ms:.0f}"
-        lines.append(f"| {e.name} | {e.network} | {e.params:,} | {e.gflops:.1f} | {latency} |")
+        lines.append(
+            f"| {e.name} | {e.network} | {e.params:,} | {e.gflops:.1f} | {latency} | {e.runs} |"
+        )
     return "\n".join(lines)
 
 
