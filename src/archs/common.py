@@ -40,3 +40,54 @@ class PixelShuffleUpsampler(nn.Sequential):
             layers.append(nn.Conv2d(num_features, num_features * factor**2, 3, padding=1))
             layers.append(nn.PixelShuffle(factor))
         super().__init__(*layers)
+
+
+def same_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
+    """A "same"-padded convolution with bias."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+
+class DistillationTrunk(nn.Module):
+    """The trunk IMDN and its successor RFDN share: a 3x3 conv, a chain of blocks whose outputs
+    are concatenated and fused (1x1 conv + LeakyReLU), a 3x3 conv, a long skip from the first
+    conv, and a conv + pixel-shuffle tail.
+
+    Blocks are registered as ``<block_prefix>1``, ``<block_prefix>2``, ... and the layers keep
+    the official names (``fea_conv``, ``c``, ``LR_conv``, ``upsampler``) so the authors'
+    checkpoints load key for key.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        blocks: list[nn.Module],
+        block_prefix: str,
+        num_features: int,
+        num_channels: int = 3,
+        leaky_slope: float = 0.05,
+    ):
+        super().__init__()
+        self.scale = scale
+        self.block_names = [f"{block_prefix}{index}" for index in range(1, len(blocks) + 1)]
+        self.fea_conv = same_conv(num_channels, num_features, 3)
+        for name, block in zip(self.block_names, blocks, strict=True):
+            self.add_module(name, block)
+        self.c = nn.Sequential(
+            same_conv(num_features * len(blocks), num_features, 1),
+            nn.LeakyReLU(leaky_slope, inplace=True),
+        )
+        self.LR_conv = same_conv(num_features, num_features, 3)
+        self.upsampler = nn.Sequential(
+            same_conv(num_features, num_channels * scale**2, 3),
+            nn.PixelShuffle(scale),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shallow = self.fea_conv(x)
+        outputs = []
+        features = shallow
+        for name in self.block_names:
+            features = getattr(self, name)(features)
+            outputs.append(features)
+        fused = self.c(torch.cat(outputs, dim=1))
+        return self.upsampler(self.LR_conv(fused) + shallow)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.common import DistillationTrunk, same_conv
+
 LEAKY_SLOPE = 0.05
 
 
-def conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
-    """A "same"-padded convolution with bias."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+conv = same_conv
 
 
 def channel_contrast(x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ class IMDB(nn.Module):
         return self.c5(self.cca(distilled)) + x
 
 
-class IMDN(nn.Module):
+class IMDN(DistillationTrunk):
     """IMDN; input and output RGB in [0, 1]."""
 
     def __init__(
@@ -90,32 +90,5 @@ class IMDN(nn.Module):
         distillation_rate: float = 0.25,
         num_channels: int = 3,
     ):
-        super().__init__()
-        self.scale = scale
-        self.num_blocks = num_blocks
-        self.fea_conv = conv(num_channels, num_features, 3)
-        for index in range(1, num_blocks + 1):
-            self.add_module(f"IMDB{index}", IMDB(num_features, distillation_rate))
-        self.c = nn.Sequential(
-            conv(num_features * num_blocks, num_features, 1),
-            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
-        )
-        self.LR_conv = conv(num_features, num_features, 3)
-        self.upsampler = nn.Sequential(
-            conv(num_features, num_channels * scale**2, 3),
-            nn.PixelShuffle(scale),
-        )
-
-    def blocks(self) -> list[nn.Module]:
-        """The IMDBs in order (registered as ``IMDB1``.. to keep the official key names)."""
-        return [getattr(self, f"IMDB{index}") for index in range(1, self.num_blocks + 1)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shallow = self.fea_conv(x)
-        outputs = []
-        features = shallow
-        for block in self.blocks():
-            features = block(features)
-            outputs.append(features)
-        fused = self.c(torch.cat(outputs, dim=1))
-        return self.upsampler(self.LR_conv(fused) + shallow)
+        blocks: list[nn.Module] = [IMDB(num_features, distillation_rate) for _ in range(num_blocks)]
+        super().__init__(scale, blocks, "IMDB", num_features, num_channels, LEAKY_SLOPE)

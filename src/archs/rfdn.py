@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.common import DistillationTrunk, same_conv
+
 LEAKY_SLOPE = 0.05
 ESA_POOL_KERNEL = 7
 ESA_POOL_STRIDE = 3
 ESA_STRIDED_KERNEL = 3
 
 
-def conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
-    """A "same"-padded convolution with bias."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+conv = same_conv
 
 
 def pad_to_at_least(x: torch.Tensor, size: int, value: float | None = None) -> torch.Tensor:
@@ -107,7 +107,7 @@ class RFDB(nn.Module):
         return self.esa(self.c5(torch.cat((kept1, kept2, kept3, kept4), dim=1)))
 
 
-class RFDN(nn.Module):
+class RFDN(DistillationTrunk):
     """RFDN; computes what the official network computes (0..255 for the released weights)."""
 
     def __init__(
@@ -117,32 +117,5 @@ class RFDN(nn.Module):
         num_blocks: int = 4,
         num_channels: int = 3,
     ):
-        super().__init__()
-        self.scale = scale
-        self.num_blocks = num_blocks
-        self.fea_conv = conv(num_channels, num_features, 3)
-        for index in range(1, num_blocks + 1):
-            self.add_module(f"B{index}", RFDB(num_features))
-        self.c = nn.Sequential(
-            conv(num_features * num_blocks, num_features, 1),
-            nn.LeakyReLU(LEAKY_SLOPE),
-        )
-        self.LR_conv = conv(num_features, num_features, 3)
-        self.upsampler = nn.Sequential(
-            conv(num_features, num_channels * scale**2, 3),
-            nn.PixelShuffle(scale),
-        )
-
-    def blocks(self) -> list[nn.Module]:
-        """The RFDBs in order (registered as ``B1``.. to keep the official key names)."""
-        return [getattr(self, f"B{index}") for index in range(1, self.num_blocks + 1)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shallow = self.fea_conv(x)
-        outputs = []
-        features = shallow
-        for block in self.blocks():
-            features = block(features)
-            outputs.append(features)
-        fused = self.c(torch.cat(outputs, dim=1))
-        return self.upsampler(self.LR_conv(fused) + shallow)
+        blocks: list[nn.Module] = [RFDB(num_features) for _ in range(num_blocks)]
+        super().__init__(scale, blocks, "B", num_features, num_channels, LEAKY_SLOPE)
