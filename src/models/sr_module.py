@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
 from src.metrics.paper import METRIC_NAMES, Gray, score_batch
-from src.ops.inference import upscale
+from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -29,6 +29,13 @@ OVERALL = "all"
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> Any:
+    """``value`` if it is one of ``choices``, else a ValueError naming ``model.<key>``."""
+    if value not in choices:
+        raise ValueError(f"model.{key} must be one of {', '.join(choices)}; got {value!r}")
+    return value
 
 
 class SRModule(pl.LightningModule):
@@ -43,7 +50,7 @@ class SRModule(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         value_range: float = 1.0,
         pretrained: str | None = None,
-        tile: int | None = None,
+        tile: Tile = None,
         tile_overlap: int = 16,
         self_ensemble: bool = False,
         channels_last: bool = False,
@@ -52,6 +59,7 @@ class SRModule(pl.LightningModule):
         nonfinite_loss: str = "stop",
         compile: bool = False,
         val_set_names: list[str] | None = None,
+        tile_memory_mb: float = DEFAULT_TILE_MEMORY_MB,
     ):
         super().__init__()
         self.net = net
@@ -62,19 +70,14 @@ class SRModule(pl.LightningModule):
         self.value_range = value_range
         self.tile = tile
         self.tile_overlap = tile_overlap
+        self.tile_memory_mb = tile_memory_mb
         self.self_ensemble = self_ensemble
         self.channels_last = channels_last
         self.compile_training = compile
         self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if nonfinite_loss not in ("stop", "skip"):
-            raise ValueError(
-                f"model.nonfinite_loss must be 'stop' or 'skip', got {nonfinite_loss!r}"
-            )
-        self.nonfinite_loss = nonfinite_loss
+        self.nonfinite_loss = check_choice("nonfinite_loss", nonfinite_loss, ("stop", "skip"))
         self.skipped_batches = 0
-        if gray not in ("expand", "raw"):
-            raise ValueError(f"model.gray must be 'expand' or 'raw', got {gray!r}")
-        self.gray = gray
+        self.gray = check_choice("gray", gray, ("expand", "raw"))
         if channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model_config: dict[str, Any] | None = None
@@ -125,6 +128,7 @@ class SRModule(pl.LightningModule):
             tile=self.tile,
             tile_overlap=self.tile_overlap,
             self_ensemble=self.self_ensemble,
+            tile_memory_mb=self.tile_memory_mb,
         )
 
     @property
