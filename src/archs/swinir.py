@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from src.archs.common import MeanShift, PixelShuffleUpsampler
 
@@ -248,7 +249,11 @@ class SwinIR(nn.Module):
         num_features: int = 64,
         qkv_bias: bool = True,
         drop_path_rate: float = 0.1,
+        checkpoint_layers: bool = False,
     ):
+        """``checkpoint_layers`` recomputes each residual Swin group in the backward pass
+        instead of storing its activations (activation checkpointing): slower steps, far less
+        memory."""
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError(f"{len(depths)} depths but {len(num_heads)} num_heads entries")
@@ -257,6 +262,7 @@ class SwinIR(nn.Module):
         if upsampler not in UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
         self.scale = scale
+        self.checkpoint_layers = checkpoint_layers
         self.window_size = window_size
         self.shift = window_size // 2
         self.upsampler = upsampler
@@ -305,7 +311,10 @@ class SwinIR(nn.Module):
         )
         tokens = self.patch_embed(x)
         for layer in self.layers:
-            tokens = layer(tokens, size, mask)
+            if self.checkpoint_layers and torch.is_grad_enabled():
+                tokens = checkpoint(layer, tokens, size, mask, use_reentrant=False)
+            else:
+                tokens = layer(tokens, size, mask)
         return _tokens_to_image(self.norm(tokens), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
