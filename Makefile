@@ -8,10 +8,10 @@ TORCH_SPEC ?= torch==2.13.0
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install train test test-slow test-all lint format bench zoo reproduce clean
+.PHONY: help install train test test-slow test-all lint format bench zoo leaderboard reproduce clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench: install  ## throughput benchmarks (training step, data loader)
 
 zoo: install  ## the model zoo table: parameters, GFLOPs and CPU latency of every model config
 	$(PY) -m src.models $(ARGS)
+
+leaderboard: install  ## table + plot of every run under DIR (a sweep folder; default outputs)
+	$(PY) -m src.leaderboard $(or $(DIR),outputs) $(ARGS)
 
 reproduce: install  ## published tables from official weights (needs ../shared)
 	bash bench/reproduce.sh $(ARGS)

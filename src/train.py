@@ -24,8 +24,9 @@ from src.models.checkpoint import CheckpointError, read_checkpoint
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import run_or_explain
-from src.utils.config import to_plain
+from src.utils.config import in_multirun, to_plain
 from src.utils.runtime import build_callbacks, build_loggers, close_loggers, format_metrics, say
+from src.utils.sweep import run_tracked, run_trial, sweepable
 
 log = logging.getLogger("srlab.train")
 
@@ -102,14 +103,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
+def objective(metrics: dict[str, Any]) -> float | None:
+    """What sweeps maximise: the best validation PSNR_Y of the run."""
+    return metrics.get("val/psnr_y_best", metrics.get("val/psnr_y"))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; the return value is the objective of sweeps."""
+    """Hydra entry point; the return value is the objective of sweeps.
+
+    Every run writes ``run.json``, a failed one also ``failed.json``. Under ``--multirun`` a
+    failed run returns None and the sweep goes on; a single run keeps exit status 2 for user
+    errors and a traceback for bugs.
+    """
+    folder = Path(cfg.paths.output_dir)
     try:
-        metrics = run_or_explain(lambda: train(cfg))
+        if in_multirun():
+            return run_trial(lambda: objective(train(sweepable(cfg))), folder)
+        return run_or_explain(lambda: run_tracked(lambda: objective(train(cfg)), folder))
     finally:
         close_loggers()
-    return metrics.get("val/psnr_y_best", metrics.get("val/psnr_y"))
 
 
 if __name__ == "__main__":

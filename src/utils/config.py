@@ -5,8 +5,11 @@ Registered on import of this module; every entry point and the tests import it b
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
@@ -20,9 +23,35 @@ def _min_int(*values: Any) -> int:
     return min(int(v) for v in values)
 
 
+def in_multirun() -> bool:
+    """True inside a job of ``--multirun`` (a grid sweep, an Optuna study, a launcher)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _sweep_name() -> str:
+    """``${sweep_name:}``: the sweep folder's name under ``--multirun``, "" in a single run."""
+    if not in_multirun():
+        return ""
+    return Path(str(HydraConfig.get().sweep.dir)).name
+
+
+def _sweep_job() -> str:
+    """``${sweep_job:}``: `` #<job> <overrides>`` under ``--multirun``, "" in a single run."""
+    if not in_multirun():
+        return ""
+    job = HydraConfig.get().job
+    return f" #{job.num} {job.override_dirname}".rstrip()
+
+
 def register_resolvers() -> None:
     """Make the resolvers above known to OmegaConf (idempotent)."""
-    for name, function in (("int_mul", _int_mul), ("min_int", _min_int)):
+    resolvers = (
+        ("int_mul", _int_mul),
+        ("min_int", _min_int),
+        ("sweep_name", _sweep_name),
+        ("sweep_job", _sweep_job),
+    )
+    for name, function in resolvers:
         OmegaConf.register_new_resolver(name, function, replace=True)
 
 
