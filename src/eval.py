@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from src.callbacks.comparisons import ComparisonImages
 from src.data.datamodule import SRDataModule
@@ -28,37 +27,11 @@ from src.metrics.report import (
     summarize,
     write_results,
 )
-from src.models.checkpoint import module_from_checkpoint, read_checkpoint
+from src.models.loading import adopt_checkpoint_scale, load_module
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import run_or_explain
 from src.utils.runtime import say
-
-
-def adopt_checkpoint_scale(cfg: DictConfig) -> None:
-    """A checkpoint knows its scale: use it for the data too, so LR sizes match the network."""
-    if not cfg.get("ckpt_path"):
-        return
-    meta = read_checkpoint(cfg.ckpt_path).get("srlab") or {}
-    scale = meta.get("scale")
-    if scale is not None and int(scale) != int(cfg.scale):
-        say(f"scale {scale} (from the checkpoint)")
-        with open_dict(cfg):
-            cfg.scale = int(scale)
-
-
-def load_module(cfg: DictConfig, val_set_names: list[str]) -> SRModule:
-    """The SRModule from ``ckpt_path``, else from ``model`` (with ``model.pretrained``)."""
-    options: dict[str, Any] = {
-        "tile": cfg.tile,
-        "tile_overlap": cfg.tile_overlap,
-        "self_ensemble": cfg.self_ensemble,
-        "val_set_names": val_set_names,
-    }
-    if cfg.get("ckpt_path"):
-        return module_from_checkpoint(cfg.ckpt_path, **options)
-    module: SRModule = hydra.utils.instantiate(cfg.model, **options)
-    return module
 
 
 def published_model(cfg: DictConfig, module: SRModule) -> str | None:
@@ -78,7 +51,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
     adopt_checkpoint_scale(cfg)
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
-    module = load_module(cfg, datamodule.val_set_names)
+    module = load_module(cfg, val_set_names=datamodule.val_set_names)
     output_dir = Path(cfg.paths.output_dir)
     callbacks = []
     if cfg.comparisons:

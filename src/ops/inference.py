@@ -6,16 +6,48 @@ training is the score evaluation prints and the image prediction writes.
 Tiling splits the LR image into a grid of non-overlapping *cores* of ``tile`` pixels; each core is
 run with ``overlap`` pixels of real image context on every side, and only the core's part of the
 output is kept. No blending is needed: a pixel's output depends only on its neighbourhood, so with
-enough context each kept pixel equals the whole-image result up to floating-point noise.
+enough context each kept pixel equals the whole-image result up to floating-point noise. Networks
+with image-wide statistics (IMDN's contrast-aware and RCAN's channel attention) or window
+attention (SwinIR) see only their tile, so their tiled output differs slightly.
+
+``tile="auto"`` picks the largest square tile whose network call fits ``tile_memory_mb``, or the
+whole image when that fits. The heuristic: the network's working memory grows linearly with the
+number of LR pixels, so one call on a small probe (``PROBE_SIZE`` x ``PROBE_SIZE``) measures the
+peak of live tensor bytes per LR pixel (every tensor allocated by a torch op during the call,
+tracked until it is freed), and a tile of ``t`` px with ``overlap`` px of context on each side
+needs about ``(t + 2 overlap)^2`` times that, plus a ``MEMORY_MARGIN`` for the allocator, the
+input and output slices and kernel scratch space. The budget covers one network call; the
+stitched output image (3 x 4 bytes per output pixel) comes on top. Measured for EDSR x4
+(``bench/tiling.py``): the probe gives 8460 bytes per LR pixel; a whole 1024 x 1024 image raised
+the process's peak resident memory by 8450 MB (8460 MB estimated), 256 px tiles with 16 px of
+context by 972 MB (669 MB per call + 201 MB of output estimated). A network that torch cannot
+see into (onnxruntime) states its figure as a ``bytes_per_lr_pixel`` attribute instead.
 """
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from src.utils.errors import UserError
 
 Network = Callable[[torch.Tensor], torch.Tensor]
+# A tile size in LR pixels, "auto" (fit tile_memory_mb) or None (the whole image at once).
+Tile = int | str | None
+AUTO = "auto"
+DEFAULT_TILE_MEMORY_MB = 2048.0
+PROBE_SIZE = 32
+MEMORY_MARGIN = 1.25
+MIN_AUTO_TILE = 16
+
+
+class TileError(UserError, ValueError):
+    """A tile setting that cannot work: an unknown value, or a memory budget too small."""
 
 
 def _starts(length: int, tile: int) -> Iterator[int]:
@@ -28,9 +60,9 @@ def upscale_tiled(
 ) -> torch.Tensor:
     """Run ``net`` over tiles of ``lr`` (N, C, H, W) and stitch the kept cores."""
     if tile <= 0:
-        raise ValueError(f"tile must be a positive number of pixels, got {tile}")
+        raise TileError(f"tile must be a positive number of pixels, got {tile}")
     if overlap < 0:
-        raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
+        raise TileError(f"tile_overlap must be >= 0, got {overlap}")
     n, _, h, w = lr.shape
     if h <= tile and w <= tile:
         return net(lr)
@@ -53,6 +85,100 @@ def upscale_tiled(
     return out
 
 
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors in an op's result: a tensor, or (nested) tuples and lists of them."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _tensors(item)
+
+
+class _PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storage allocated by torch ops inside the block and still alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._sizes: dict[int, int] = {}
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for tensor in _tensors(out):
+            storage = tensor.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            # In-place ops and views hand back storage already counted.
+            if size == 0 or key in self._sizes:
+                continue
+            self._sizes[key] = size
+            self.live += size
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key)
+        return out
+
+
+@torch.no_grad()
+def measure_bytes_per_lr_pixel(net: Network, like: torch.Tensor) -> float:
+    """Peak working memory of one call of ``net`` per LR pixel, measured on a small probe.
+
+    ``like`` (N, C, H, W) gives the batch size, channels, dtype and device of the probe.
+    """
+    stated = getattr(net, "bytes_per_lr_pixel", None)
+    if isinstance(stated, int | float):
+        return float(stated) * like.shape[0]
+    probe = torch.rand(
+        like.shape[0], like.shape[1], PROBE_SIZE, PROBE_SIZE, dtype=like.dtype, device=like.device
+    )
+    tracker = _PeakTensorMemory()
+    with tracker:
+        net(probe)
+    if tracker.peak == 0:
+        raise TileError(
+            "tile=auto cannot measure this network's memory (it runs no torch ops and states no "
+            "bytes_per_lr_pixel); give tile=<px> instead"
+        )
+    return (tracker.peak + probe.nbytes) / PROBE_SIZE**2
+
+
+def auto_tile(
+    net: Network, lr: torch.Tensor, overlap: int, memory_mb: float = DEFAULT_TILE_MEMORY_MB
+) -> int | None:
+    """The largest square tile (LR px) whose network call fits ``memory_mb``; None: no tiling.
+
+    See the module docstring for the heuristic.
+    """
+    height, width = lr.shape[-2:]
+    if height * width <= PROBE_SIZE**2:
+        return None  # no larger than the probe itself: just run it
+    budget = memory_mb * 2**20 / MEMORY_MARGIN
+    per_pixel = measure_bytes_per_lr_pixel(net, lr)
+    if height * width * per_pixel <= budget:
+        return None
+    tile = math.isqrt(int(budget / per_pixel)) - 2 * overlap
+    if tile < MIN_AUTO_TILE:
+        needed = (MIN_AUTO_TILE + 2 * overlap) ** 2 * per_pixel * MEMORY_MARGIN / 2**20
+        raise TileError(
+            f"tile_memory_mb={memory_mb:g} is too small for this network: a {MIN_AUTO_TILE} px "
+            f"tile with {overlap} px of context needs about {needed:.0f} MB"
+        )
+    return tile
+
+
+def resolve_tile(
+    net: Network, lr: torch.Tensor, tile: Tile, overlap: int, memory_mb: float
+) -> int | None:
+    """``tile`` as a number of pixels or None, working out ``"auto"``."""
+    if tile is None or isinstance(tile, int):
+        return tile
+    if tile != AUTO:
+        raise TileError(f'tile must be a number of pixels, "auto" or null, got {tile!r}')
+    return auto_tile(net, lr, overlap, memory_mb)
+
+
 def _d4_forward(x: torch.Tensor, index: int) -> torch.Tensor:
     """Apply the ``index``-th of the 8 flips/rotations of the square to (..., H, W)."""
     if index >= 4:
@@ -72,20 +198,24 @@ def upscale(
     net: Network,
     lr: torch.Tensor,
     scale: int,
-    tile: int | None = None,
+    tile: Tile = None,
     tile_overlap: int = 16,
     self_ensemble: bool = False,
+    tile_memory_mb: float = DEFAULT_TILE_MEMORY_MB,
 ) -> torch.Tensor:
     """Super-resolve ``lr`` (N, C, H, W) with ``net``; the shared path of val, eval and predict.
 
-    ``self_ensemble`` averages the outputs of the 8 flipped/rotated inputs (Lim et al., EDSR,
-    CVPRW 2017, "geometric self-ensemble").
+    ``tile``: LR pixels per tile, ``"auto"`` (the largest tile that fits ``tile_memory_mb``) or
+    None (whole image). ``self_ensemble`` averages the outputs of the 8 flipped/rotated inputs
+    (Lim et al., EDSR, CVPRW 2017, "geometric self-ensemble").
     """
+    # Square tiles, so one choice serves the rotated views of the self-ensemble too.
+    size = resolve_tile(net, lr, tile, tile_overlap, tile_memory_mb)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        if tile is None:
+        if size is None:
             return net(x)
-        return upscale_tiled(net, x, scale, tile, tile_overlap)
+        return upscale_tiled(net, x, scale, size, tile_overlap)
 
     if not self_ensemble:
         return run(lr)

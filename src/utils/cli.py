@@ -12,6 +12,7 @@ from src.data.images import ImageReadError
 from src.data.sources import DatasetNotFoundError
 from src.models.checkpoint import CheckpointError
 from src.models.sr_module import NonFiniteLossError
+from src.utils.errors import UserError
 
 T = TypeVar("T")
 
@@ -25,6 +26,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         ImageReadError,
         CheckpointError,
         NonFiniteLossError,
+        UserError,
     ]
     try:
         from src.models.pretrained import PretrainedWeightsError

@@ -1,0 +1,250 @@
+"""Images and videos as they come from users, for prediction: find, read, write.
+
+Unlike :mod:`src.data.images` (training and scoring, always 8-bit RGB), these keep what the file
+holds: grayscale stays one channel, alpha stays, 16-bit stays 16-bit. The EXIF orientation tag
+(JPEG, PNG, WebP, TIFF) is applied on reading, so a phone photo comes out upright and the output,
+written without the tag, displays the same way. Every write is atomic: the file is encoded to a
+temporary name in the target folder and renamed when complete, so a failure leaves no partial
+output. Videos are read and written frame by frame with OpenCV (FFmpeg); audio is not carried over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import tempfile
+import warnings
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from src.data.images import ImageReadError, decode
+from src.utils.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+# Container -> the codec written for it (both ship with OpenCV's FFmpeg build).
+VIDEO_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
+OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+# Formats that store 16-bit samples; the others get 8 bits.
+SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+EXIF_ORIENTATION_TAG = 0x0112
+GLOB_CHARS = "*?["
+
+
+class MediaError(ImageReadError):
+    """An input or output file that cannot be used; the message names it."""
+
+
+class NoInputsError(UserError):
+    """``input`` matched no image or video."""
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_CODECS
+
+
+def is_media(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES or is_video(path)
+
+
+def find_inputs(spec: str) -> list[Path]:
+    """The images and videos ``spec`` names: a file, a folder (its files, sorted) or a glob."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and is_media(p))
+        where = f"in the folder {path}"
+    elif any(char in spec for char in GLOB_CHARS):
+        matches = (Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
+        found = sorted(p for p in matches if p.is_file() and is_media(p))
+        where = f"matching {spec!r}"
+    else:
+        raise NoInputsError(f"input not found: {spec} (give a file, a folder or a glob)")
+    if not found:
+        suffixes = " ".join((*IMAGE_SUFFIXES, *VIDEO_CODECS))
+        raise NoInputsError(f"no images or videos {where} (looked for {suffixes})")
+    return found
+
+
+def output_path(source: Path, output_dir: Path, output_format: str | None) -> Path:
+    """Where the result of ``source`` goes: same name, the format's suffix if one is given."""
+    if output_format is None or is_video(source):
+        return output_dir / source.name
+    suffix = OUTPUT_FORMATS.get(output_format.lower().lstrip("."))
+    if suffix is None:
+        raise UserError(
+            f"output_format={output_format!r} is not one of {', '.join(OUTPUT_FORMATS)} (or null)"
+        )
+    return output_dir / f"{source.stem}{suffix}"
+
+
+# --- images ----------------------------------------------------------------------------------
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of ``path`` (1 = upright, also when there is none)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's decompression-bomb warning on big images
+            with Image.open(path) as image:
+                return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # best effort: a file Pillow cannot parse is taken as upright
+        return 1
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an image stored with EXIF ``orientation`` upright (the 8 values of the standard)."""
+    if orientation in (5, 7):  # transpose (5) and transverse (7) mirror along a diagonal
+        pixels = np.swapaxes(pixels, 0, 1)
+        return np.ascontiguousarray(np.rot90(pixels, 2) if orientation == 7 else pixels)
+    operations = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: np.rot90(a, 2),
+        4: lambda a: a[::-1],
+        6: lambda a: np.rot90(a, -1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    operation = operations.get(orientation)
+    return pixels if operation is None else np.ascontiguousarray(operation(pixels))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode ``path`` upright, as stored: (H, W) gray or (H, W, 3|4) RGB(A), uint8 or uint16."""
+    pixels = decode(path)
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise MediaError(f"{path}: unsupported pixel type {pixels.dtype} (need 8 or 16 bit)")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 3 and pixels.shape[2] not in (3, 4):
+        raise MediaError(f"{path}: unsupported channel count {pixels.shape[2]}")
+    return apply_orientation(pixels, exif_orientation(path))
+
+
+def fit_format(pixels: np.ndarray, suffix: str) -> np.ndarray:
+    """Reduce ``pixels`` to what the format stores: 8 bits and no alpha where it must."""
+    if pixels.dtype == np.uint16 and suffix not in SIXTEEN_BIT_SUFFIXES:
+        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if pixels.ndim == 3 and pixels.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
+        pixels = np.ascontiguousarray(pixels[:, :, :3])
+    return pixels
+
+
+def temporary_beside(target: Path) -> Path:
+    """A new empty file in ``target``'s folder, hidden, with the same suffix (OpenCV's video
+    writer picks the container from it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent
+    )
+    os.close(handle)
+    # mkstemp makes the file private (0600); give it the permissions a new file would get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` that becomes ``target`` when the block succeeds.
+
+    On any error the temporary file is removed and ``target`` is left as it was.
+    """
+    temporary = temporary_beside(target)
+    try:
+        yield temporary
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: Path, pixels: np.ndarray) -> None:
+    """Encode (H, W) or (H, W, 3|4) RGB(A) ``pixels`` to ``path`` atomically (suffix = format)."""
+    suffix = path.suffix.lower()
+    pixels = fit_format(pixels, suffix)
+    if pixels.ndim == 3:
+        order = cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        pixels = cv2.cvtColor(pixels, order)
+    ok, encoded = cv2.imencode(suffix, pixels)
+    if not ok:
+        raise MediaError(f"{path}: OpenCV could not encode a {suffix} image")
+    with atomic_path(path) as temporary:
+        encoded.tofile(temporary)
+
+
+# --- videos ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video writer needs to copy: frame rate, frame count (an estimate), frame size."""
+
+    fps: float
+    frames: int
+    width: int
+    height: int
+
+
+def open_video(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open ``path`` for reading, or raise :class:`MediaError` naming it."""
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise MediaError(f"{path}: not a readable video (corrupt, truncated or unknown codec)")
+    info = VideoInfo(
+        fps=float(capture.get(cv2.CAP_PROP_FPS)) or 25.0,
+        frames=max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
+    return capture, info
+
+
+def video_frames(capture: cv2.VideoCapture) -> Generator[np.ndarray, None, None]:
+    """The frames of an open video as (H, W, 3) uint8 RGB arrays; releases it at the end."""
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+class VideoWriter:
+    """Writes RGB frames to a temporary file that becomes ``path`` on a clean exit.
+
+    Use as a context manager: leaving on an exception deletes the partial file.
+    """
+
+    def __init__(self, path: Path, fps: float, width: int, height: int):
+        self.path = path
+        self.size = (width, height)
+        self.temporary = temporary_beside(path)
+        fourcc = cv2.VideoWriter.fourcc(*VIDEO_CODECS[path.suffix.lower()])
+        self._writer = cv2.VideoWriter(str(self.temporary), fourcc, fps, self.size)
+        if not self._writer.isOpened():
+            self.temporary.unlink(missing_ok=True)
+            raise MediaError(f"{path}: OpenCV cannot write this video format here")
+
+    def write(self, frame: np.ndarray) -> None:
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            raise MediaError(f"{self.path}: frame size {frame.shape[1::-1]} != {self.size}")
+        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._writer.release()
+        if kind is None:
+            self.temporary.replace(self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)

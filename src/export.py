@@ -1,0 +1,70 @@
+"""``python -m src.export``: a checkpoint's or a model's inference network as ONNX or safetensors.
+
+    python -m src.export ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt output=edsr.onnx
+    python -m src.export model=imdn scale=4 model.pretrained=IMDN_x4.pth format=safetensors
+
+ONNX: the graph of the shared path's network call (EMA weights, value_range), dynamic batch,
+height and width, checked against PyTorch under onnxruntime (``verify=true``). safetensors: the
+same weights under the network's own keys, the model config as metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from src.models.exporting import export_onnx, export_safetensors, onnx_max_difference
+from src.models.loading import adopt_checkpoint_scale, load_module
+from src.models.onnx_runtime import is_onnx
+from src.models.sr_module import SRModule
+from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.cli import run_or_explain
+from src.utils.errors import UserError
+from src.utils.runtime import say
+
+FORMATS = ("onnx", "safetensors")
+
+
+def target_path(cfg: DictConfig, module: SRModule) -> Path:
+    """``output``, or ``<run folder>/<network>_x<scale>.<format>``; existing files need
+    ``overwrite=true``."""
+    name = f"{type(module.net).__name__.lower()}_x{module.scale}.{cfg.format}"
+    path = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / name
+    if path.exists() and not cfg.overwrite:
+        raise UserError(f"{path} exists; pass overwrite=true to replace it")
+    return path
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write the file and report it (and, for ONNX, its agreement with PyTorch)."""
+    if cfg.format not in FORMATS:
+        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if is_onnx(cfg.get("ckpt_path")):
+        raise UserError(f"{cfg.ckpt_path} is already an ONNX file")
+    adopt_checkpoint_scale(cfg)
+    module = load_module(cfg).eval()
+    path = target_path(cfg, module)
+    weights = "EMA" if module.ema is not None else "raw"
+    if cfg.format == "safetensors":
+        export_safetensors(module, path)
+    else:
+        graph = export_onnx(module, path, opset=cfg.opset, sample_size=cfg.sample_size)
+        if cfg.verify:
+            say(f"onnxruntime vs PyTorch: max |difference| {onnx_max_difference(path, graph):.2e}")
+    size_mb = path.stat().st_size / 2**20
+    say(
+        f"wrote {path} ({cfg.format}, {type(module.net).__name__} x{module.scale}, "
+        f"{weights} weights, {size_mb:.1f} MB)"
+    )
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    run_or_explain(lambda: export(cfg))
+
+
+if __name__ == "__main__":
+    main()

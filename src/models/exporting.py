@@ -1,0 +1,173 @@
+"""Exporting an SRModule's inference network: ONNX and safetensors.
+
+Both take the weights inference uses (the EMA copy when the module has one). The ONNX graph is
+:meth:`SRModule.run_net` on those weights, so a network trained on 0..255 values
+(``value_range=255``) is wrapped the same way as in validation and eval: the file maps [0, 1]
+RGB to [0, 1] RGB. Tiling and self-ensemble stay outside the graph: ``src.predict`` applies them
+around onnxruntime through the same :func:`src.ops.inference.upscale`.
+
+ONNX export uses ``torch.onnx.export(dynamo=True)`` (needs ``onnxscript``) at opset 18 by default,
+the opset that exporter targets; batch, height and width are dynamic axes. The file carries
+``srlab.*`` metadata: scale, model config (JSON), which weights, and the working memory per LR
+pixel measured by the tile probe (for ``tile=auto`` under onnxruntime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from src.data.media import atomic_path
+from src.models.onnx_runtime import (
+    META_BYTES_PER_PIXEL,
+    META_MODEL_CONFIG,
+    META_SCALE,
+    OnnxNetwork,
+)
+from src.models.sr_module import SRModule
+from src.ops.inference import measure_bytes_per_lr_pixel
+from src.utils.errors import UserError
+
+DEFAULT_OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+# Loggers of the exporter that report every optimisation pass at INFO (Hydra logs INFO).
+NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo")
+# Input sizes the ONNX file is checked at (two, to show the height and width axes are dynamic).
+VERIFY_SHAPES = ((1, 3, 40, 48), (1, 3, 29, 53))
+
+
+class ExportError(UserError):
+    """The model cannot be exported as asked (a missing package, an unsupported operator)."""
+
+
+class InferenceGraph(nn.Module):
+    """The module's inference network behind :meth:`SRModule.run_net`, as one exportable module.
+
+    Holding ``run_net`` as a plain attribute keeps the rest of the SRModule (loss, metrics) out of
+    the exported graph.
+    """
+
+    def __init__(self, module: SRModule):
+        super().__init__()
+        self.net = module.inference_net
+        self.run_net = module.run_net
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.run_net(lr, self.net)
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Keep the exporter's pass-by-pass logging and deprecation warnings off the terminal."""
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def describe(module: SRModule, model_config: dict[str, Any] | None) -> dict[str, str]:
+    """The ``srlab.*`` metadata both formats carry."""
+    config = dict(model_config or module.model_config or {})
+    config["pretrained"] = None  # the weights are in the exported file
+    return {
+        META_SCALE: str(module.scale),
+        META_MODEL_CONFIG: json.dumps(config, sort_keys=True),
+        "srlab.weights": "ema" if module.ema is not None else "raw",
+        "srlab.network": type(module.net).__name__,
+    }
+
+
+def export_onnx(
+    module: SRModule,
+    path: Path,
+    model_config: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    sample_size: int = 64,
+) -> InferenceGraph:
+    """Write ``module``'s inference graph to ``path`` (atomically); returns the exported graph."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError:
+        raise ExportError(
+            "ONNX export needs onnx and onnxscript: pip install -e '.[onnx]'"
+        ) from None
+    module.eval()
+    graph = InferenceGraph(module).eval()
+    sample = torch.rand(1, 3, sample_size, sample_size)
+    dynamic = torch.export.Dim.DYNAMIC
+    with torch.no_grad(), quiet_exporter():
+        program = torch.onnx.export(
+            graph,
+            (sample,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"lr": {0: dynamic, 2: dynamic, 3: dynamic}},
+            opset_version=opset,
+            verbose=False,
+        )
+        per_pixel = measure_bytes_per_lr_pixel(graph, sample)
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program")
+    metadata = {
+        **describe(module, model_config),
+        META_BYTES_PER_PIXEL: f"{per_pixel:.1f}",
+        "srlab.opset": str(opset),
+    }
+    for key, value in metadata.items():
+        program.model.metadata_props[key] = value
+    with atomic_path(path) as temporary:
+        program.save(temporary, external_data=False)
+    return graph
+
+
+@torch.no_grad()
+def onnx_max_difference(path: Path, graph: nn.Module) -> float:
+    """Largest absolute difference between onnxruntime and PyTorch over :data:`VERIFY_SHAPES`."""
+    network = OnnxNetwork(path)
+    worst = 0.0
+    for shape in VERIFY_SHAPES:
+        lr = torch.rand(shape)
+        expected, got = graph(lr), network(lr)
+        if got.shape != expected.shape:
+            raise ExportError(
+                f"{path}: output shape {tuple(got.shape)} for input {shape}, "
+                f"PyTorch gives {tuple(expected.shape)}"
+            )
+        worst = max(worst, float(np.abs((got - expected).numpy()).max()))
+    return worst
+
+
+def export_safetensors(
+    module: SRModule, path: Path, model_config: dict[str, Any] | None = None
+) -> None:
+    """Write the inference weights to ``path`` (atomically), the model config as metadata.
+
+    The keys are the network's own, so ``model=<name> model.pretrained=<file>`` loads them.
+    """
+    from safetensors.torch import save_file
+
+    state = {
+        key: value.detach().to("cpu").contiguous().clone()
+        for key, value in module.inference_net.state_dict().items()
+    }
+    metadata = {"format": "pt", **describe(module, model_config)}
+    with atomic_path(path) as temporary:
+        save_file(state, str(temporary), metadata=metadata)

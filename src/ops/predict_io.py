@@ -1,0 +1,198 @@
+"""Upscaling image and video files: colour handling around the shared inference path, and the
+loop of ``src.predict`` (skip existing outputs, keep going past bad files, report).
+
+An :data:`Upscaler` maps a (1, 3, h, w) RGB tensor in [0, 1] to (1, 3, h*s, w*s); it is
+``SRModule.forward`` or :func:`src.ops.inference.upscale` around an onnxruntime session, so
+tiling and self-ensemble are the shared path's. Around it:
+
+* grayscale runs as three equal channels and comes back as BT.601 luma (0.299 R + 0.587 G +
+  0.114 B), one channel again;
+* alpha is upscaled separately with the MATLAB-exact bicubic (:func:`src.ops.imresize.imresize`)
+  and re-attached;
+* 16-bit images run in float (value / 65535) and are written back as 16-bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from src.data.images import ImageReadError
+from src.data.media import (
+    MediaError,
+    VideoWriter,
+    is_video,
+    open_video,
+    output_path,
+    read_image,
+    video_frames,
+    write_image,
+)
+from src.ops.imresize import imresize
+from src.utils.errors import UserError
+
+Upscaler = Callable[[torch.Tensor], torch.Tensor]
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+MAX_LISTED = 10
+# Per-file problems: reported, and the run goes on with the next file.
+FILE_ERRORS = (ImageReadError, OSError, cv2.error)
+
+
+# --- one image -------------------------------------------------------------------------------
+def run_rgb(upscaler: Upscaler, rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] -> (H*s, W*s, 3) float32 in [0, 1] through ``upscaler``."""
+    lr = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        sr = upscaler(lr)
+    return sr[0].float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
+
+
+def upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A float alpha plane resized to ``size`` (H, W) by bicubic, clipped to [0, 1]."""
+    resized = imresize(torch.from_numpy(np.ascontiguousarray(alpha)), size=size)
+    return resized.clamp(0.0, 1.0).numpy()
+
+
+def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
+    """Upscale an (H, W) gray or (H, W, 3|4) RGB(A) uint8/uint16 image, keeping its kind."""
+    peak = float(np.iinfo(pixels.dtype).max)
+    unit = pixels.astype(np.float32) / peak
+    gray = unit.ndim == 2
+    rgb = np.repeat(unit[:, :, None], 3, axis=2) if gray else unit[:, :, :3]
+    sr = run_rgb(upscaler, rgb)
+    if gray:
+        sr = sr @ LUMA_WEIGHTS
+    elif unit.shape[2] == 4:
+        alpha = upscale_alpha(unit[:, :, 3], sr.shape[:2])
+        sr = np.concatenate([sr, alpha[:, :, None]], axis=2)
+    return np.round(np.clip(sr, 0.0, 1.0) * peak).astype(pixels.dtype)
+
+
+# --- files -----------------------------------------------------------------------------------
+@dataclass
+class Report:
+    """What a run did, for the closing summary and the exit status."""
+
+    scale: int
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    pixels_in: int = 0
+    pixels_out: int = 0
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, lr_pixels: int) -> None:
+        self.pixels_in += lr_pixels
+        self.pixels_out += lr_pixels * self.scale**2
+
+    def summary(self) -> str:
+        done = f"{self.images} image{'s' * (self.images != 1)}"
+        if self.videos:
+            done += f" and {self.videos} video{'s' * (self.videos != 1)} ({self.frames} frames)"
+        line = (
+            f"upscaled {done} x{self.scale} in {self.seconds:.1f} s: "
+            f"{self.pixels_in / 1e6:.3g} MP in, {self.pixels_out / 1e6:.3g} MP out"
+        )
+        return f"{line}; {len(self.skipped)} skipped, {len(self.failed)} failed"
+
+
+def listing(paths: list[Path]) -> str:
+    names = ", ".join(p.name for p in paths[:MAX_LISTED])
+    return names + (f" and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else "")
+
+
+def plan(inputs: list[Path], output_dir: Path, output_format: str | None) -> list[Path]:
+    """The output path of each input; refuses two inputs sharing one, or writing over an input."""
+    targets = [output_path(source, output_dir, output_format) for source in inputs]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(inputs, targets, strict=True):
+        if target.resolve() == source.resolve():
+            raise UserError(f"{source}: the output would replace the input; choose another output")
+        if target in seen:
+            raise UserError(f"{seen[target]} and {source} would both be written to {target}")
+        seen[target] = source
+    return targets
+
+
+def upscale_image_file(upscaler: Upscaler, source: Path, target: Path, report: Report) -> None:
+    pixels = read_image(source)
+    write_image(target, upscale_pixels(upscaler, pixels))
+    report.images += 1
+    report.count(pixels.shape[0] * pixels.shape[1])
+
+
+def upscale_video_file(
+    upscaler: Upscaler, source: Path, target: Path, report: Report, progress: bool
+) -> None:
+    """Upscale every frame; the frame rate is kept, the output appears only when complete."""
+    capture, info = open_video(source)
+    frames = 0
+    size = (info.width * report.scale, info.height * report.scale)
+    with (
+        contextlib.closing(video_frames(capture)) as stream,
+        VideoWriter(target, info.fps, *size) as writer,
+    ):
+        bar = tqdm(
+            stream,
+            total=info.frames or None,
+            unit="frame",
+            leave=False,
+            disable=not progress,
+            desc=source.name,
+        )
+        for frame in bar:
+            writer.write(upscale_pixels(upscaler, frame))
+            frames += 1
+        if frames == 0:
+            raise MediaError(f"{source}: no frame could be decoded")
+    report.videos += 1
+    report.frames += frames
+    report.count(frames * info.width * info.height)
+
+
+def explain(error: BaseException, source: Path) -> str:
+    """``error``'s message, led by the file it concerns."""
+    message = str(error).strip() or type(error).__name__
+    return message if str(source) in message else f"{source}: {message}"
+
+
+def upscale_files(
+    upscaler: Upscaler,
+    inputs: list[Path],
+    output_dir: Path,
+    scale: int,
+    output_format: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Report:
+    """Upscale each input into ``output_dir``; bad files are reported and the rest go on."""
+    report = Report(scale)
+    targets = plan(inputs, output_dir, output_format)
+    started = time.perf_counter()
+    for source, target in tqdm(
+        list(zip(inputs, targets, strict=True)), unit="file", disable=not progress
+    ):
+        if target.exists() and not overwrite:
+            report.skipped.append(target)
+            continue
+        try:
+            if is_video(source):
+                upscale_video_file(upscaler, source, target, report, progress)
+            else:
+                upscale_image_file(upscaler, source, target, report)
+        except FILE_ERRORS as error:
+            report.failed.append(source)
+            tqdm.write(f"error: {explain(error, source)}", file=sys.stderr)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,130 @@
+"""``python -m src.predict``: upscale images and videos with a checkpoint, a model or ONNX.
+
+    python -m src.predict ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt input=photos/
+    python -m src.predict model=imdn scale=4 model.pretrained=IMDN_x4.pth input='shots/*.jpg' \
+        output=sr/ tile=256 self_ensemble=true
+    python -m src.predict onnx_path=edsr_x2.onnx input=clip.mp4 output=sr/
+
+Every input goes through the shared inference path (:func:`src.ops.inference.upscale`, the one
+validation and eval use). A file that cannot be read is reported and the others still run; the
+exit status is 1 when any failed, 2 for an error that stops the run (bad option, no inputs).
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from src.data.media import OUTPUT_FORMATS, find_inputs
+from src.models.loading import adopt_checkpoint_scale, load_module
+from src.models.onnx_runtime import OnnxNetwork, is_onnx
+from src.ops.inference import AUTO, upscale
+from src.ops.predict_io import Report, Upscaler, listing, upscale_files
+from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.cli import run_or_explain
+from src.utils.errors import UserError
+from src.utils.runtime import say
+
+EXIT_SOME_FAILED = 1
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Refuse settings that would fail on every file, before any work."""
+    if not cfg.get("input"):
+        raise UserError("give input=<file|folder|glob>")
+    tile = cfg.tile
+    pixels = isinstance(tile, int) and not isinstance(tile, bool) and tile > 0
+    if not (tile is None or tile == AUTO or pixels):
+        raise UserError(f"tile must be a positive number of pixels, auto or null, got {tile!r}")
+    if int(cfg.tile_overlap) < 0:
+        raise UserError(f"tile_overlap must be >= 0, got {cfg.tile_overlap}")
+    output_format = cfg.output_format
+    if output_format and str(output_format).lower().lstrip(".") not in OUTPUT_FORMATS:
+        raise UserError(
+            f"output_format must be one of {', '.join(OUTPUT_FORMATS)} or null, "
+            f"got {output_format!r}"
+        )
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str]:
+    """The shared inference path around an onnxruntime session."""
+    network = OnnxNetwork(path)
+    run = partial(
+        upscale,
+        network,
+        scale=network.scale,
+        tile=cfg.tile,
+        tile_overlap=cfg.tile_overlap,
+        self_ensemble=cfg.self_ensemble,
+        tile_memory_mb=cfg.tile_memory_mb,
+    )
+    return run, network.scale, f"{Path(path).name} (onnxruntime)"
+
+
+def torch_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str]:
+    """SRModule.forward (the shared inference path) on the chosen device."""
+    adopt_checkpoint_scale(cfg)
+    device = pick_device(cfg.device)
+    module = load_module(cfg).eval().to(device)
+
+    def run(lr: torch.Tensor) -> torch.Tensor:
+        return module(lr.to(device))
+
+    return run, module.scale, type(module.net).__name__
+
+
+def build_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str]:
+    onnx_path = cfg.get("onnx_path") or (cfg.ckpt_path if is_onnx(cfg.get("ckpt_path")) else None)
+    return onnx_upscaler(cfg, onnx_path) if onnx_path else torch_upscaler(cfg)
+
+
+def predict(cfg: DictConfig) -> Report:
+    """Upscale every input into ``output`` and print what happened."""
+    check_options(cfg)
+    inputs = find_inputs(str(cfg.input))
+    upscaler, scale, name = build_upscaler(cfg)
+    output_dir = Path(cfg.output)
+    tiling = f"tile={cfg.tile} tile_overlap={cfg.tile_overlap}" if cfg.tile else "whole images"
+    if cfg.tile == AUTO:
+        tiling += f" within {cfg.tile_memory_mb} MB"
+    ensemble = ", x8 self-ensemble" if cfg.self_ensemble else ""
+    count = f"{len(inputs)} input{'s' * (len(inputs) != 1)}"
+    say(f"{name} x{scale} ({tiling}{ensemble}): {count} -> {output_dir}")
+    report = upscale_files(
+        upscaler, inputs, output_dir, scale, cfg.output_format, cfg.overwrite, cfg.progress
+    )
+    if report.skipped:
+        say(
+            f"skipped {len(report.skipped)} existing (overwrite=true replaces them): "
+            f"{listing(report.skipped)}"
+        )
+    say(report.summary())
+    if report.failed:
+        print(
+            f"error: {len(report.failed)} input(s) failed: {listing(report.failed)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    report = run_or_explain(lambda: predict(cfg))
+    if report.failed:
+        raise SystemExit(EXIT_SOME_FAILED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""src.export: ONNX parity under onnxruntime at two sizes, safetensors, predict through ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+
+from src.data.media import write_image
+from src.export import export
+from src.models.exporting import export_onnx, export_safetensors
+from src.models.onnx_runtime import OnnxNetwork
+from src.models.pretrained import import_weights
+from src.models.sr_module import SRModule
+from src.ops.inference import upscale
+from src.predict import predict
+from tests.helpers import compose_config, run_module
+from tests.predict_helpers import micro_module, quantize, smooth_image, write_checkpoint
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def diverged_ema_module(tmp_path: Path, scale: int = 3) -> SRModule:
+    """A micro EDSR on 0..255 values whose EMA weights differ from the raw ones."""
+    module, _ = micro_module(
+        tmp_path,
+        scale,
+        ["model.ema_decay=0.9", "model.value_range=255"],
+    )
+    assert module.ema is not None
+    with torch.no_grad():
+        for parameter in module.ema.module.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    return module
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[SRModule, Path]:
+    tmp_path = tmp_path_factory.mktemp("onnx")
+    module = diverged_ema_module(tmp_path)
+    path = tmp_path / "micro.onnx"
+    export_onnx(module, path, sample_size=24)
+    return module, path
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 20, 28), (2, 3, 33, 17)])
+def test_onnx_matches_the_shared_path_at_any_size(exported: tuple[SRModule, Path], shape):
+    module, path = exported
+    network = OnnxNetwork(path)
+    lr = torch.rand(shape)
+    with torch.no_grad():
+        expected = module(lr)  # the shared path: EMA weights, value_range 255
+        raw = module.run_net(lr, module.net)
+    got = network(lr)
+    assert got.shape == (shape[0], 3, shape[2] * 3, shape[3] * 3)
+    assert float((got - expected).abs().max()) < 1e-4
+    assert float((got - raw).abs().max()) > 1e-3  # it is the EMA copy, not the raw weights
+
+
+def test_onnx_metadata_carries_scale_config_and_memory(exported: tuple[SRModule, Path]):
+    network = OnnxNetwork(exported[1])
+    assert network.scale == 3
+    assert network.bytes_per_lr_pixel and network.bytes_per_lr_pixel > 0
+    config = json.loads(network.metadata["srlab.model_config"])
+    assert config["net"]["_target_"] == "src.archs.edsr.EDSR" and config["value_range"] == 255
+    assert network.metadata["srlab.weights"] == "ema"
+
+
+def test_tiled_onnx_through_upscale_matches_whole(exported: tuple[SRModule, Path]):
+    network = OnnxNetwork(exported[1])
+    lr = torch.rand(1, 3, 40, 30)
+    whole = network(lr)
+    tiled = upscale(network, lr, 3, tile=16, tile_overlap=8)
+    auto = upscale(network, lr, 3, tile="auto", tile_overlap=8, tile_memory_mb=1)
+    assert float((tiled - whole).abs().max()) < 1e-4
+    assert float((auto - whole).abs().max()) < 1e-4
+
+
+def test_safetensors_holds_the_inference_weights_and_the_config(tmp_path: Path):
+    from safetensors import safe_open
+
+    module = diverged_ema_module(tmp_path)
+    path = tmp_path / "micro.safetensors"
+    export_safetensors(module, path)
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    config = json.loads(metadata["srlab.model_config"])
+    assert config["net"]["num_features"] == 8 and metadata["srlab.scale"] == "3"
+    fresh, _ = micro_module(tmp_path, 3, seed=1)
+    import_weights(fresh.net, path)
+    for key, value in module.ema.module.state_dict().items():
+        assert torch.equal(fresh.net.state_dict()[key], value), key
+
+
+def test_export_command_writes_a_checked_onnx_file(tmp_path: Path):
+    module, _ = micro_module(tmp_path)
+    checkpoint = write_checkpoint(tmp_path / "micro.ckpt", module)
+    out = tmp_path / "micro.onnx"
+    result = run_module(
+        "src.export",
+        [
+            f"ckpt_path={checkpoint}",
+            f"output={out}",
+            "sample_size=24",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+    )
+    assert result.returncode == 0, result.stderr
+    assert "onnxruntime vs PyTorch: max |difference|" in result.stdout
+    assert out.is_file() and OnnxNetwork(out).scale == 2
+    again = run_module(
+        "src.export", [f"ckpt_path={checkpoint}", f"output={out}", f"hydra.run.dir={tmp_path}"]
+    )
+    assert again.returncode == 2 and "overwrite=true" in again.stderr
+
+
+def test_predict_runs_an_onnx_file_like_the_checkpoint(tmp_path: Path):
+    module, _ = micro_module(tmp_path)
+    checkpoint = write_checkpoint(tmp_path / "micro.ckpt", module)
+    cfg = compose_config(
+        "export",
+        [f"ckpt_path={checkpoint}", "format=onnx", "sample_size=24", "verify=false"],
+        tmp_path / "export",
+    )
+    onnx_path = export(cfg)
+    write_image(tmp_path / "in.png", quantize(smooth_image(30, 44, 3)))
+    outputs = {}
+    for source in (f"ckpt_path={checkpoint}", f"ckpt_path={onnx_path}"):
+        out = tmp_path / source.split(".")[-1]
+        cfg = compose_config(
+            "predict",
+            [source, f"input={tmp_path / 'in.png'}", "tile=16", "tile_overlap=8", "progress=false"],
+            tmp_path / "run",
+        )
+        with open_dict(cfg):
+            cfg.output = str(out)
+        predict(cfg)
+        outputs[source] = cv2.imread(str(out / "in.png")).astype(int)
+    torch_out, onnx_out = outputs.values()
+    assert torch_out.shape == (60, 88, 3)
+    assert np.abs(torch_out - onnx_out).max() <= 1
