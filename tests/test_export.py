@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,7 @@ from omegaconf import open_dict
 
 from src.data.media import write_image
 from src.export import export
-from src.models.exporting import export_onnx, export_safetensors
+from src.models.exporting import ExportError, export_onnx, export_safetensors
 from src.models.onnx_runtime import OnnxNetwork
 from src.models.pretrained import import_weights
 from src.models.sr_module import SRModule
@@ -80,6 +81,14 @@ def test_tiled_onnx_through_upscale_matches_whole(exported: tuple[SRModule, Path
     auto = upscale(network, lr, 3, tile="auto", tile_overlap=8, tile_memory_mb=1)
     assert float((tiled - whole).abs().max()) < 1e-4
     assert float((auto - whole).abs().max()) < 1e-4
+
+
+def test_a_graph_tied_to_the_input_size_is_refused_in_one_line(tmp_path: Path):
+    cfg = compose_config("export", ["model=bicubic", "scale=2"], tmp_path / "run")
+    module = hydra.utils.instantiate(cfg.model)
+    with pytest.raises(ExportError, match=r"ONNX export of Bicubic failed: .*safetensors"):
+        export_onnx(module, tmp_path / "bicubic.onnx", sample_size=16)
+    assert not list(tmp_path.glob("*bicubic*"))
 
 
 def test_safetensors_holds_the_inference_weights_and_the_config(tmp_path: Path):

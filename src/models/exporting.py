@@ -76,10 +76,19 @@ def quiet_exporter() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)  # dynamo's tracing notes
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+def root_message(error: BaseException) -> str:
+    """The first line of the innermost cause of ``error``: what actually went wrong."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def describe(module: SRModule, model_config: dict[str, Any] | None) -> dict[str, str]:
@@ -113,16 +122,23 @@ def export_onnx(
     sample = torch.rand(1, 3, sample_size, sample_size)
     dynamic = torch.export.Dim.DYNAMIC
     with torch.no_grad(), quiet_exporter():
-        program = torch.onnx.export(
-            graph,
-            (sample,),
-            dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes={"lr": {0: dynamic, 2: dynamic, 3: dynamic}},
-            opset_version=opset,
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                graph,
+                (sample,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"lr": {0: dynamic, 2: dynamic, 3: dynamic}},
+                opset_version=opset,
+                verbose=False,
+            )
+        except Exception as error:  # the exporter's own error types are private
+            raise ExportError(
+                f"ONNX export of {type(module.net).__name__} failed: {root_message(error)}. "
+                "The graph must not depend on concrete input sizes (networks that resize with "
+                "the MATLAB-exact imresize cannot); format=safetensors works for every network"
+            ) from error
         per_pixel = measure_bytes_per_lr_pixel(graph, sample)
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
