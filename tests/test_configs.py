@@ -91,7 +91,7 @@ def test_unknown_option_of_a_group_is_refused(tmp_path: Path):
         compose_config("train", ["model=edsr_huge"], tmp_path)
 
 
-@pytest.mark.parametrize("task", ["train", "eval"])
+@pytest.mark.parametrize("task", ["train", "eval", "predict", "export"])
 def test_entry_configs_compose(task: str, tmp_path: Path):
     cfg = compose_config(task, [], tmp_path)
     assert cfg.task_name == task
