@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,13 @@ def test_wandb_offline_run_logs_images_and_psnr(
     assert len(offline_lines) == 1 and "WANDB_API_KEY" in offline_lines[0]
 
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    rows = history(run_file)
-    logged = [row["val/psnr_y"] for row in rows if "val/psnr_y" in row]
+    rows, logged = [], []
+    deadline = time.monotonic() + 60
+    while not logged and time.monotonic() < deadline:  # wandb's service may still be flushing
+        rows = history(run_file)
+        logged = [row["val/psnr_y"] for row in rows if "val/psnr_y" in row]
+        if not logged:
+            time.sleep(0.5)
     assert logged and logged[-1] == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
     images = [key for row in rows for key in row if key.startswith("compare/")]
     assert any(key.endswith("/captions") for key in images)
