@@ -207,14 +207,20 @@ def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray,
 
 
 @lru_cache(maxsize=256)
+def _tap_major(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The cached taps, tap-major: weights and indices, both (taps, out_len)."""
+    weights, indices = _contributions(in_len, out_len, scale)
+    return np.ascontiguousarray(weights.T), np.ascontiguousarray(indices.T)
+
+
 def _taps(
     in_len: int, out_len: int, scale: float, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cached taps as tensors, tap-major: weights and indices, both (taps, out_len)."""
-    weights, indices = _contributions(in_len, out_len, scale)
-    weights_t = torch.from_numpy(np.ascontiguousarray(weights.T)).to(device=device, dtype=dtype)
-    indices_t = torch.from_numpy(np.ascontiguousarray(indices.T)).to(device=device)
-    return weights_t, indices_t
+    """The taps as tensors. Only the NumPy arrays are cached: a cached tensor made while a
+    tracer runs (ONNX export, torch.compile) would be a fake tensor that poisons later calls."""
+    weights, indices = _tap_major(in_len, out_len, scale)
+    weights_t = torch.from_numpy(weights).to(device=device, dtype=dtype)
+    return weights_t, torch.from_numpy(indices).to(device=device)
 
 
 def _resize_dim(
