@@ -1,7 +1,10 @@
 """The LightningDataModule: HR sources in, LR/HR training patches and validation images out.
 
-Images are decoded once in ``setup`` and kept in memory as uint8; deterministic degradations
-(bicubic) are computed once per image there too. Training is iteration-based: the training set
+Images are decoded once in ``setup`` and kept in memory as uint8, up to ``data.cache.memory_gb``;
+deterministic degradations (bicubic) are computed once per image there too. With
+``data.cache.subimages`` the training set is instead cut once into sub-images on disk (in
+``prepare_data``, on one process per node) and memory-mapped (:mod:`src.data.cache`,
+:mod:`src.data.subimages`). Training is iteration-based: the training set
 holds exactly ``max_steps x batch_size`` patches (or ``num_patches``), each a pure function of its
 index, so one "epoch" is the whole run and no patch repeats.
 """
@@ -9,16 +12,22 @@ index, so one "epoch" is the whole run and no patch repeats.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import ConcatDataset, DataLoader
 
+from src.data.cache import CacheSettings, cache_settings, check_memory_cap
 from src.data.checks import fit_patches
 from src.data.datasets import FullImageDataset, PatchDataset, make_pairs
 from src.data.degradations import BicubicDegradation, Degradation
+from src.data.images import NamedImage
 from src.data.samplers import ResumableIndexSampler, UnpaddedDistributedSampler
-from src.data.sources import ImageSource, OnBadImage
+from src.data.sources import ImageSource, OnBadImage, source_files
+from src.data.subimages import SubImageCache
+from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +56,13 @@ class SRDataModule(pl.LightningDataModule):
         on_bad_image: OnBadImage = "error",
         hr_root: str | None = None,
         lr_root: str | None = None,
+        cache: CacheSettings | Mapping[str, Any] | None = None,
     ):
         """``root``, ``sets``, ``lr_source``, ``hr_root`` and ``lr_root`` are short command-line
         keys (``data.root``, ``data.sets``, ...) that configs interpolate into their sources; the
         module only records them. ``on_bad_image`` (also passed to the sources) says what to do
-        with training images too small for a patch: ``error`` or ``skip`` with a warning."""
+        with training images too small for a patch: ``error`` or ``skip`` with a warning.
+        ``cache`` is ``data.cache`` (:class:`~src.data.cache.CacheSettings`)."""
         super().__init__()
         self.root = root
         self.sets = sets
@@ -70,6 +81,7 @@ class SRDataModule(pl.LightningDataModule):
         self.seed = seed
         self.augment = augment
         self.pin_memory = pin_memory
+        self.cache = cache_settings(cache)
         self.train_data: PatchDataset | None = None
         self.val_data: ConcatDataset | None = None
 
@@ -108,11 +120,42 @@ class SRDataModule(pl.LightningDataModule):
             return trainer.max_steps * per_step
         return DEFAULT_NUM_PATCHES
 
+    def _subimage_cache(self) -> tuple[SubImageCache, list[Path]]:
+        """The training set's sub-image cache and the files it is cut from."""
+        assert self.train_set is not None
+        source = self.train_set
+        files = None if getattr(source, "given_lr", False) else source_files(source)
+        if files is None:
+            raise UserError(
+                f"data.cache.subimages=true needs a training set of HR image files; "
+                f"{source.name} ({type(source).__name__}) is not one: set "
+                f"data.cache.subimages=false"
+            )
+        return SubImageCache(self.cache, source.name, self.scale, self.degradation), files
+
+    def prepare_data(self) -> None:
+        """Build the sub-image cache once (Lightning calls this on one process per node)."""
+        if self.train_set is not None and self.cache.subimages:
+            cache, files = self._subimage_cache()
+            cache.ensure_built(files, self.on_bad_image)
+
+    def _load_train_images(self) -> list[NamedImage]:
+        """The training images: mapped sub-images, or decoded whole within the memory cap."""
+        assert self.train_set is not None
+        if self.cache.subimages:
+            cache, files = self._subimage_cache()
+            cache.ensure_built(files, self.on_bad_image)  # a no-op after prepare_data
+            return cache.load()
+        listed = source_files(self.train_set)
+        if listed is not None:
+            check_memory_cap(self.train_set.name, listed, self.scale, self.cache.memory_gb)
+        return self.train_set.load()
+
     def _build_train_data(self) -> PatchDataset:
         assert self.train_set is not None
         name = self.train_set.name
         images = fit_patches(
-            self.train_set.load(), name, self.scale, self.lr_patch_size, self.on_bad_image
+            self._load_train_images(), name, self.scale, self.lr_patch_size, self.on_bad_image
         )
         pairs = make_pairs(images, name, self.scale, self.degradation, self.seed)
         log.info("training set %s: %d images", self.train_set.name, len(pairs))

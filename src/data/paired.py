@@ -36,6 +36,8 @@ class PairedFolderImages:
     val_count: int = 0
     split_seed: int = 0
     on_bad_image: OnBadImage = "error"
+    # The LR comes with the images: the sub-image cache, which makes its own LR, cannot be used.
+    given_lr = True
 
     def _folder(self, root: str, what: str) -> Path:
         folder = Path(root)
@@ -66,15 +68,21 @@ class PairedFolderImages:
             )
         return NamedImage(hr.name, hr.pixels, lr, gray=hr.gray, path=hr.path)
 
-    def load(self) -> list[NamedImage]:
+    def files(self) -> list[Path]:
+        """The HR files this source loads (each with its LR from ``lr_root``)."""
         hr_dir = self._folder(self.hr_root, "HR")
-        lr_dir = self._folder(self.lr_root, "LR")
         hr_files = list_images(hr_dir)
         if not hr_files:
             raise DatasetNotFoundError(f"{self.name}: no image files in {hr_dir.resolve()}")
+        return split_files(hr_files, self.split, self.val_count, self.split_seed)
+
+    def load(self) -> list[NamedImage]:
+        hr_files = self.files()
+        hr_dir = Path(self.hr_root)
+        lr_dir = self._folder(self.lr_root, "LR")
         lr_files = {path.stem: path for path in list_images(lr_dir)}
         images, problems = [], []
-        for hr_path in split_files(hr_files, self.split, self.val_count, self.split_seed):
+        for hr_path in hr_files:
             try:
                 images.append(self._read_pair(hr_path, lr_files, lr_dir))
             except ImageReadError as error:

@@ -73,8 +73,10 @@ def split_files(files: list[Path], split: Split, val_count: int, seed: int) -> l
     if split == "all":
         return files
     if not 0 < val_count < len(files):
-        raise ValueError(
-            f"val_count={val_count} must be between 1 and {len(files) - 1} for {len(files)} images"
+        folder = files[0].parent if files else "the folder"
+        raise DatasetNotFoundError(
+            f"{folder}: a {split} split with val_count={val_count} needs val_count between 1 "
+            f"and {len(files) - 1} for its {len(files)} images (the data config's val_count)"
         )
     order = np.random.default_rng(seed).permutation(len(files))
     chosen = order[:val_count] if split == "val" else order[val_count:]
@@ -166,15 +168,20 @@ class FolderImages:
         fetch(archive, cache, root)
         return root
 
-    def load(self) -> list[NamedImage]:
+    def files(self) -> list[Path]:
+        """The image files this source loads (after downloading them, if needed)."""
         root = self.ensure_present()
         files = list_images(root)
         if not files:
             raise DatasetNotFoundError(f"{self.name}: no image files in {root.resolve()}")
-        chosen = split_files(files, self.split, self.val_count, self.split_seed)
-        images = decode_all(chosen, self.on_bad_image)
+        return split_files(files, self.split, self.val_count, self.split_seed)
+
+    def load(self) -> list[NamedImage]:
+        images = decode_all(self.files(), self.on_bad_image)
         if not images:
-            raise DatasetNotFoundError(f"{self.name}: no readable image in {root.resolve()}")
+            raise DatasetNotFoundError(
+                f"{self.name}: no readable image in {Path(self.root).resolve()}"
+            )
         return images
 
 
@@ -188,5 +195,19 @@ class ConcatImages:
     def __post_init__(self) -> None:
         self.name = self.name or "+".join(source.name for source in self.sources)
 
+    def files(self) -> list[Path] | None:
+        """Every source's files, or None when one of them is not read from files."""
+        listed = [source_files(source) for source in self.sources]
+        if any(files is None for files in listed):
+            return None
+        return [path for files in listed for path in files or []]
+
     def load(self) -> list[NamedImage]:
         return [image for source in self.sources for image in source.load()]
+
+
+def source_files(source: ImageSource) -> list[Path] | None:
+    """The files a source reads its images from, or None for one that has no files (bundled
+    sample photos)."""
+    files = getattr(source, "files", None)
+    return None if files is None else files()

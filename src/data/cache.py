@@ -1,0 +1,96 @@
+"""Decode once: the ``data.cache`` settings and the memory cap on decoded training images.
+
+By default a training set is decoded at set-up and kept in memory as uint8 (DataLoader workers
+share it copy-on-write). :func:`check_memory_cap` reads only the image headers first and stops
+the run, naming the size, when the decoded pixels would exceed ``data.cache.memory_gb``; the way
+to train on such a set (DIV2K, Flickr2K, DF2K) is ``data.cache.subimages=true``, the on-disk
+memory-mapped sub-image cache of :mod:`src.data.subimages`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from src.utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+GIB = 2**30
+
+
+class MemoryCapError(UserError):
+    """A training set whose decoded pixels would not fit under ``data.cache.memory_gb``."""
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """``data.cache``: ``memory_gb`` caps the decoded training images held in memory (null: no
+    cap); ``subimages`` cuts the training images once into ``crop`` px squares every ``step`` px,
+    stored under ``dir`` and memory-mapped by every later run."""
+
+    memory_gb: float | None = 16.0
+    subimages: bool = False
+    crop: int = 480
+    step: int = 240
+    dir: str = ".cache/subimages"
+
+    def __post_init__(self) -> None:
+        if self.memory_gb is not None and self.memory_gb <= 0:
+            raise UserError(f"data.cache.memory_gb must be positive or null, got {self.memory_gb}")
+        if not 0 < self.step <= self.crop:
+            raise UserError(
+                f"data.cache.step ({self.step}) must be positive and at most data.cache.crop "
+                f"({self.crop}), or some pixels would never be cut into a sub-image"
+            )
+
+
+def cache_settings(values: CacheSettings | Mapping[str, Any] | None) -> CacheSettings:
+    """``data.cache`` as given in YAML (a mapping), checked key by key."""
+    if values is None:
+        return CacheSettings()
+    if isinstance(values, CacheSettings):
+        return values
+    known = {field.name for field in fields(CacheSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(
+            f"data.cache has no key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    return CacheSettings(**values)
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding it; (0, 0) when unreadable
+    (decoding names such a file later)."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return (0, 0)
+
+
+def decoded_bytes(files: list[Path], scale: int) -> int:
+    """Bytes of uint8 RGB pixels the files decode to, with their bicubic LR (1 / scale^2)."""
+    pixels = sum(width * height for width, height in map(header_size, files))
+    return int(pixels * 3 * (1 + 1 / scale**2))
+
+
+def check_memory_cap(name: str, files: list[Path], scale: int, memory_gb: float | None) -> None:
+    """Stop before decoding when ``files`` would take more than ``memory_gb`` in memory."""
+    if memory_gb is None:
+        return
+    needed = decoded_bytes(files, scale)
+    log.info("%s: %d images, %.2f GiB decoded", name, len(files), needed / GIB)
+    if needed > memory_gb * GIB:
+        raise MemoryCapError(
+            f"{name}: {len(files)} images decode to {needed / GIB:.1f} GiB (HR and its x{scale} "
+            f"LR), over data.cache.memory_gb={memory_gb:g}. Set data.cache.subimages=true to cut "
+            f"them once into memory-mapped sub-images on disk (under data.cache.dir), or raise "
+            f"data.cache.memory_gb"
+        )

@@ -1,0 +1,185 @@
+"""Decode once: the memory cap on decoded training images and the memory-mapped sub-image cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.data.cache import CacheSettings, MemoryCapError, cache_settings, decoded_bytes
+from src.data.datamodule import SRDataModule
+from src.data.degradations import AlbumentationsDegradation, BicubicDegradation
+from src.data.images import ImageReadError, read_rgb
+from src.data.paired import PairedFolderImages
+from src.data.sources import FolderImages, SkimageImages
+from src.data.subimages import SubImageCache, cut_positions
+from src.ops.imresize import imresize_uint8, modcrop
+from src.utils.errors import UserError
+from tests.helpers import run_module
+from tests.test_data import write_folder
+
+VAL = SkimageImages(names=["chelsea"], name="val")
+
+
+def settings(tmp_path: Path, **values: object) -> CacheSettings:
+    return CacheSettings(**{"crop": 48, "step": 24, "dir": str(tmp_path / "cache"), **values})  # type: ignore[arg-type]
+
+
+def module(folder: Path, cache: CacheSettings, **kwargs: object) -> SRDataModule:
+    train = FolderImages(root=str(folder), name="mine")
+    return SRDataModule(
+        2,
+        [VAL],
+        train,
+        lr_patch_size=8,
+        batch_size=4,
+        num_patches=32,
+        cache=cache,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("length", "crop", "step", "expected"),
+    [
+        (100, 48, 24, [0, 24, 48, 52]),
+        (96, 48, 24, [0, 24, 48]),
+        (48, 48, 24, [0]),
+        (30, 48, 24, [0]),
+        (100, 40, 40, [0, 40, 60]),
+    ],
+)
+def test_cut_positions_cover_the_side_with_the_last_flush(length, crop, step, expected):
+    assert cut_positions(length, crop, step) == expected
+
+
+def test_sub_images_are_exact_pieces_of_the_whole_hr_and_its_bicubic_lr(tmp_path: Path):
+    files = write_folder(tmp_path / "hr", 2, height=70, width=101)
+    cache = SubImageCache(settings(tmp_path), "mine", 2, BicubicDegradation())
+    cache.ensure_built(files, "error")
+    images = cache.load()
+    whole = {p.stem: modcrop(read_rgb(p), 2) for p in files}
+    lows = {stem: imresize_uint8(hr, 0.5) for stem, hr in whole.items()}
+    # 70x101 mod-cropped to 70x100: rows at 0, 22 and columns at 0, 24, 48, 52 for each image.
+    assert len(images) == 2 * 2 * 4
+    for image in images:
+        assert isinstance(image.pixels.base, np.memmap) or isinstance(image.pixels, np.memmap)
+        stem, position = image.name.split("@")
+        left, top = (int(v) for v in position.split(","))
+        np.testing.assert_array_equal(image.pixels, whole[stem][top : top + 48, left : left + 48])
+        assert image.lr is not None
+        expected_lr = lows[stem][top // 2 : top // 2 + 24, left // 2 : left // 2 + 24]
+        np.testing.assert_array_equal(image.lr, expected_lr)
+
+
+def test_random_degradations_store_only_hr(tmp_path: Path):
+    files = write_folder(tmp_path / "hr", 1, height=64, width=64)
+    cache = SubImageCache(settings(tmp_path), "mine", 2, AlbumentationsDegradation())
+    cache.ensure_built(files, "error")
+    assert not (cache.folder / "lr.u8").exists()
+    assert all(image.lr is None for image in cache.load())
+
+
+def test_cache_is_reused_and_rebuilt_when_a_source_changes(tmp_path: Path):
+    files = write_folder(tmp_path / "hr", 2, height=64, width=64)
+    cache = SubImageCache(settings(tmp_path), "mine", 2, BicubicDegradation())
+    cache.ensure_built(files, "error")
+    index = cache.folder / "index.json"
+    built = index.stat().st_mtime_ns
+    cache.ensure_built(files, "error")
+    assert index.stat().st_mtime_ns == built  # current: not rebuilt
+    write_folder(tmp_path / "other", 1, height=64, width=64)
+    (tmp_path / "other" / "img_001.png").replace(files[0])  # new content under the same name
+    os.utime(files[0], ns=(built + 10**9, built + 10**9))
+    assert not cache.is_current(files)
+    cache.ensure_built(files, "error")
+    np.testing.assert_array_equal(cache.load()[0].pixels, read_rgb(files[0])[:48, :48])
+
+
+def test_a_failed_build_leaves_no_cache_behind(tmp_path: Path):
+    files = write_folder(tmp_path / "hr", 2, height=64, width=64)
+    (tmp_path / "hr" / "broken.png").write_bytes(b"not a png")
+    files.append(tmp_path / "hr" / "broken.png")
+    cache = SubImageCache(settings(tmp_path), "mine", 2, BicubicDegradation())
+    with pytest.raises(ImageReadError, match=r"broken\.png"):
+        cache.ensure_built(files, "error")
+    assert list((tmp_path / "cache").iterdir()) == []
+    with pytest.warns(UserWarning, match=r"broken\.png"):
+        cache.ensure_built(files, "skip")
+        images = cache.load()
+    assert {image.name.split("@")[0] for image in images} == {"img_001", "img_002"}
+
+
+def test_crop_and_step_must_be_multiples_of_the_scale(tmp_path: Path):
+    with pytest.raises(
+        UserError, match=r"data.cache.crop=50 must be a multiple of the scale \(3\)"
+    ):
+        SubImageCache(settings(tmp_path, crop=50), "mine", 3, BicubicDegradation())
+    with pytest.raises(UserError, match=r"data\.cache\.step"):
+        CacheSettings(crop=48, step=96)
+
+
+def test_unknown_cache_key_is_named():
+    with pytest.raises(UserError, match=r"data\.cache has no key.*memory_mb"):
+        cache_settings({"memory_mb": 3})
+
+
+def test_data_module_trains_from_mapped_sub_images(tmp_path: Path):
+    write_folder(tmp_path / "hr", 3, height=64, width=96)
+    datamodule = module(tmp_path / "hr", settings(tmp_path, subimages=True))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert datamodule.train_data is not None
+    assert len(datamodule.train_data.pairs) == 3 * 2 * 3
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["lr"].shape == (4, 3, 8, 8) and batch["hr"].shape == (4, 3, 16, 16)
+
+
+def test_sub_images_need_a_folder_of_hr_files(tmp_path: Path):
+    paired = PairedFolderImages(hr_root=str(tmp_path), lr_root=str(tmp_path), scale=2)
+    datamodule = SRDataModule(2, [VAL], paired, cache=settings(tmp_path, subimages=True))
+    with pytest.raises(UserError, match="needs a training set of HR image files"):
+        datamodule.prepare_data()
+
+
+def test_memory_cap_stops_before_decoding_and_names_the_size(tmp_path: Path):
+    files = write_folder(tmp_path / "hr", 4, height=512, width=512)
+    assert decoded_bytes(files, 2) == 4 * 512 * 512 * 3 * 5 // 4
+    datamodule = module(tmp_path / "hr", CacheSettings(memory_gb=0.001))
+    with pytest.raises(MemoryCapError, match=r"mine: 4 images decode to 0.0 GiB.*memory_gb=0.001"):
+        datamodule.setup("fit")
+    module(tmp_path / "hr", CacheSettings(memory_gb=0.01)).setup("fit")  # 3.75 MiB fits
+
+
+def test_train_command_with_sub_image_cache(tmp_path: Path):
+    write_folder(tmp_path / "hr", 4, height=64, width=64)  # 2 to train, 2 to validate
+    args = [
+        "model=srcnn",
+        "data=folder",
+        f"data.root={tmp_path / 'hr'}",
+        "cache=subimages",
+        "data.cache.crop=32",
+        "data.cache.step=32",
+        f"data.cache.dir={tmp_path / 'cache'}",
+        "data.lr_patch_size=8",
+        "data.batch_size=2",
+        "trainer.max_steps=2",
+        "logger=none",
+        "callbacks=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    result = run_module("src.train", args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_a_split_too_large_for_the_folder_is_a_clear_error(tmp_path: Path):
+    write_folder(tmp_path / "hr", 2)
+    result = run_module(
+        "src.train", ["data=folder", f"data.root={tmp_path / 'hr'}", "trainer.max_steps=1"]
+    )
+    assert result.returncode == 2
+    assert "needs val_count between 1 and 1 for its 2 images" in result.stderr
+    assert "Traceback" not in result.stderr
