@@ -1,20 +1,24 @@
 """Training and data-loading throughput on this machine: ``make bench``.
 
 Prints, with the thread count: the EDSR x2 training step (batch 16, LR patches 48) in fp32,
-fp32 + channels-last and bf16 autocast + channels-last, as patches per second, achieved GFLOP/s
-(convolution FLOPs counted analytically) and the ratio to this CPU's matrix-multiply peak measured
-in the same run; and the data loader's patches per second at 0 and 2 workers. Medians of several
-timed repetitions after a warm-up.
+fp32 + channels-last, bf16 autocast + channels-last, and that compiled, as patches per second,
+achieved GFLOP/s (convolution FLOPs counted analytically) and the ratio to this CPU's
+matrix-multiply peak measured in the same run; then the data loader's patches per second at 0
+and 2 workers (in memory, memory-mapped sub-images, a random degradation per patch) against what
+the bf16 step consumes. Medians of several timed repetitions after a warm-up.
 
-    python -m bench.run [--steps 6] [--skip-loader]
+    python -m bench.run [--steps 5] [--skip-loader] [--skip-compile]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,31 +47,37 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
     return 2 * size**3 / seconds / 1e9
 
 
-def conv_flops(net: nn.Module, lr_shape: tuple[int, ...]) -> int:
-    """Multiply-adds x 2 of every Conv2d in one forward pass, counted from output shapes."""
+def conv_training_flops(net: nn.Module, lr_shape: tuple[int, ...]) -> int:
+    """FLOPs (2 x multiply-adds) of every Conv2d in one training step, from output shapes: the
+    forward pass, the weight gradient where the weight is trained, and the input gradient where
+    the input needs one (not for the first convolution, whose input is the data)."""
     total = 0
 
-    def count(module: nn.Module, _: object, output: torch.Tensor) -> None:
+    def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
         assert isinstance(module, nn.Conv2d)
         kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        total += 2 * output.numel() * kernel
+        forward = 2 * output.numel() * kernel
+        passes = 1 + int(module.weight.requires_grad) + int(inputs[0].requires_grad)
+        total += forward * passes
 
     hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        net(torch.zeros(lr_shape))
+    net(torch.zeros(lr_shape))
     for hook in hooks:
         hook.remove()
     return total
 
 
-def training_step(channels_last: bool, bf16: bool) -> Callable[[], None]:
-    """One EDSR optimiser step (forward, L1, backward, Adam) on random patches."""
+def training_step(channels_last: bool, bf16: bool, compiled: bool = False) -> Callable[[], None]:
+    """One EDSR optimiser step (forward, L1, backward, Adam) on random patches; ``compiled``
+    wraps the network in ``torch.compile`` (compilation happens in the untimed warm-up)."""
     torch.manual_seed(0)
-    net = EDSR(SCALE)
+    net: nn.Module = EDSR(SCALE)
     memory = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    if compiled:
+        net = torch.compile(net)  # type: ignore[assignment]
     lr = torch.rand(BATCH, 3, PATCH, PATCH).contiguous(memory_format=memory)
     hr = torch.rand(BATCH, 3, PATCH * SCALE, PATCH * SCALE)
 
@@ -82,9 +92,17 @@ def training_step(channels_last: bool, bf16: bool) -> Callable[[], None]:
     return step
 
 
-def bench_training(repeats: int) -> dict[str, float]:
+VARIANTS = (
+    ("fp32", False, False, False),
+    ("fp32 + channels-last", True, False, False),
+    ("bf16 + channels-last", True, True, False),
+    ("bf16 + CL, compiled", True, True, True),
+)
+
+
+def bench_training(repeats: int, compiled: bool = True) -> dict[str, float]:
     """Print the training-step table; return patches per second by variant."""
-    flops = 3 * conv_flops(EDSR(SCALE), (BATCH, 3, PATCH, PATCH))  # forward + 2x backward
+    flops = conv_training_flops(EDSR(SCALE), (BATCH, 3, PATCH, PATCH))
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     print(
@@ -93,12 +111,9 @@ def bench_training(repeats: int) -> dict[str, float]:
     )
     print(f"{'variant':<24}{'ms/step':>9}{'patches/s':>11}{'GFLOP/s':>9}{'of peak':>9}")
     rates = {}
-    for name, channels_last, bf16 in (
-        ("fp32", False, False),
-        ("fp32 + channels-last", True, False),
-        ("bf16 + channels-last", True, True),
-    ):
-        seconds = median_seconds(training_step(channels_last, bf16), repeats)
+    variants = [v for v in VARIANTS if compiled or not v[3]]
+    for name, channels_last, bf16, compiled in variants:
+        seconds = median_seconds(training_step(channels_last, bf16, compiled), repeats)
         achieved = flops / seconds / 1e9
         peak = peaks["bf16" if bf16 else "fp32"]
         rates[name] = BATCH / seconds
@@ -109,25 +124,47 @@ def bench_training(repeats: int) -> dict[str, float]:
     return rates
 
 
-def bench_loader(workers: int, batches: int) -> float:
-    """Patches per second that the sample data module's training loader delivers."""
-    from src.data.datamodule import SRDataModule
+LOADER_IMAGES = ["astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry"]
+
+
+def write_sample_folder(folder: Path) -> Path:
+    """The scikit-image sample photos as PNG files: a small folder-of-files training set."""
+    from src.data.images import write_rgb
     from src.data.sources import SkimageImages
 
-    train = SkimageImages(
-        names=["astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry"]
-    )
-    val = SkimageImages(names=["chelsea"], name="val")
+    for image in SkimageImages(names=LOADER_IMAGES).load():
+        write_rgb(folder / f"{image.name}.png", image.pixels)
+    return folder
+
+
+def loader_module(
+    folder: Path, workers: int, batches: int, cache: dict[str, Any], degradation: str
+) -> Any:
+    """The data module of one loader variant, set up for training."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from src.data.datamodule import SRDataModule
+    from src.data.sources import FolderImages, SkimageImages
+
     datamodule = SRDataModule(
         SCALE,
-        [val],
-        train,
+        [SkimageImages(names=["chelsea"], name="val")],
+        FolderImages(root=str(folder), name="bench"),
+        degradation=instantiate(OmegaConf.load(f"conf/degradation/{degradation}.yaml")),
         lr_patch_size=PATCH,
         batch_size=BATCH,
         num_workers=workers,
         num_patches=BATCH * (batches + 5),
+        cache=cache,
     )
+    datamodule.prepare_data()
     datamodule.setup("fit")
+    return datamodule
+
+
+def bench_loader(datamodule: Any, batches: int) -> float:
+    """Patches per second that a data module's training loader delivers, after start-up."""
     iterator = iter(datamodule.train_dataloader())
     for _ in range(5):  # start-up of workers is not throughput
         next(iterator)
@@ -137,22 +174,40 @@ def bench_loader(workers: int, batches: int) -> float:
     return BATCH * batches / (time.perf_counter() - start)
 
 
+def bench_loaders(consumed: float, batches: int) -> None:
+    """Print the loader table: patches/s per variant and worker count against the step's use."""
+    print(f"{'loader variant':<40}{'workers':>8}{'patches/s':>11}{'x step':>8}")
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = write_sample_folder(Path(scratch) / "images")
+        subimages = {"subimages": True, "dir": f"{scratch}/cache"}
+        for name, cache, degradation in (
+            ("in memory, bicubic LR", {}, "bicubic"),
+            ("memory-mapped 480 px sub-images, bicubic", subimages, "bicubic"),
+            ("in memory, realistic degradation", {}, "realistic"),
+        ):
+            for workers in (0, 2):
+                datamodule = loader_module(folder, workers, batches, cache, degradation)
+                delivered = bench_loader(datamodule, batches)
+                print(f"{name:<40}{workers:>8}{delivered:>11.0f}{delivered / consumed:>8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     parser.add_argument("--skip-loader", action="store_true")
+    parser.add_argument("--loader-batches", type=int, default=60, help="timed loader batches")
+    parser.add_argument(
+        "--skip-compile", action="store_true", help="leave out torch.compile (~30 s to compile)"
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    rates = bench_training(args.steps)
+    rates = bench_training(args.steps, compiled=not args.skip_compile)
     if args.skip_loader:
         return
     consumed = rates["bf16 + channels-last"]
-    for workers in (0, 2):
-        delivered = bench_loader(workers, batches=100)
-        print(
-            f"loader, {workers} workers: {delivered:.0f} patches/s "
-            f"({delivered / consumed:.1f}x what the bf16 step consumes)"
-        )
+    print(f"\ndata loader, batch {BATCH}, LR patch {PATCH}, x{SCALE}; 'x step': patches/s over the")
+    print(f"{consumed:.1f} patches/s the bf16 + channels-last step consumes")
+    bench_loaders(consumed, args.loader_batches)
 
 
 if __name__ == "__main__":

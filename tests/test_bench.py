@@ -1,0 +1,27 @@
+"""The benchmark's own arithmetic and its loader variants (the timings themselves are not tested)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bench.run import bench_loaders, conv_training_flops
+
+
+def test_conv_flops_count_forward_weight_and_input_gradients():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    net[2].weight.requires_grad_(False)
+    pixels = 2 * 5 * 6
+    first = 2 * pixels * 8 * 3 * 9  # forward + weight gradient; the data needs no gradient
+    second = 2 * pixels * 4 * 8  # forward + input gradient; its weight is frozen
+    assert conv_training_flops(net, (2, 3, 5, 6)) == 2 * first + 2 * second
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_every_loader_variant_delivers_batches(capsys: pytest.CaptureFixture[str]):
+    torch.manual_seed(0)
+    bench_loaders(consumed=10.0, batches=2)
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == 6
+    assert all(float(row.split()[-2]) > 0 for row in rows)
