@@ -44,7 +44,9 @@ def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     return datamodule, model, trainer
 
 
-def report(trainer: pl.Trainer, datamodule: SRDataModule, scale: int, seconds: float) -> None:
+def report(
+    trainer: pl.Trainer, model: SRModule, datamodule: SRDataModule, scale: int, seconds: float
+) -> None:
     """Print the final scores beside bicubic on the same validation images."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if "val/psnr_y" not in metrics:
@@ -52,7 +54,7 @@ def report(trainer: pl.Trainer, datamodule: SRDataModule, scale: int, seconds: f
         return
     assert datamodule.val_data is not None
     # All validation images, in this process (under DDP val_dataloader() is this rank's share).
-    baseline = bicubic_scores(DataLoader(datamodule.val_data, batch_size=1), scale)
+    baseline = bicubic_scores(DataLoader(datamodule.val_data, batch_size=1), scale, model.gray)
     best = metrics.get("val/psnr_y_best", metrics["val/psnr_y"])
     say(f"done in {seconds:.0f} s, {trainer.global_step} steps")
     say(f"  last validation: {format_metrics(metrics, SUMMARY_KEYS)}")
@@ -99,7 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         say(f"{type(model.net).__name__} has no trainable parameters: validating only")
         trainer.validate(model, datamodule=datamodule)
     if trainer.is_global_zero and not getattr(trainer, "fast_dev_run", False):
-        report(trainer, datamodule, int(cfg.scale), time.perf_counter() - started)
+        report(trainer, model, datamodule, int(cfg.scale), time.perf_counter() - started)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 

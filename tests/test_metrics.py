@@ -80,3 +80,15 @@ def test_border_is_cropped():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="differs"):
         score_batch(gray(0, 8), gray(0, 10), border=2)
+
+
+def test_bicubic_baseline_follows_the_models_gray_convention():
+    from src.metrics.baseline import bicubic_scores
+
+    torch.manual_seed(0)
+    gray_hr = torch.rand(1, 1, 24, 24).repeat(1, 3, 1, 1)
+    batch = {"lr": gray_hr[..., ::2, ::2].contiguous(), "hr": gray_hr, "gray": torch.tensor([True])}
+    expand = bicubic_scores([batch], 2)
+    raw = bicubic_scores([batch], 2, gray="raw")
+    # Raw gray levels span 0-255 where Y spans 16-235: the same error costs 20 log10(255/219) dB.
+    assert expand["psnr_y"] - raw["psnr_y"] == pytest.approx(20 * math.log10(255 / 219), abs=0.05)

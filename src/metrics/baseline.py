@@ -8,19 +8,23 @@ from typing import Any
 import torch
 
 from src.archs.bicubic import Bicubic
-from src.metrics.paper import METRIC_NAMES, score_batch
+from src.metrics.paper import METRIC_NAMES, Gray, score_batch
 from src.ops.inference import upscale
 
 
 @torch.no_grad()
-def bicubic_scores(batches: Iterable[dict[str, Any]], scale: int) -> dict[str, float]:
-    """Mean paper-convention scores of MATLAB-bicubic upscaling over ``batches`` of images."""
+def bicubic_scores(
+    batches: Iterable[dict[str, Any]], scale: int, gray: Gray = "expand"
+) -> dict[str, float]:
+    """Mean paper-convention scores of MATLAB-bicubic upscaling over ``batches`` of images,
+    grayscale files scored under the same ``gray`` convention as the model (``model.gray``)."""
     net = Bicubic(scale)
     totals = dict.fromkeys(METRIC_NAMES, 0.0)
     count = 0
     for batch in batches:
         sr = upscale(net, batch["lr"], scale).clamp(0.0, 1.0)
-        for scores in score_batch(sr, batch["hr"], border=scale):
+        raw_gray = batch.get("gray") if gray == "raw" else None
+        for scores in score_batch(sr, batch["hr"], border=scale, raw_gray=raw_gray):
             for name, value in scores.as_dict().items():
                 totals[name] += value
             count += 1
