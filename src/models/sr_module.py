@@ -21,6 +21,7 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from src.metrics.paper import METRIC_NAMES, Gray, score_batch
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
+from src.utils.errors import UserError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -32,10 +33,21 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_choice(key: str, value: str, choices: tuple[str, ...]) -> Any:
-    """``value`` if it is one of ``choices``, else a ValueError naming ``model.<key>``."""
+    """``value`` if it is one of ``choices``, else a UserError naming ``model.<key>``."""
     if value not in choices:
-        raise ValueError(f"model.{key} must be one of {', '.join(choices)}; got {value!r}")
+        raise UserError(f"model.{key} must be one of {', '.join(choices)}; got {value!r}")
     return value
+
+
+def ema_copy(net: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``net``'s weights (``decay`` per optimiser step), or
+    None. The EMA is validated, checkpointed beside the raw weights, and used by eval, predict
+    and export."""
+    if decay is None:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise UserError(f"model.ema_decay must be in (0, 1), got {decay}")
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 class SRModule(pl.LightningModule):
@@ -84,22 +96,19 @@ class SRModule(pl.LightningModule):
         self.val_scores: list[dict[str, Any]] = []
         self.metrics = nn.ModuleDict()
         self.best_psnr_y = MaxMetric().set_dtype(torch.float64)
-        self._configured_groups = {OVERALL, *(n.replace(".", "_") for n in val_set_names or [])}
-        for set_name in [OVERALL, *(val_set_names or [])]:
-            self._metrics_for(set_name)
+        self._register_metrics(val_set_names or [])
         if pretrained:
             from src.models.pretrained import import_weights
 
             import_weights(self.net, pretrained)
-        # EMA of the weights (decay per optimiser step): validated, checkpointed beside the raw
-        # weights, and used by eval, predict and export.
-        self.ema: AveragedModel | None = None
-        if ema_decay is not None:
-            if not 0.0 < ema_decay < 1.0:
-                raise ValueError(f"model.ema_decay must be in (0, 1), got {ema_decay}")
-            self.ema = AveragedModel(
-                self.net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
-            )
+        self.ema = ema_copy(self.net, ema_decay)
+
+    def _register_metrics(self, val_set_names: list[str]) -> None:
+        """Metric states for the overall score and each validation set, made up front so that
+        every rank (under DDP) holds the same ones."""
+        self._configured_groups = {OVERALL, *(n.replace(".", "_") for n in val_set_names)}
+        for set_name in [OVERALL, *val_set_names]:
+            self._metrics_for(set_name)
 
     # --- the network and the shared inference path -------------------------------------------
     @property
