@@ -15,7 +15,7 @@ from pathlib import Path
 
 from src.data.checks import refuse_or_skip, size_text
 from src.data.images import ImageReadError, NamedImage, list_images, read_named, read_rgb
-from src.data.sources import DatasetNotFoundError, OnBadImage, Split, split_files
+from src.data.sources import DatasetNotFoundError, FolderSplit
 
 
 def lr_candidates(hr_stem: str, scale: int) -> list[str]:
@@ -24,7 +24,7 @@ def lr_candidates(hr_stem: str, scale: int) -> list[str]:
 
 
 @dataclass
-class PairedFolderImages:
+class PairedFolderImages(FolderSplit):
     """HR images in ``hr_root`` with their LR in ``lr_root``; a seeded split as
     :class:`~src.data.sources.FolderImages` does (the split is over HR files)."""
 
@@ -32,10 +32,6 @@ class PairedFolderImages:
     lr_root: str
     scale: int
     name: str = "paired"
-    split: Split = "all"
-    val_count: int = 0
-    split_seed: int = 0
-    on_bad_image: OnBadImage = "error"
     # The LR comes with the images: the sub-image cache, which makes its own LR, cannot be used.
     given_lr = True
 
@@ -74,7 +70,7 @@ class PairedFolderImages:
         hr_files = list_images(hr_dir)
         if not hr_files:
             raise DatasetNotFoundError(f"{self.name}: no image files in {hr_dir.resolve()}")
-        return split_files(hr_files, self.split, self.val_count, self.split_seed)
+        return self.chosen(hr_files)
 
     def load(self) -> list[NamedImage]:
         hr_files = self.files()

@@ -126,8 +126,23 @@ def archive_to_fetch(
     return RemoteArchive(**fields)
 
 
+@dataclass(kw_only=True)
+class FolderSplit:
+    """What folder sources share: which of the folder's files they use (all, or one side of a
+    seeded train/val split) and what to do with unreadable images."""
+
+    split: Split = "all"
+    val_count: int = 0
+    split_seed: int = 0
+    on_bad_image: OnBadImage = "error"
+
+    def chosen(self, files: list[Path]) -> list[Path]:
+        """This source's side of the split of ``files``."""
+        return split_files(files, self.split, self.val_count, self.split_seed)
+
+
 @dataclass
-class FolderImages:
+class FolderImages(FolderSplit):
     """Every image in ``root`` (not recursive), or a seeded train/val split of them.
 
     If ``root`` is missing and ``download`` describes an archive (see :func:`archive_to_fetch`),
@@ -138,10 +153,6 @@ class FolderImages:
 
     root: str
     name: str = ""
-    split: Split = "all"
-    val_count: int = 0
-    split_seed: int = 0
-    on_bad_image: OnBadImage = "error"
     download: RemoteArchive | Mapping[str, Any] | None = None
     cache_dir: str | None = None
     download_key: str = "data.train_set.download"
@@ -174,7 +185,7 @@ class FolderImages:
         files = list_images(root)
         if not files:
             raise DatasetNotFoundError(f"{self.name}: no image files in {root.resolve()}")
-        return split_files(files, self.split, self.val_count, self.split_seed)
+        return self.chosen(files)
 
     def load(self) -> list[NamedImage]:
         images = decode_all(self.files(), self.on_bad_image)
