@@ -1,4 +1,4 @@
-"""The benchmark's own arithmetic and its loader variants (the timings themselves are not tested)."""
+"""The benchmark's own arithmetic and its loader variants (not the timings themselves)."""
 
 from __future__ import annotations
 
