@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from src.data.cache import CacheSettings, MemoryCapError, cache_settings, decoded_bytes
 from src.data.datamodule import SRDataModule
@@ -128,7 +129,7 @@ def test_unknown_cache_key_is_named():
 
 def test_data_module_trains_from_mapped_sub_images(tmp_path: Path):
     write_folder(tmp_path / "hr", 3, height=64, width=96)
-    datamodule = module(tmp_path / "hr", settings(tmp_path, subimages=True))
+    datamodule = module(tmp_path / "hr", settings(tmp_path, on_disk=True))
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert datamodule.train_data is not None
@@ -137,9 +138,24 @@ def test_data_module_trains_from_mapped_sub_images(tmp_path: Path):
     assert batch["lr"].shape == (4, 3, 8, 8) and batch["hr"].shape == (4, 3, 16, 16)
 
 
+def test_whole_images_mapped_give_the_same_batches_as_in_memory(tmp_path: Path):
+    write_folder(tmp_path / "hr", 3, height=64, width=96)
+    batches = []
+    for cache in (CacheSettings(), settings(tmp_path, on_disk=True, crop=None)):
+        datamodule = module(tmp_path / "hr", cache)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        batches.append(list(datamodule.train_dataloader()))
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # the mapped one, named ..._whole_...
+    for in_memory, mapped in zip(*batches, strict=True):
+        assert in_memory["name"] == mapped["name"]
+        assert torch.equal(in_memory["lr"], mapped["lr"])
+        assert torch.equal(in_memory["hr"], mapped["hr"])
+
+
 def test_sub_images_need_a_folder_of_hr_files(tmp_path: Path):
     paired = PairedFolderImages(hr_root=str(tmp_path), lr_root=str(tmp_path), scale=2)
-    datamodule = SRDataModule(2, [VAL], paired, cache=settings(tmp_path, subimages=True))
+    datamodule = SRDataModule(2, [VAL], paired, cache=settings(tmp_path, on_disk=True))
     with pytest.raises(UserError, match="needs a training set of HR image files"):
         datamodule.prepare_data()
 

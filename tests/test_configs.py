@@ -46,6 +46,7 @@ def test_every_data_config_builds_a_datamodule(data: str, tmp_path: Path):
         *(f"trainer={t}" for t in options("trainer")),
         *(f"logger={name}" for name in options("logger")),
         *(f"degradation={d}" for d in options("degradation")),
+        *(f"cache={name}" for name in options("cache")),
         *(f"loss={name}" for name in options("loss")),
         *(f"optimizer={name}" for name in options("optimizer")),
         *(f"scheduler={name}" for name in options("scheduler")),
@@ -65,6 +66,8 @@ def test_group_options_compose_and_instantiate(override: str, tmp_path: Path):
     }.get(group)
     if node is not None:
         assert hydra.utils.instantiate(node) is not None
+    if group == "cache":
+        assert hydra.utils.instantiate(cfg.data).cache.on_disk == (override != "cache=memory")
     if group == "trainer" and (cfg.trainer.accelerator != "gpu" or torch.cuda.is_available()):
         assert hydra.utils.instantiate(cfg.trainer, logger=False).max_steps == cfg.trainer.max_steps
 

@@ -3,8 +3,8 @@
 By default a training set is decoded at set-up and kept in memory as uint8 (DataLoader workers
 share it copy-on-write). :func:`check_memory_cap` reads only the image headers first and stops
 the run, naming the size, when the decoded pixels would exceed ``data.cache.memory_gb``; the way
-to train on such a set (DIV2K, Flickr2K, DF2K) is ``data.cache.subimages=true``, the on-disk
-memory-mapped sub-image cache of :mod:`src.data.subimages`.
+to train on such a set (DIV2K, Flickr2K, DF2K) is the on-disk, memory-mapped cache of
+:mod:`src.data.subimages` (``cache=mapped`` or ``cache=subimages``, ``data.cache.on_disk``).
 """
 
 from __future__ import annotations
@@ -31,19 +31,19 @@ class MemoryCapError(UserError):
 @dataclass(frozen=True)
 class CacheSettings:
     """``data.cache``: ``memory_gb`` caps the decoded training images held in memory (null: no
-    cap); ``subimages`` cuts the training images once into ``crop`` px squares every ``step`` px,
-    stored under ``dir`` and memory-mapped by every later run."""
+    cap); ``on_disk`` writes the training images once under ``dir``, cut into ``crop`` px
+    squares every ``step`` px (``crop`` null: whole), memory-mapped by every later run."""
 
     memory_gb: float | None = 16.0
-    subimages: bool = False
-    crop: int = 480
+    on_disk: bool = False
+    crop: int | None = 480
     step: int = 240
     dir: str = ".cache/subimages"
 
     def __post_init__(self) -> None:
         if self.memory_gb is not None and self.memory_gb <= 0:
             raise UserError(f"data.cache.memory_gb must be positive or null, got {self.memory_gb}")
-        if not 0 < self.step <= self.crop:
+        if self.crop is not None and not 0 < self.step <= self.crop:
             raise UserError(
                 f"data.cache.step ({self.step}) must be positive and at most data.cache.crop "
                 f"({self.crop}), or some pixels would never be cut into a sub-image"
@@ -90,7 +90,7 @@ def check_memory_cap(name: str, files: list[Path], scale: int, memory_gb: float 
     if needed > memory_gb * GIB:
         raise MemoryCapError(
             f"{name}: {len(files)} images decode to {needed / GIB:.1f} GiB (HR and its x{scale} "
-            f"LR), over data.cache.memory_gb={memory_gb:g}. Set data.cache.subimages=true to cut "
-            f"them once into memory-mapped sub-images on disk (under data.cache.dir), or raise "
-            f"data.cache.memory_gb"
+            f"LR), over data.cache.memory_gb={memory_gb:g}. Use cache=mapped (or "
+            f"cache=subimages) to write them once to disk under data.cache.dir and memory-map "
+            f"them, or raise data.cache.memory_gb"
         )

@@ -2,7 +2,7 @@
 
 Images are decoded once in ``setup`` and kept in memory as uint8, up to ``data.cache.memory_gb``;
 deterministic degradations (bicubic) are computed once per image there too. With
-``data.cache.subimages`` the training set is instead cut once into sub-images on disk (in
+``data.cache.on_disk`` the training set is instead written once to disk, whole or cut (in
 ``prepare_data``, on one process per node) and memory-mapped (:mod:`src.data.cache`,
 :mod:`src.data.subimages`). Training is iteration-based: the training set
 holds exactly ``max_steps x batch_size`` patches (or ``num_patches``), each a pure function of its
@@ -127,22 +127,22 @@ class SRDataModule(pl.LightningDataModule):
         files = None if getattr(source, "given_lr", False) else source_files(source)
         if files is None:
             raise UserError(
-                f"data.cache.subimages=true needs a training set of HR image files; "
+                f"data.cache.on_disk=true needs a training set of HR image files; "
                 f"{source.name} ({type(source).__name__}) is not one: set "
-                f"data.cache.subimages=false"
+                f"data.cache.on_disk=false (cache=memory)"
             )
         return SubImageCache(self.cache, source.name, self.scale, self.degradation), files
 
     def prepare_data(self) -> None:
         """Build the sub-image cache once (Lightning calls this on one process per node)."""
-        if self.train_set is not None and self.cache.subimages:
+        if self.train_set is not None and self.cache.on_disk:
             cache, files = self._subimage_cache()
             cache.ensure_built(files, self.on_bad_image)
 
     def _load_train_images(self) -> list[NamedImage]:
         """The training images: mapped sub-images, or decoded whole within the memory cap."""
         assert self.train_set is not None
-        if self.cache.subimages:
+        if self.cache.on_disk:
             cache, files = self._subimage_cache()
             cache.ensure_built(files, self.on_bad_image)  # a no-op after prepare_data
             return cache.load()

@@ -12,11 +12,16 @@ image, so every patch equals one cut from the uncached pair. Random degradations
 each patch as it is drawn, as without the cache. Patches are drawn uniformly over sub-images, so
 a large image is drawn more often than a small one (in proportion to its area, roughly).
 
-A cache folder ``<dir>/<set>_x<scale>_c<crop>_s<step>_<lr>`` holds ``hr.u8``, ``lr.u8`` (when
-the LR is stored) and ``index.json``: the format version, the source files' paths, sizes and
-modification times (a change rebuilds the cache), the files left out as unreadable, and each
-sub-image's source, position, size and byte offsets. It is built under a temporary name and
-renamed when complete, so an interrupted build leaves nothing a later run would trust.
+With ``crop`` None the images are stored whole, not cut: nothing is duplicated on disk and the
+patches are exactly those of the in-memory set (same images in the same order), only mapped
+instead of decoded.
+
+A cache folder ``<dir>/<set>_x<scale>_c<crop>_s<step>_<lr>`` (``<set>_x<scale>_whole_<lr>``)
+holds ``hr.u8``, ``lr.u8`` (when the LR is stored) and ``index.json``: the format version, the
+source files' paths, sizes and modification times (a change rebuilds the cache), the files left
+out as unreadable, and each sub-image's source, position, size and byte offsets. It is built
+under a temporary name and renamed when complete, so an interrupted build leaves nothing a later
+run would trust.
 """
 
 from __future__ import annotations
@@ -46,9 +51,10 @@ FORMAT_VERSION = 1
 PROGRESS_EVERY = 50
 
 
-def cut_positions(length: int, crop: int, step: int) -> list[int]:
-    """Start offsets of the sub-images along one side of ``length`` px."""
-    if length <= crop:
+def cut_positions(length: int, crop: int | None, step: int) -> list[int]:
+    """Start offsets of the sub-images along one side of ``length`` px (``crop`` None: one,
+    the whole side)."""
+    if crop is None or length <= crop:
         return [0]
     starts = list(range(0, length - crop + 1, step))
     if starts[-1] != length - crop:
@@ -82,7 +88,12 @@ class SubImageWriter:
     """Appends sub-images of whole HR (and LR) images to the raw files of a cache being built."""
 
     def __init__(
-        self, hr_file: BinaryIO, lr_file: BinaryIO | None, scale: int, crop: int, step: int
+        self,
+        hr_file: BinaryIO,
+        lr_file: BinaryIO | None,
+        scale: int,
+        crop: int | None,
+        step: int,
     ):
         self.hr_file, self.lr_file = hr_file, lr_file
         self.scale, self.crop, self.step = scale, crop, step
@@ -97,7 +108,7 @@ class SubImageWriter:
         height, width = hr.shape[:2]
         for top in cut_positions(height, self.crop, self.step):
             for left in cut_positions(width, self.crop, self.step):
-                h, w = min(self.crop, height), min(self.crop, width)
+                h, w = min(self.crop or height, height), min(self.crop or width, width)
                 self.sub_images.append(
                     SubImage(source, top, left, h, w, self.hr_bytes, self.lr_bytes)
                 )
@@ -115,7 +126,7 @@ class SubImageCache:
     def __init__(
         self, settings: CacheSettings, set_name: str, scale: int, degradation: Degradation
     ):
-        for key in ("crop", "step"):
+        for key in ("crop", "step") if settings.crop is not None else ():
             if getattr(settings, key) % scale:
                 raise UserError(
                     f"data.cache.{key}={getattr(settings, key)} must be a multiple of the scale "
@@ -127,7 +138,8 @@ class SubImageCache:
         self.degradation = degradation
         self.stores_lr = degradation.deterministic
         lr_kind = type(degradation).__name__.removesuffix("Degradation").lower()
-        label = f"{set_name}_x{scale}_c{settings.crop}_s{settings.step}"
+        cut = f"c{settings.crop}_s{settings.step}" if settings.crop is not None else "whole"
+        label = f"{set_name}_x{scale}_{cut}"
         label += f"_{lr_kind}" if self.stores_lr else "_hr"
         self.folder = Path(settings.dir) / label.replace("/", "_").replace("+", "_")
 
@@ -255,13 +267,16 @@ class SubImageCache:
                 lr_h, lr_w = sub.height // self.scale, sub.width // self.scale
                 lr_pixels = lr[sub.lr_offset : sub.lr_offset + lr_h * lr_w * 3]
                 lr_pixels = lr_pixels.reshape(lr_h, lr_w, 3)
+            whole = self.settings.crop is None
             images.append(
                 NamedImage(
-                    f"{source['name']}@{sub.left},{sub.top}",
+                    source["name"] if whole else f"{source['name']}@{sub.left},{sub.top}",
                     hr_pixels.reshape(sub.height, sub.width, 3),
                     lr_pixels,
                     gray=source["gray"],
-                    path=f"{source['path']} (sub-image at x={sub.left}, y={sub.top})",
+                    path=source["path"]
+                    if whole
+                    else f"{source['path']} (sub-image at x={sub.left}, y={sub.top})",
                 )
             )
         return images
