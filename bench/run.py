@@ -4,7 +4,7 @@ Prints, with the thread count: the EDSR x2 training step (batch 16, LR patches 4
 fp32 + channels-last, bf16 autocast + channels-last, and that compiled, as patches per second,
 achieved GFLOP/s (convolution FLOPs counted analytically) and the ratio to this CPU's
 matrix-multiply peak measured in the same run; then the data loader's patches per second at 0
-and 2 workers (in memory, memory-mapped sub-images, a random degradation per patch) against what
+and 2 workers (in memory, memory-mapped whole or cut, a random degradation per patch) against what
 the bf16 step consumes. Medians of several timed repetitions after a warm-up.
 
     python -m bench.run [--steps 5] [--skip-loader] [--skip-compile]
@@ -179,9 +179,10 @@ def bench_loaders(consumed: float, batches: int) -> None:
     print(f"{'loader variant':<40}{'workers':>8}{'patches/s':>11}{'x step':>8}")
     with tempfile.TemporaryDirectory() as scratch:
         folder = write_sample_folder(Path(scratch) / "images")
-        subimages = {"subimages": True, "dir": f"{scratch}/cache"}
+        subimages = {"on_disk": True, "dir": f"{scratch}/cache"}
         for name, cache, degradation in (
             ("in memory, bicubic LR", {}, "bicubic"),
+            ("memory-mapped whole images, bicubic", {**subimages, "crop": None}, "bicubic"),
             ("memory-mapped 480 px sub-images, bicubic", subimages, "bicubic"),
             ("in memory, realistic degradation", {}, "realistic"),
         ):

@@ -23,5 +23,14 @@ def test_every_loader_variant_delivers_batches(capsys: pytest.CaptureFixture[str
     torch.manual_seed(0)
     bench_loaders(consumed=10.0, batches=2)
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert len(rows) == 6
+    assert len(rows) == 8
     assert all(float(row.split()[-2]) > 0 for row in rows)
+
+
+def test_cache_benchmark_measures_a_mapped_set(tmp_path):
+    from bench.cache import measure, write_images
+
+    write_images(tmp_path / "images", 2)
+    result = measure(tmp_path / "images", "mapped", tmp_path / "cache")
+    assert result["setup_s"] > 0 and result["patches_per_s"] > 0
+    assert len(list((tmp_path / "cache").glob("*_whole_bicubic/hr.u8"))) == 1
