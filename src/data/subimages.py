@@ -189,7 +189,7 @@ class SubImageCache:
             sources.append({"name": image.name, "path": image.path, "gray": image.gray})
             if number % PROGRESS_EVERY == 0 or number == len(files):
                 log.info(
-                    "%s sub-images: %d/%d images, %d sub-images, %.0f s",
+                    "%s: cached %d/%d images (%d pieces) in %.0f s",
                     self.set_name,
                     number,
                     len(files),
@@ -239,7 +239,7 @@ class SubImageCache:
         except OSError:
             if not self.is_current(files):
                 raise
-        log.info("sub-image cache written to %s", self.folder)
+        log.info("cache written to %s", self.folder)
 
     def load(self) -> list[NamedImage]:
         """Every sub-image as a :class:`NamedImage` whose pixels (and LR) map the cache files."""
