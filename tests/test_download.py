@@ -612,3 +612,27 @@ def test_fetch_reuses_cached_archive(server: Server, tmp_path: Path) -> None:
 
     assert server.state.hits == []
     assert (tmp_path / "Set14" / "set" / "README.txt").read_bytes() == FILES["set/README.txt"]
+
+
+def test_data_module_fetches_missing_sets_once_in_prepare_data(
+    server: Server, tmp_path: Path
+) -> None:
+    import cv2
+
+    from src.data.datamodule import SRDataModule
+    from src.data.sources import ConcatImages, FolderImages, SkimageImages
+    from tests.test_data import photo
+
+    pngs = {f"set/HR/img_{i}.png": cv2.imencode(".png", photo(i))[1].tobytes() for i in range(2)}
+    published = server.publish("train.zip", make_zip(tmp_path / "train.zip", pngs).read_bytes())
+    root = tmp_path / "data" / "train"
+    download = {"url": published.url, "sha256": published.sha256, "subdir": "set/HR"}
+    train = ConcatImages([FolderImages(root=str(root), name="train", download=download)])
+    datamodule = SRDataModule(
+        2, [SkimageImages(names=["chelsea"])], train, lr_patch_size=8, num_patches=4
+    )
+    datamodule.prepare_data()
+    assert sorted(p.name for p in root.glob("*.png")) == ["img_0.png", "img_1.png"]
+    datamodule.setup("fit")
+    assert datamodule.train_data is not None and len(datamodule.train_data.pairs) == 2
+    assert len(server.state.hits) == 1

@@ -25,7 +25,7 @@ from src.data.datasets import FullImageDataset, PatchDataset, make_pairs
 from src.data.degradations import BicubicDegradation, Degradation
 from src.data.images import NamedImage
 from src.data.samplers import ResumableIndexSampler, UnpaddedDistributedSampler
-from src.data.sources import ImageSource, OnBadImage, source_files
+from src.data.sources import ImageSource, OnBadImage, fetch_missing, source_files
 from src.data.subimages import SubImageCache
 from src.utils.errors import UserError
 
@@ -134,7 +134,10 @@ class SRDataModule(pl.LightningDataModule):
         return SubImageCache(self.cache, source.name, self.scale, self.degradation), files
 
     def prepare_data(self) -> None:
-        """Build the sub-image cache once (Lightning calls this on one process per node)."""
+        """Download missing sets and build the on-disk cache, once: Lightning calls this on one
+        process per node, before any process sets up."""
+        for source in [*self.val_sets, *([self.train_set] if self.train_set else [])]:
+            fetch_missing(source)
         if self.train_set is not None and self.cache.on_disk:
             cache, files = self._subimage_cache()
             cache.ensure_built(files, self.on_bad_image)

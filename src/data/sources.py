@@ -217,6 +217,15 @@ class ConcatImages:
         return [image for source in self.sources for image in source.load()]
 
 
+def fetch_missing(source: ImageSource) -> None:
+    """Download the images of ``source`` (or of each part of a :class:`ConcatImages`) that are
+    missing and have a configured archive; a source without downloads is left alone."""
+    for part in getattr(source, "sources", [source]):
+        ensure_present = getattr(part, "ensure_present", None)
+        if ensure_present is not None:
+            ensure_present()
+
+
 def source_files(source: ImageSource) -> list[Path] | None:
     """The files a source reads its images from, or None for one that has no files (bundled
     sample photos)."""
