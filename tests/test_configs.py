@@ -99,3 +99,20 @@ def test_entry_configs_compose(task: str, tmp_path: Path):
     cfg = compose_config(task, [], tmp_path)
     assert cfg.task_name == task
     assert cfg.paths.output_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "on_disk", "crop"),
+    [
+        (["data=div2k"], True, None),
+        (["data=df2k"], True, None),
+        (["data=div2k", "cache=memory"], False, 480),
+        (["data=flickr2k", "cache=subimages"], True, 480),
+        (["data=t91"], False, 480),
+    ],
+)
+def test_2k_sets_default_to_the_mapped_cache_and_the_command_line_wins(
+    overrides: list[str], on_disk: bool, crop: int | None, tmp_path: Path
+):
+    cache = compose_config("train", overrides, tmp_path).data.cache
+    assert (cache.on_disk, cache.crop) == (on_disk, crop)
