@@ -29,6 +29,11 @@ def test_every_model_config_builds_an_sr_module(model: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("data", options("data"))
+def test_every_data_config_composes_for_evaluation(data: str, tmp_path: Path):
+    assert compose_config("eval", [f"data={data}"], tmp_path).data.scale == 2
+
+
+@pytest.mark.parametrize("data", options("data"))
 def test_every_data_config_builds_a_datamodule(data: str, tmp_path: Path):
     extra = {
         "folder": ["data.root=/some/folder"],
