@@ -58,8 +58,8 @@ def test_cut_positions_cover_the_side_with_the_last_flush(length, crop, step, ex
 
 def test_sub_images_are_exact_pieces_of_the_whole_hr_and_its_bicubic_lr(tmp_path: Path):
     files = write_folder(tmp_path / "hr", 2, height=70, width=101)
-    cache = SubImageCache(settings(tmp_path), "mine", 2, BicubicDegradation())
-    cache.ensure_built(files, "error")
+    cache = SubImageCache(settings(tmp_path), "mine", files, 2, BicubicDegradation())
+    cache.ensure_built("error")
     images = cache.load()
     whole = {p.stem: modcrop(read_rgb(p), 2) for p in files}
     lows = {stem: imresize_uint8(hr, 0.5) for stem, hr in whole.items()}
@@ -77,25 +77,25 @@ def test_sub_images_are_exact_pieces_of_the_whole_hr_and_its_bicubic_lr(tmp_path
 
 def test_random_degradations_store_only_hr(tmp_path: Path):
     files = write_folder(tmp_path / "hr", 1, height=64, width=64)
-    cache = SubImageCache(settings(tmp_path), "mine", 2, AlbumentationsDegradation())
-    cache.ensure_built(files, "error")
+    cache = SubImageCache(settings(tmp_path), "mine", files, 2, AlbumentationsDegradation())
+    cache.ensure_built("error")
     assert not (cache.folder / "lr.u8").exists()
     assert all(image.lr is None for image in cache.load())
 
 
 def test_cache_is_reused_and_rebuilt_when_a_source_changes(tmp_path: Path):
     files = write_folder(tmp_path / "hr", 2, height=64, width=64)
-    cache = SubImageCache(settings(tmp_path), "mine", 2, BicubicDegradation())
-    cache.ensure_built(files, "error")
+    cache = SubImageCache(settings(tmp_path), "mine", files, 2, BicubicDegradation())
+    cache.ensure_built("error")
     index = cache.folder / "index.json"
     built = index.stat().st_mtime_ns
-    cache.ensure_built(files, "error")
+    cache.ensure_built("error")
     assert index.stat().st_mtime_ns == built  # current: not rebuilt
     write_folder(tmp_path / "other", 1, height=64, width=64)
     (tmp_path / "other" / "img_001.png").replace(files[0])  # new content under the same name
     os.utime(files[0], ns=(built + 10**9, built + 10**9))
-    assert not cache.is_current(files)
-    cache.ensure_built(files, "error")
+    assert not cache.is_current()
+    cache.ensure_built("error")
     np.testing.assert_array_equal(cache.load()[0].pixels, read_rgb(files[0])[:48, :48])
 
 
@@ -103,12 +103,12 @@ def test_a_failed_build_leaves_no_cache_behind(tmp_path: Path):
     files = write_folder(tmp_path / "hr", 2, height=64, width=64)
     (tmp_path / "hr" / "broken.png").write_bytes(b"not a png")
     files.append(tmp_path / "hr" / "broken.png")
-    cache = SubImageCache(settings(tmp_path), "mine", 2, BicubicDegradation())
+    cache = SubImageCache(settings(tmp_path), "mine", files, 2, BicubicDegradation())
     with pytest.raises(ImageReadError, match=r"broken\.png"):
-        cache.ensure_built(files, "error")
+        cache.ensure_built("error")
     assert list((tmp_path / "cache").iterdir()) == []
     with pytest.warns(UserWarning, match=r"broken\.png"):
-        cache.ensure_built(files, "skip")
+        cache.ensure_built("skip")
         images = cache.load()
     assert {image.name.split("@")[0] for image in images} == {"img_001", "img_002"}
 
@@ -117,7 +117,7 @@ def test_crop_and_step_must_be_multiples_of_the_scale(tmp_path: Path):
     with pytest.raises(
         UserError, match=r"data.cache.crop=50 must be a multiple of the scale \(3\)"
     ):
-        SubImageCache(settings(tmp_path, crop=50), "mine", 3, BicubicDegradation())
+        SubImageCache(settings(tmp_path, crop=50), "mine", [], 3, BicubicDegradation())
     with pytest.raises(UserError, match=r"data\.cache\.step"):
         CacheSettings(crop=48, step=96)
 
@@ -199,3 +199,14 @@ def test_a_split_too_large_for_the_folder_is_a_clear_error(tmp_path: Path):
     assert result.returncode == 2
     assert "needs val_count between 1 and 1 for its 2 images" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_same_set_name_in_two_folders_gets_two_caches(tmp_path: Path):
+    caches = []
+    for folder in ("a", "b"):
+        files = write_folder(tmp_path / folder / "HR", 1, height=64, width=64)
+        cache = SubImageCache(settings(tmp_path), "HR", files, 2, BicubicDegradation())
+        cache.ensure_built("error")
+        caches.append(cache)
+    assert caches[0].folder != caches[1].folder
+    assert caches[0].is_current() and caches[1].is_current()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -120,8 +119,8 @@ class SRDataModule(pl.LightningDataModule):
             return trainer.max_steps * per_step
         return DEFAULT_NUM_PATCHES
 
-    def _subimage_cache(self) -> tuple[SubImageCache, list[Path]]:
-        """The training set's sub-image cache and the files it is cut from."""
+    def _subimage_cache(self) -> SubImageCache:
+        """The training set's on-disk cache."""
         assert self.train_set is not None
         source = self.train_set
         files = None if getattr(source, "given_lr", False) else source_files(source)
@@ -131,7 +130,7 @@ class SRDataModule(pl.LightningDataModule):
                 f"{source.name} ({type(source).__name__}) is not one: set "
                 f"data.cache.on_disk=false (cache=memory)"
             )
-        return SubImageCache(self.cache, source.name, self.scale, self.degradation), files
+        return SubImageCache(self.cache, source.name, files, self.scale, self.degradation)
 
     def prepare_data(self) -> None:
         """Download missing sets and build the on-disk cache, once: Lightning calls this on one
@@ -139,15 +138,14 @@ class SRDataModule(pl.LightningDataModule):
         for source in [*self.val_sets, *([self.train_set] if self.train_set else [])]:
             fetch_missing(source)
         if self.train_set is not None and self.cache.on_disk:
-            cache, files = self._subimage_cache()
-            cache.ensure_built(files, self.on_bad_image)
+            self._subimage_cache().ensure_built(self.on_bad_image)
 
     def _load_train_images(self) -> list[NamedImage]:
         """The training images: mapped sub-images, or decoded whole within the memory cap."""
         assert self.train_set is not None
         if self.cache.on_disk:
-            cache, files = self._subimage_cache()
-            cache.ensure_built(files, self.on_bad_image)  # a no-op after prepare_data
+            cache = self._subimage_cache()
+            cache.ensure_built(self.on_bad_image)  # a no-op after prepare_data
             return cache.load()
         listed = source_files(self.train_set)
         if listed is not None:

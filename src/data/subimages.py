@@ -16,16 +16,17 @@ With ``crop`` None the images are stored whole, not cut: nothing is duplicated o
 patches are exactly those of the in-memory set (same images in the same order), only mapped
 instead of decoded.
 
-A cache folder ``<dir>/<set>_x<scale>_c<crop>_s<step>_<lr>`` (``<set>_x<scale>_whole_<lr>``)
-holds ``hr.u8``, ``lr.u8`` (when the LR is stored) and ``index.json``: the format version, the
-source files' paths, sizes and modification times (a change rebuilds the cache), the files left
-out as unreadable, and each sub-image's source, position, size and byte offsets. It is built
-under a temporary name and renamed when complete, so an interrupted build leaves nothing a later
-run would trust.
+A cache folder ``<dir>/<set>_x<scale>_c<crop>_s<step>_<lr>_<digest of the source folders>``
+(``whole`` in place of ``c<crop>_s<step>`` when not cut) holds ``hr.u8``, ``lr.u8`` (when the LR
+is stored) and ``index.json``: the format version, the source files' paths, sizes and
+modification times (a change rebuilds the cache), the files left out as unreadable, and each
+sub-image's source, position, size and byte offsets. It is built under a temporary name and
+renamed when complete, so an interrupted build leaves nothing a later run would trust.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -60,6 +61,12 @@ def cut_positions(length: int, crop: int | None, step: int) -> list[int]:
     if starts[-1] != length - crop:
         starts.append(length - crop)
     return starts
+
+
+def folders_digest(files: list[Path]) -> str:
+    """8 hex digits that differ between the folders ``files`` come from."""
+    folders = sorted({str(path.resolve().parent) for path in files})
+    return hashlib.sha256("\n".join(folders).encode()).hexdigest()[:8]
 
 
 def fingerprint(files: list[Path]) -> list[list[Any]]:
@@ -124,7 +131,12 @@ class SubImageCache:
     """The sub-image cache of one training set at one scale: built once, then memory-mapped."""
 
     def __init__(
-        self, settings: CacheSettings, set_name: str, scale: int, degradation: Degradation
+        self,
+        settings: CacheSettings,
+        set_name: str,
+        files: list[Path],
+        scale: int,
+        degradation: Degradation,
     ):
         for key in ("crop", "step") if settings.crop is not None else ():
             if getattr(settings, key) % scale:
@@ -134,6 +146,7 @@ class SubImageCache:
                 )
         self.settings = settings
         self.set_name = set_name
+        self.files = files
         self.scale = scale
         self.degradation = degradation
         self.stores_lr = degradation.deterministic
@@ -141,6 +154,9 @@ class SubImageCache:
         cut = f"c{settings.crop}_s{settings.step}" if settings.crop is not None else "whole"
         label = f"{set_name}_x{scale}_{cut}"
         label += f"_{lr_kind}" if self.stores_lr else "_hr"
+        # Two sets of the same name in different folders must not share (and keep rebuilding)
+        # one cache: the folders' digest tells them apart.
+        label += f"_{folders_digest(files)}"
         self.folder = Path(settings.dir) / label.replace("/", "_").replace("+", "_")
 
     def _read_index(self) -> dict[str, Any] | None:
@@ -149,30 +165,31 @@ class SubImageCache:
         except (OSError, ValueError):
             return None
 
-    def is_current(self, files: list[Path]) -> bool:
+    def is_current(self) -> bool:
         """True when the cache exists, is complete and was cut from exactly these files."""
         index = self._read_index()
         return (
             index is not None
             and index.get("version") == FORMAT_VERSION
-            and index.get("sources") == fingerprint(files)
+            and index.get("sources") == fingerprint(self.files)
         )
 
-    def ensure_built(self, files: list[Path], on_bad_image: OnBadImage) -> None:
+    def ensure_built(self, on_bad_image: OnBadImage) -> None:
         """Build the cache unless a current one is there."""
-        if self.is_current(files):
+        if self.is_current():
             return
         if self.folder.exists():
             log.info("%s: the source images changed; rebuilding the sub-image cache", self.set_name)
-        self._build(files, on_bad_image)
+        self._build(on_bad_image)
 
     def _cut_all(
-        self, files: list[Path], on_bad_image: OnBadImage, writer: SubImageWriter
+        self, on_bad_image: OnBadImage, writer: SubImageWriter
     ) -> tuple[list[dict[str, Any]], list[str]]:
         """Decode, degrade and cut every file; return the sources kept and the files skipped."""
         sources: list[dict[str, Any]] = []
         skipped: list[str] = []
         started = time.perf_counter()
+        files = self.files
         for number, path in enumerate(files, 1):
             try:
                 image = read_named(path)
@@ -198,7 +215,7 @@ class SubImageCache:
                 )
         return sources, skipped
 
-    def _build(self, files: list[Path], on_bad_image: OnBadImage) -> None:
+    def _build(self, on_bad_image: OnBadImage) -> None:
         temporary = self.folder.with_name(f"{self.folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
@@ -209,7 +226,7 @@ class SubImageCache:
                     writer = SubImageWriter(
                         hr_file, lr_file, self.scale, self.settings.crop, self.settings.step
                     )
-                    sources, skipped = self._cut_all(files, on_bad_image, writer)
+                    sources, skipped = self._cut_all(on_bad_image, writer)
                 finally:
                     if lr_file is not None:
                         lr_file.close()
@@ -218,26 +235,26 @@ class SubImageCache:
                 "scale": self.scale,
                 "crop": self.settings.crop,
                 "step": self.settings.step,
-                "sources": fingerprint(files),
+                "sources": fingerprint(self.files),
                 "images": sources,
                 "skipped": skipped,
                 "sub_images": [list(vars(sub).values()) for sub in writer.sub_images],
             }
             (temporary / "index.json").write_text(json.dumps(index))
-            self._publish(temporary, files)
+            self._publish(temporary)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
 
-    def _publish(self, temporary: Path, files: list[Path]) -> None:
+    def _publish(self, temporary: Path) -> None:
         """Move a complete build into place; a concurrent builder's current cache is kept."""
         if self.folder.exists():
-            if self.is_current(files):
+            if self.is_current():
                 return
             shutil.rmtree(self.folder)
         try:
             temporary.rename(self.folder)
         except OSError:
-            if not self.is_current(files):
+            if not self.is_current():
                 raise
         log.info("cache written to %s", self.folder)
 
