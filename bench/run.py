@@ -123,17 +123,19 @@ def bench_training(repeats: int, compiled: bool = True) -> dict[str, float]:
         f"EDSR x{SCALE} training step, batch {BATCH}, LR patch {PATCH}: "
         f"{flops / 1e9:.1f} GFLOP per step (convolutions, forward + backward)"
     )
-    print(f"{'variant':<24}{'ms/step':>9}{'patches/s':>11}{'GFLOP/s':>9}{'of peak':>9}")
-    rates = {}
+    print(
+        f"{'variant':<24}{'ms/step':>9}{'patches/s':>11}{'GFLOP/s':>9}{'of peak':>9}{'vs fp32':>9}"
+    )
+    rates: dict[str, float] = {}
     variants = [v for v in VARIANTS if compiled or not v[3]]
-    for name, channels_last, bf16, compiled in variants:
-        seconds = median_seconds(training_step(channels_last, bf16, compiled), repeats)
+    for name, channels_last, bf16, is_compiled in variants:
+        seconds = median_seconds(training_step(channels_last, bf16, is_compiled), repeats)
         achieved = flops / seconds / 1e9
         peak = peaks["bf16" if bf16 else "fp32"]
         rates[name] = BATCH / seconds
         print(
             f"{name:<24}{seconds * 1e3:>9.0f}{BATCH / seconds:>11.1f}{achieved:>9.0f}"
-            f"{achieved / peak:>9.2f}"
+            f"{achieved / peak:>9.2f}{rates[name] / rates['fp32']:>8.2f}x"
         )
     return rates
 
