@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install train test test-slow test-all lint format bench zoo leaderboard reproduce clean
+.PHONY: help install train test test-slow test-all lint format bench bench-cache zoo leaderboard reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ format: install  ## apply ruff's fixes and formatting
 
 bench: install  ## throughput benchmarks (training step, data loader)
 	$(PY) -m bench.run $(ARGS)
+
+bench-cache: install  ## set-up time, memory and disk of each data cache mode (cache=...)
+	$(PY) -m bench.cache $(ARGS)
 
 zoo: install  ## the model zoo table: parameters, GFLOPs and CPU latency of every model config
 	$(PY) -m src.models $(ARGS)
