@@ -210,3 +210,14 @@ def test_same_set_name_in_two_folders_gets_two_caches(tmp_path: Path):
         caches.append(cache)
     assert caches[0].folder != caches[1].folder
     assert caches[0].is_current() and caches[1].is_current()
+
+
+def test_an_unwritable_cache_folder_is_a_clear_error(tmp_path: Path):
+    files = write_folder(tmp_path / "hr", 1, height=64, width=64)
+    (tmp_path / "a-file").write_text("not a folder")
+    where = settings(tmp_path, dir=str(tmp_path / "a-file" / "cache"))
+    cache = SubImageCache(where, "mine", files, 2, BicubicDegradation())
+    with pytest.raises(
+        UserError, match=r"could not write the mine data cache under .*data\.cache\.dir"
+    ):
+        cache.ensure_built("error")

@@ -217,6 +217,16 @@ class SubImageCache:
 
     def _build(self, on_bad_image: OnBadImage) -> None:
         temporary = self.folder.with_name(f"{self.folder.name}.tmp-{os.getpid()}")
+        try:
+            self._write(temporary, on_bad_image)
+        except OSError as error:  # a folder that cannot be made or written, a full disk
+            raise UserError(
+                f"could not write the {self.set_name} data cache under {self.settings.dir}: "
+                f"{error.strerror or error}; set data.cache.dir to a writable folder with room, "
+                f"or use cache=memory"
+            ) from error
+
+    def _write(self, temporary: Path, on_bad_image: OnBadImage) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
         try:
