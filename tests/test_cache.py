@@ -221,3 +221,19 @@ def test_an_unwritable_cache_folder_is_a_clear_error(tmp_path: Path):
         UserError, match=r"could not write the mine data cache under .*data\.cache\.dir"
     ):
         cache.ensure_built("error")
+
+
+def test_header_sizes_of_huge_and_unreadable_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from PIL import Image
+
+    from src.data.cache import header_size
+
+    huge = tmp_path / "huge.png"
+    Image.new("L", (200, 100)).save(huge)
+    # PIL refuses to open images over twice this many pixels (its decompression-bomb guard);
+    # the real limit is 179 MP, lowered here to keep the file small.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    assert header_size(huge) == (200, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored
+    assert header_size(tmp_path / "junk.png") == (0, 0)
