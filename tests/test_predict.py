@@ -86,6 +86,20 @@ def test_exif_orientation_is_applied_like_pillow(tmp_path: Path, orientation: in
     assert np.array_equal(read_image(path), expected)
 
 
+def test_exif_orientation_is_read_from_images_over_pillows_pixel_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "tall.png"
+    Image.fromarray(quantize(smooth_image(6, 10, 3, seed=0))).save(path, exif=exif.tobytes())
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS (179 MP by default; 200 MP phone photos
+    # exist); lowered here so that the file stays small.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)
+    assert read_image(path).shape[:2] == (10, 6)  # rotated upright
+    assert Image.MAX_IMAGE_PIXELS == 20
+
+
 # --- files -----------------------------------------------------------------------------------
 def write_inputs(folder: Path) -> dict[str, np.ndarray]:
     """One file of each kind; returns the pixels each holds (RGB(A) order, upright)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from src.data.images import header_only_pil
 from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,11 @@ def cache_settings(values: CacheSettings | Mapping[str, Any] | None) -> CacheSet
 def header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding it; (0, 0) when unreadable
     (decoding names such a file later)."""
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # only the header is read
     try:
-        with Image.open(path) as image:
+        with header_only_pil(), Image.open(path) as image:
             return image.size
     except (OSError, UnidentifiedImageError, ValueError):
         return (0, 0)
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
 
 
 def decoded_bytes(files: list[Path], scale: int) -> int:

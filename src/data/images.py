@@ -7,6 +7,8 @@ and an alpha channel is dropped. Anything unreadable raises :class:`ImageReadErr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +101,16 @@ def write_rgb(path: str | Path, pixels: np.ndarray) -> None:
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+@contextmanager
+def header_only_pil() -> Iterator[None]:
+    """Pillow without its decompression-bomb guard, for reading headers (size, EXIF) only: the
+    guard refuses to open images over 179 MP, and 200 MP phone photos exist."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit

@@ -14,7 +14,6 @@ import contextlib
 import glob
 import os
 import tempfile
-import warnings
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.data.images import ImageReadError, decode
+from src.data.images import ImageReadError, decode, header_only_pil
 from src.utils.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -90,10 +89,8 @@ def exif_orientation(path: Path) -> int:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's decompression-bomb warning on big images
-            with Image.open(path) as image:
-                return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+        with header_only_pil(), Image.open(path) as image:
+            return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
     except Exception:  # best effort: a file Pillow cannot parse is taken as upright
         return 1
 
