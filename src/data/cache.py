@@ -39,7 +39,7 @@ class CacheSettings:
     on_disk: bool = False
     crop: int | None = 480
     step: int = 240
-    dir: str = ".cache/subimages"
+    dir: str = ".cache/data"
 
     def __post_init__(self) -> None:
         if self.memory_gb is not None and self.memory_gb <= 0:
