@@ -164,7 +164,7 @@ def test_memory_cap_stops_before_decoding_and_names_the_size(tmp_path: Path):
     files = write_folder(tmp_path / "hr", 4, height=512, width=512)
     assert decoded_bytes(files, 2) == 4 * 512 * 512 * 3 * 5 // 4
     datamodule = module(tmp_path / "hr", CacheSettings(memory_gb=0.001))
-    with pytest.raises(MemoryCapError, match=r"mine: 4 images decode to 0.0 GiB.*memory_gb=0.001"):
+    with pytest.raises(MemoryCapError, match=r"mine: 4 images decode to 3.8 MiB.*memory_gb=0.001"):
         datamodule.setup("fit")
     module(tmp_path / "hr", CacheSettings(memory_gb=0.01)).setup("fit")  # 3.75 MiB fits
 

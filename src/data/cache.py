@@ -82,15 +82,20 @@ def decoded_bytes(files: list[Path], scale: int) -> int:
     return int(pixels * 3 * (1 + 1 / scale**2))
 
 
+def readable_size(size: int) -> str:
+    """``size`` bytes in MiB below a GiB, else in GiB."""
+    return f"{size / 2**20:.1f} MiB" if size < GIB else f"{size / GIB:.2f} GiB"
+
+
 def check_memory_cap(name: str, files: list[Path], scale: int, memory_gb: float | None) -> None:
     """Stop before decoding when ``files`` would take more than ``memory_gb`` in memory."""
     if memory_gb is None:
         return
     needed = decoded_bytes(files, scale)
-    log.info("%s: %d images, %.2f GiB decoded", name, len(files), needed / GIB)
+    log.info("%s: %d images, %s decoded", name, len(files), readable_size(needed))
     if needed > memory_gb * GIB:
         raise MemoryCapError(
-            f"{name}: {len(files)} images decode to {needed / GIB:.1f} GiB (HR and its x{scale} "
+            f"{name}: {len(files)} images decode to {readable_size(needed)} (HR and its x{scale} "
             f"LR), over data.cache.memory_gb={memory_gb:g}. Use cache=mapped (or "
             f"cache=subimages) to write them once to disk under data.cache.dir and memory-map "
             f"them, or raise data.cache.memory_gb"
