@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -83,21 +83,36 @@ def split_files(files: list[Path], split: Split, val_count: int, seed: int) -> l
     return [files[i] for i in sorted(chosen)]
 
 
-def decode_all(files: list[Path], on_bad_image: OnBadImage) -> list[NamedImage]:
-    """Decode ``files``; bad ones raise, or are skipped with one warning listing them."""
-    images, skipped = [], []
+def read_each(
+    files: list[Path], on_bad_image: OnBadImage, skipped: list[str]
+) -> Iterator[NamedImage]:
+    """Decode ``files`` one by one; a bad one raises, or (``skip``) is left out with its
+    problem appended to ``skipped``."""
     for path in files:
         try:
-            images.append(read_named(path))
+            image = read_named(path)
         except ImageReadError as error:
             if on_bad_image == "error":
                 raise
             skipped.append(str(error))
+            continue
+        yield image
+
+
+def warn_skipped(skipped: list[str]) -> None:
+    """One warning listing the unreadable images that were left out, if any."""
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} unreadable image(s):\n  " + "\n  ".join(skipped),
-            stacklevel=2,
+            stacklevel=3,
         )
+
+
+def decode_all(files: list[Path], on_bad_image: OnBadImage) -> list[NamedImage]:
+    """Decode ``files``; bad ones raise, or are skipped with one warning listing them."""
+    skipped: list[str] = []
+    images = list(read_each(files, on_bad_image, skipped))
+    warn_skipped(skipped)
     return images
 
 

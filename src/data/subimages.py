@@ -32,7 +32,6 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,8 +40,8 @@ import numpy as np
 
 from src.data.cache import CacheSettings
 from src.data.degradations import Degradation
-from src.data.images import ImageReadError, NamedImage, read_named
-from src.data.sources import DatasetNotFoundError, OnBadImage
+from src.data.images import NamedImage
+from src.data.sources import DatasetNotFoundError, OnBadImage, read_each, warn_skipped
 from src.ops.imresize import modcrop
 from src.utils.errors import UserError
 
@@ -189,31 +188,27 @@ class SubImageCache:
         sources: list[dict[str, Any]] = []
         skipped: list[str] = []
         started = time.perf_counter()
-        files = self.files
-        for number, path in enumerate(files, 1):
-            try:
-                image = read_named(path)
-            except ImageReadError as error:
-                if on_bad_image == "error":
-                    raise
-                skipped.append(str(error))
-                continue
+        for image in read_each(self.files, on_bad_image, skipped):
             hr = modcrop(image.pixels, self.scale)
             lr = None
             if self.stores_lr:  # deterministic: the generator is never drawn from
                 lr = self.degradation(hr, self.scale, np.random.default_rng(0))
             writer.add(len(sources), hr, lr)
             sources.append({"name": image.name, "path": image.path, "gray": image.gray})
-            if number % PROGRESS_EVERY == 0 or number == len(files):
-                log.info(
-                    "%s: cached %d/%d images (%d pieces) in %.0f s",
-                    self.set_name,
-                    number,
-                    len(files),
-                    len(writer.sub_images),
-                    time.perf_counter() - started,
-                )
+            if len(sources) % PROGRESS_EVERY == 0:
+                self._log_progress(len(sources) + len(skipped), writer, started)
+        self._log_progress(len(sources) + len(skipped), writer, started)
         return sources, skipped
+
+    def _log_progress(self, done: int, writer: SubImageWriter, started: float) -> None:
+        log.info(
+            "%s: cached %d/%d images (%d pieces) in %.0f s",
+            self.set_name,
+            done,
+            len(self.files),
+            len(writer.sub_images),
+            time.perf_counter() - started,
+        )
 
     def _build(self, on_bad_image: OnBadImage) -> None:
         temporary = self.folder.with_name(f"{self.folder.name}.tmp-{os.getpid()}")
@@ -273,12 +268,7 @@ class SubImageCache:
         index = self._read_index()
         if index is None:
             raise DatasetNotFoundError(f"no sub-image cache at {self.folder}: build it first")
-        if index["skipped"]:
-            warnings.warn(
-                f"skipped {len(index['skipped'])} unreadable image(s):\n  "
-                + "\n  ".join(index["skipped"]),
-                stacklevel=2,
-            )
+        warn_skipped(index["skipped"])
         if not index["sub_images"]:
             raise DatasetNotFoundError(f"{self.set_name}: no readable image to cut sub-images from")
         hr = np.memmap(self.folder / "hr.u8", dtype=np.uint8, mode="r")
