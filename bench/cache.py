@@ -3,8 +3,8 @@
 Writes a folder of synthetic DIV2K-sized PNGs (2040x1356, smooth content with grain), then, each
 in a fresh process so that peak memory is its own, sets up the x2 training data of every cache
 mode (for the on-disk modes: the first run that builds the cache, then a run that maps it) and
-draws batches from the loader. Prints set-up seconds, loader patches per second, peak RSS and
-the cache's size on disk.
+times its loader as ``make bench`` does (after 5 start-up batches). Prints set-up seconds,
+loader patches per second, peak RSS and the cache's size on disk.
 
     python -m bench.cache [--images 40]
 """
@@ -23,7 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-WIDTH, HEIGHT, SCALE, BATCH, PATCH, BATCHES = 2040, 1356, 2, 16, 48, 50
+from bench.run import BATCH, PATCH, SCALE, bench_loader, loader_module
+
+WIDTH, HEIGHT, BATCHES = 2040, 1356, 50
 MODES = {
     "memory": {},
     "mapped": {"on_disk": True, "crop": None},
@@ -44,27 +46,13 @@ def write_images(folder: Path, count: int) -> None:
 
 def measure(folder: Path, mode: str, cache_dir: Path) -> dict[str, float]:
     """Set up one cache mode and time its loader, in this process."""
-    from src.data.datamodule import SRDataModule
-    from src.data.sources import FolderImages, SkimageImages
-
-    datamodule = SRDataModule(
-        SCALE,
-        [SkimageImages(names=["chelsea"], name="val")],
-        FolderImages(root=str(folder), name="synthetic2k"),
-        lr_patch_size=PATCH,
-        batch_size=BATCH,
-        num_patches=BATCH * BATCHES,
-        cache={**MODES[mode], "dir": str(cache_dir)},
-    )
+    cache = {**MODES[mode], "dir": str(cache_dir)}
+    datamodule = loader_module(folder, 0, BATCHES, cache, "bicubic")
     started = time.perf_counter()
     datamodule.prepare_data()
     datamodule.setup("fit")
     setup = time.perf_counter() - started
-    batches = iter(datamodule.train_dataloader())
-    started = time.perf_counter()
-    for _ in range(BATCHES):
-        next(batches)
-    rate = BATCH * BATCHES / (time.perf_counter() - started)
+    rate = bench_loader(datamodule, BATCHES)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"setup_s": setup, "patches_per_s": rate, "peak_rss_mb": peak_mb}
 

@@ -156,14 +156,15 @@ def write_sample_folder(folder: Path) -> Path:
 def loader_module(
     folder: Path, workers: int, batches: int, cache: dict[str, Any], degradation: str
 ) -> Any:
-    """The data module of one loader variant, set up for training."""
+    """The data module of one loader variant (not set up yet): training patches from the files
+    in ``folder``, enough for ``batches`` timed batches after the start-up ones."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from src.data.datamodule import SRDataModule
     from src.data.sources import FolderImages, SkimageImages
 
-    datamodule = SRDataModule(
+    return SRDataModule(
         SCALE,
         [SkimageImages(names=["chelsea"], name="val")],
         FolderImages(root=str(folder), name="bench"),
@@ -174,9 +175,6 @@ def loader_module(
         num_patches=BATCH * (batches + 5),
         cache=cache,
     )
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
 
 
 def bench_loader(datamodule: Any, batches: int) -> float:
@@ -204,6 +202,8 @@ def bench_loaders(consumed: float, batches: int) -> None:
         ):
             for workers in (0, 2):
                 datamodule = loader_module(folder, workers, batches, cache, degradation)
+                datamodule.prepare_data()
+                datamodule.setup("fit")
                 delivered = bench_loader(datamodule, batches)
                 print(f"{name:<40}{workers:>8}{delivered:>11.0f}{delivered / consumed:>8.1f}")
 
