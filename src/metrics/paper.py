@@ -10,8 +10,10 @@ The convention (see ``../shared/data/README.md`` and every table since SRCNN):
 * SSIM uses an 11x11 Gaussian window (sigma 1.5, K1 = 0.01, K2 = 0.03) with *valid* filtering,
   i.e. no padded border enters the mean.
 
-torchmetrics computes the SSIM map with reflection padding ("same" size); we take its full map and
-drop the padded margin, which is exactly MATLAB's valid filtering.
+PSNR is torchmetrics'. SSIM (:mod:`src.metrics.ssim`) is torchmetrics' formula with the
+separable window applied as two 1-D passes (OpenCV's ``sepFilter2D`` on a CPU), in float64 on Y
+and on RGB; its values equal torchmetrics' valid-region SSIM to float rounding on every
+benchmark image (``tests/test_ssim_separable.py``). ``make bench-eval`` times the scorer.
 
 Grayscale HR images (Set14's ``bridge``) are expanded to three equal channels and scored on that
 Y: the convention of the IMDN, PAN, RCAN and SwinIR evaluations (``gray="expand"``). The bicubic,
@@ -25,17 +27,12 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
+from src.metrics.ssim import ssim
 from src.ops.color import Y_WEIGHTS
 
 PEAK = 255.0
-SSIM_SIGMA = 1.5
-# torchmetrics derives the Gaussian window size from sigma: int(3.5 * 1.5 + 0.5) * 2 + 1 = 11.
-SSIM_HALF_WINDOW = 5
 Gray = Literal["expand", "raw"]
 
 
@@ -57,7 +54,7 @@ METRIC_NAMES: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 def to_uint8_levels(image: torch.Tensor) -> torch.Tensor:
     """Map [0, 1] floats to float64 values on the 0..255 integer grid (what saving a PNG does)."""
-    return (image.to(torch.float64) * 255.0).round().clamp(0.0, 255.0)
+    return image.to(torch.float64, copy=True).mul_(255.0).round_().clamp_(0.0, 255.0)
 
 
 def rgb_to_y(levels: torch.Tensor) -> torch.Tensor:
@@ -81,23 +78,6 @@ def psnr(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value).reshape(-1)
 
 
-def ssim(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image SSIM with valid filtering, (N, C, H, W) tensors on the 0..255 scale."""
-    _, ssim_map = structural_similarity_index_measure(
-        preds,
-        target,
-        gaussian_kernel=True,
-        sigma=SSIM_SIGMA,
-        data_range=PEAK,
-        k1=0.01,
-        k2=0.03,
-        reduction="none",
-        return_full_image=True,
-    )
-    valid = crop_border(torch.as_tensor(ssim_map), SSIM_HALF_WINDOW)
-    return valid.flatten(1).mean(dim=1)
-
-
 def gray_levels(levels: torch.Tensor) -> torch.Tensor:
     """Luma without studio swing: the gray value itself when R = G = B (weights sum to 1)."""
     r, g, b = levels.to(torch.float64).unbind(dim=-3)
@@ -112,6 +92,16 @@ def luma(levels: torch.Tensor, raw_gray: torch.Tensor | None) -> torch.Tensor:
         return y
     mask = raw_gray.to(device=levels.device, dtype=torch.bool).view(-1, 1, 1, 1)
     return torch.where(mask, gray_levels(levels), y)
+
+
+def psnr_y(
+    sr: torch.Tensor, hr: torch.Tensor, border: int, raw_gray: torch.Tensor | None = None
+) -> torch.Tensor:
+    """PSNR_Y alone of (N, 3, H, W) images in [0, 1], under the same convention as
+    :func:`score_batch` (for captions, where SSIM would cost ten times more)."""
+    sr_levels = crop_border(to_uint8_levels(sr), border)
+    hr_levels = crop_border(to_uint8_levels(hr), border)
+    return psnr(luma(sr_levels, raw_gray), luma(hr_levels, raw_gray))
 
 
 def score_batch(
@@ -131,7 +121,6 @@ def score_batch(
         psnr(sr_y, hr_y),
         ssim(sr_y, hr_y),
         psnr(sr_levels, hr_levels),
-        # RGB SSIM, a secondary figure, in float32: 15x faster, equal to float64 within 1e-6.
-        ssim(sr_levels.float(), hr_levels.float()).double(),
+        ssim(sr_levels, hr_levels),
     )
     return [ImageScores(*(float(c[i]) for c in columns)) for i in range(sr.shape[0])]
