@@ -306,3 +306,25 @@ def test_modcrop_keeps_top_left_region() -> None:
     assert modcrop(image[:8, :12], 4).shape == (8, 12, 3)
     with pytest.raises(ValueError):
         modcrop(image, 0)
+
+
+@pytest.mark.parametrize("scale", [2.0, 3.0, 4.0, 0.5, 1 / 3, 0.25, 1.5, 0.7])
+def test_strided_phases_give_the_bits_of_the_per_tap_gather(scale: float, monkeypatch):
+    """The fast path (the input padded once, each tap a strided slice) against the general one
+    (a gather per tap): the same products summed in the same order, so the same bits."""
+    from src.ops import imresize as module
+
+    rng = np.random.default_rng(int(scale * 100))
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((17, 23), (40, 31))]
+    fast = [
+        (module.imresize_uint8(img, scale), module.imresize(to_chw(img), scale=scale))
+        for img in images
+    ]
+    monkeypatch.setattr(module, "_phases", lambda *args: None)
+    for img, (fast_uint8, fast_float) in zip(images, fast, strict=True):
+        assert np.array_equal(module.imresize_uint8(img, scale), fast_uint8)
+        assert torch.equal(module.imresize(to_chw(img), scale=scale), fast_float)
+
+
+def to_chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image.transpose(2, 0, 1).copy()).float().div(255)[None]

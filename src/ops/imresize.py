@@ -4,8 +4,12 @@ Published super-resolution numbers use LR = MATLAB ``imresize(modcrop(HR, s), 1/
 uint8 RGB. ``imresize`` reproduces that bit for bit (Set5 ``LR_bicubic`` with 0 differing pixels)
 and is also the bicubic resampler used inside networks on floating-point batches, on any device.
 
-Each 1-D pass is a weighted sum of a few gathered input rows or columns; the taps (weights and
-mirrored indices) are computed once per (length, scale) in float64 and cached.
+Each 1-D pass is a weighted sum of a few input rows or columns; the taps (weights and mirrored
+indices) are computed once per (length, scale) in float64 and cached. When the scale is a ratio
+p/q of small integers (every SR scale), output pixel ``o + p`` reads the inputs of ``o`` moved by
+``q``: the input is then padded once by MATLAB's symmetric reflection and each tap of each of the
+``p`` phases is a strided slice of it, instead of a gather per tap. The arithmetic (products and
+their sum, tap by tap) is the same either way, so both give the same bits.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -37,11 +43,19 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
     return image[: height - height % scale, : width - width % scale]
 
 
+# Below this many pixels a resize runs on one thread.
+SMALL_IMAGE_PIXELS = 1 << 18
+
+
 @contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch single-threaded inside the block. A single image's resize is too small to
-    share out: with 2 threads on a busy 2-core machine it measured 20x slower (T91 set-up:
-    6.3 s against 0.31 s)."""
+def one_thread(pixels: int = 0) -> Iterator[None]:
+    """Run torch single-threaded inside the block, for an image of fewer than
+    :data:`SMALL_IMAGE_PIXELS` ``pixels``. A small image's resize is too small to share out:
+    with 2 threads on a busy 2-core machine it measured 20x slower (T91 set-up: 6.3 s against
+    0.31 s); a 1-megapixel one takes 30% less time on 2 threads than on one."""
+    if pixels >= SMALL_IMAGE_PIXELS:
+        yield
+        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -56,7 +70,7 @@ def imresize_uint8(image: np.ndarray, scale: float) -> np.ndarray:
         raise TypeError(f"imresize_uint8 expects a uint8 array, got {image.dtype}")
     if image.ndim not in (2, 3):
         raise ValueError(f"imresize_uint8 expects an HW or HWC array, got shape {image.shape}")
-    with one_thread():
+    with one_thread(image.shape[0] * image.shape[1]):
         if image.ndim == 2:
             return imresize(torch.from_numpy(image), scale=scale).numpy()
         chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
@@ -93,8 +107,7 @@ def imresize(
     for dim, in_len, out_len, dim_scale in passes:
         if in_len == out_len and dim_scale == 1.0:
             continue  # the bicubic taps are exactly (0, 1, 0): an identity pass
-        weights, indices = _taps(in_len, out_len, dim_scale, compute_dtype, image.device)
-        work = _resize_dim(work, dim, weights, indices)
+        work = _resize_dim(work, dim, out_len, dim_scale, compute_dtype)
         if quantise:
             # MATLAB keeps the class between passes: the intermediate image is uint8, so it is
             # rounded here too. Skipping this puts about 15% of the pixels off by one.
@@ -187,8 +200,9 @@ def _row_sums(weights: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """MATLAB's taps for one axis: float64 weights and 0-based indices, both (out_len, taps)."""
+def _raw_contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB's taps for one axis: float64 weights and 0-based input indices before mirroring
+    (they may fall outside 0..in_len-1), both (out_len, taps)."""
     antialias = scale < 1.0
     # Shrinking stretches the kernel by 1/scale, which also widens its support.
     width = _KERNEL_WIDTH / scale if antialias else _KERNEL_WIDTH
@@ -201,16 +215,49 @@ def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray,
     distance = u[:, None] - indices
     weights = scale * _cubic(scale * distance) if antialias else _cubic(distance)
     weights = weights / _row_sums(weights)[:, None]
-    mirrored = _mirror(indices.astype(np.int64), in_len)
     used = np.any(weights != 0.0, axis=0)  # taps that are zero for every output pixel
-    return weights[:, used], mirrored[:, used]
+    return weights[:, used], indices[:, used].astype(np.int64) - 1
 
 
 @lru_cache(maxsize=256)
 def _tap_major(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """The cached taps, tap-major: weights and indices, both (taps, out_len)."""
-    weights, indices = _contributions(in_len, out_len, scale)
-    return np.ascontiguousarray(weights.T), np.ascontiguousarray(indices.T)
+    """The cached taps with mirrored indices, tap-major: weights and indices, (taps, out_len)."""
+    weights, raw = _raw_contributions(in_len, out_len, scale)
+    mirrored = _mirror(raw + 1, in_len)
+    return np.ascontiguousarray(weights.T), np.ascontiguousarray(mirrored.T)
+
+
+@dataclass(frozen=True)
+class _Phases:
+    """Taps of an axis whose outputs repeat their input pattern every ``period`` pixels, moved
+    by ``step`` inputs: ``padding`` (mirrored input indices) extends the input once, and tap
+    ``t`` of phase ``r`` reads the padded input from ``starts[r, t]`` every ``step`` with
+    ``weights[r, t]`` (one weight per output pixel of the phase)."""
+
+    period: int
+    step: int
+    padding: np.ndarray
+    starts: np.ndarray
+    weights: np.ndarray  # (period, taps, out_len // period)
+
+
+@lru_cache(maxsize=256)
+def _phases(in_len: int, out_len: int, scale: float) -> _Phases | None:
+    """The phase form of an axis's taps, or None when its indices do not follow a pattern."""
+    ratio = Fraction(scale).limit_denominator(64)
+    period, step = ratio.numerator, ratio.denominator
+    if abs(float(ratio) - scale) > 1e-12 or out_len % period or out_len // period < 2:
+        return None
+    weights, raw = _raw_contributions(in_len, out_len, scale)
+    count = out_len // period
+    raw = raw.reshape(count, period, -1)
+    expected = raw[:1] + step * np.arange(count)[:, None, None]
+    if not np.array_equal(raw, expected):
+        return None
+    low, high = int(raw.min()), int(raw.max())
+    padding = _mirror(np.arange(low, high + 1) + 1, in_len)
+    phase_weights = weights.reshape(count, period, -1).transpose(1, 2, 0)
+    return _Phases(period, step, padding, raw[0] - low, np.ascontiguousarray(phase_weights))
 
 
 def _taps(
@@ -224,19 +271,72 @@ def _taps(
 
 
 def _resize_dim(
-    x: torch.Tensor, dim: int, weights: torch.Tensor, indices: torch.Tensor
+    x: torch.Tensor, dim: int, out_len: int, scale: float, dtype: torch.dtype
 ) -> torch.Tensor:
-    """One 1-D pass along ``dim``: a sum over taps of weight x gathered input line.
+    """One 1-D pass along ``dim`` (negative): for each output pixel a sum over taps of weight x
+    input pixel, computed in ``dtype``.
 
     The taps are accumulated one at a time in tap order, a fixed sequence that reproduces MATLAB's
     output; a matmul would sum in a BLAS-dependent order, which can flip results landing on .5.
     """
+    in_len = int(x.shape[dim])
+    phases = _phases(in_len, out_len, scale)
+    if phases is None:
+        weights, indices = _taps(in_len, out_len, scale, dtype, x.device)
+        return _gathered_sum(x, dim, weights, indices)
+    return _phased_sum(x, dim, phases, dtype)
+
+
+def _gathered_sum(
+    x: torch.Tensor, dim: int, weights: torch.Tensor, indices: torch.Tensor
+) -> torch.Tensor:
+    """The general pass: each tap's input pixels gathered by index."""
     shape = [1] * x.dim()
     shape[dim] = -1
     out = x.index_select(dim, indices[0]) * weights[0].view(shape)
     for tap in range(1, weights.shape[0]):
         out += x.index_select(dim, indices[tap]) * weights[tap].view(shape)
     return out
+
+
+def _phased_sum(x: torch.Tensor, dim: int, phases: _Phases, dtype: torch.dtype) -> torch.Tensor:
+    """The pass of a periodic axis: strided slices of the once-padded input, phase by phase,
+    then the phases interleaved."""
+    padding = torch.from_numpy(phases.padding).to(x.device)
+    padded = x.index_select(dim, padding).to(dtype)
+    all_weights = torch.from_numpy(phases.weights).to(device=x.device, dtype=dtype)
+    count = all_weights.shape[-1]
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    # Without autograd each product goes into one reused buffer (fresh ones cost page faults).
+    reuse = not (torch.is_grad_enabled() and padded.requires_grad)
+    outputs = []
+    for phase in range(phases.period):
+        out: torch.Tensor | None = None
+        term: torch.Tensor | None = None
+        for tap, start in enumerate(phases.starts[phase].tolist()):
+            window = padded.narrow(dim, start, phases.step * (count - 1) + 1)
+            if phases.step > 1:
+                index = [slice(None)] * x.dim()
+                index[dim] = slice(None, None, phases.step)
+                window = window[tuple(index)]
+            weight = all_weights[phase, tap].view(shape)
+            if out is None:
+                out = window * weight
+            elif reuse:
+                term = torch.mul(window, weight, out=term if term is not None else None)
+                out += term
+            else:
+                out = out + window * weight
+        assert out is not None
+        outputs.append(out)
+    if phases.period == 1:
+        return outputs[0]
+    # Phase r holds output pixels r, r + period, ...: stacked after dim, (..., count, period,
+    # ...), they interleave when the two dimensions are merged.
+    out_shape = list(x.shape)
+    out_shape[dim] = count * phases.period
+    return torch.stack(outputs, dim=dim).reshape(out_shape)
 
 
 def _round_to_uint8_range(x: torch.Tensor) -> torch.Tensor:
