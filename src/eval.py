@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.callbacks.comparisons import ComparisonImages
+from src.callbacks.timing import SetTimer
 from src.data.datamodule import SRDataModule
 from src.metrics.report import (
     SetSummary,
@@ -53,7 +54,8 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
     module = load_module(cfg, val_set_names=datamodule.val_set_names)
     output_dir = Path(cfg.paths.output_dir)
-    callbacks = []
+    timer = SetTimer()
+    callbacks: list[pl.Callback] = [timer]
     if cfg.comparisons:
         callbacks.append(
             ComparisonImages(str(output_dir / "comparisons"), cfg.comparisons, False, True)
@@ -75,9 +77,17 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
         "self_ensemble": cfg.self_ensemble,
         "tile": cfg.tile,
         "seconds": round(seconds, 2),
+        "timing": timer.summary(),
     }
+    if not trainer.is_global_zero:
+        return summaries  # under DDP every rank holds all scores; rank 0 writes and prints them
     files = write_results(output_dir, summaries, module.val_scores, meta)
     say(f"{meta['model']} x{module.scale}, {len(module.val_scores)} images in {seconds:.1f} s")
+    for set_name, timing in meta["timing"].items():
+        say(
+            f"  {set_name}: {timing['images']} images, {timing['megapixels']:.1f} MP in "
+            f"{timing['seconds']:.1f} s ({timing['ms_per_megapixel']:.0f} ms/MP)"
+        )
     say(markdown_table(summaries))
     say(f"results: {', '.join(str(f) for f in files)}")
     return summaries

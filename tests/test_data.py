@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from src.data.datamodule import SRDataModule
-from src.data.datasets import FullImageDataset, PatchDataset, d4_transform, make_pairs
+from src.data.datasets import PatchDataset, ValidationImages, d4_transform, make_pairs
 from src.data.degradations import AlbumentationsDegradation, BicubicDegradation
 from src.data.images import ImageReadError, NamedImage, read_rgb
 from src.data.sources import DatasetNotFoundError, FolderImages, SkimageImages, split_files
@@ -157,4 +157,49 @@ def test_datamodule_sizes_the_run_from_max_steps(tmp_path: Path):
     assert batch["lr"].shape == (4, 3, 8, 8) and len(datamodule.train_dataloader()) == 10
     val_batch = next(iter(datamodule.val_dataloader()))
     assert val_batch["hr"].shape == (1, 3, 64, 64) and val_batch["lr"].shape == (1, 3, 32, 32)
-    assert isinstance(datamodule.val_data.datasets[0], FullImageDataset)
+    assert isinstance(datamodule.val_data, ValidationImages)
+
+
+def test_validation_read_on_demand_equals_decoded_up_front(tmp_path: Path):
+    from src.data.benchmarks import BenchmarkSet
+    from src.data.synthetic import BicubicNoiseDegradation
+
+    write_folder(tmp_path / "benchmarks" / "Mini" / "HR", 3, height=40, width=52)
+    val = [
+        BenchmarkSet("Mini", str(tmp_path / "benchmarks"), scale=2),
+        SkimageImages(names=["chelsea"], name="photo"),
+    ]
+    batches = {}
+    for workers in (0, 1):
+        # A random degradation: its draws must be those of the same image either way.
+        datamodule = SRDataModule(
+            2, val, degradation=BicubicNoiseDegradation(), val_workers=workers
+        )
+        datamodule.setup("validate")
+        assert (datamodule.val_data.items is None) == (workers == 0)
+        batches[workers] = list(datamodule.val_dataloader())
+    assert len(batches[0]) == len(batches[1]) == 4
+    for eager, lazy in zip(batches[0], batches[1], strict=True):
+        assert (eager["set"], eager["name"]) == (lazy["set"], lazy["name"])
+        assert torch.equal(eager["lr"], lazy["lr"]) and torch.equal(eager["hr"], lazy["hr"])
+        assert int(eager["index"]) == int(lazy["index"])
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_an_unreadable_image_read_on_demand_follows_on_bad_image(tmp_path: Path, policy: str):
+    folder = tmp_path / "val"
+    write_folder(folder, 2, height=32, width=32)
+    (folder / "img_000_broken.png").write_bytes(b"not a png")
+    source = FolderImages(root=str(folder), name="val", on_bad_image=policy)
+    datamodule = SRDataModule(2, [source], val_workers=1, on_bad_image=policy)
+    datamodule.setup("validate")
+    batches = list(datamodule.val_dataloader())
+    assert len(batches) == 3
+    broken = next(batch for batch in batches if "error" in batch)
+    if policy == "error":
+        with pytest.raises(ImageReadError, match=r"img_000_broken\.png: not a readable image"):
+            datamodule.on_before_batch_transfer(broken, 0)
+    else:
+        with pytest.warns(UserWarning, match="skipped unreadable image.*img_000_broken"):
+            left = datamodule.on_before_batch_transfer(broken, 0)
+        assert "lr" not in left  # not scored

@@ -2,7 +2,9 @@
 
 Each validation image becomes one PNG under the run's ``comparisons/`` folder and one logged image
 (wandb, TensorBoard) whose caption carries the PSNR of bicubic and SR. Images are logged as uint8:
-wandb's offline mode saves float images black.
+wandb's offline mode saves float images black. Panels wider than :data:`PANEL_WIDTH` are shown
+downscaled (the zoomed crops carry the detail): a full-size grid of a megapixel image is 5.5 MP
+and took 0.3 s to encode as PNG, a third of the time it takes to score the image.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from src.data.images import write_rgb
-from src.metrics.paper import score_batch
+from src.metrics.paper import psnr_y
 from src.ops.imresize import imresize
 
 GAP = 4
+PANEL_WIDTH = 512
 
 
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
@@ -76,16 +79,32 @@ def zoomed(image: np.ndarray, window: tuple[int, int, int], width: int) -> np.nd
     return cv2.resize(crop, (width, width), interpolation=cv2.INTER_NEAREST)
 
 
-def comparison_grid(panels: dict[str, np.ndarray], crop_fraction: float = 0.25) -> np.ndarray:
-    """Panels side by side, each with a zoomed crop of the same region underneath."""
+def fit_width(image: np.ndarray, width: int) -> np.ndarray:
+    """``image`` downscaled (area averaging) to ``width`` px wide if it is wider."""
+    if image.shape[1] <= width:
+        return image
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def comparison_grid(
+    panels: dict[str, np.ndarray], crop_fraction: float = 0.25, width: int = PANEL_WIDTH
+) -> np.ndarray:
+    """Panels side by side (at most ``width`` px wide each), each with a zoomed crop of the
+    same region of the full-size image underneath."""
     hr = next(reversed(panels.values()))
     window = crop_window(hr, crop_fraction)
     top, left, size = window
+    shown = min(width, hr.shape[1])
     columns = []
     for text, image in panels.items():
         framed = image.copy()
-        cv2.rectangle(framed, (left, top), (left + size - 1, top + size - 1), (255, 0, 0), 2)
-        columns.append(join([label(framed, text), zoomed(image, window, hr.shape[1])], axis=0))
+        thickness = max(2, round(2 * image.shape[1] / shown))
+        cv2.rectangle(
+            framed, (left, top), (left + size - 1, top + size - 1), (255, 0, 0), thickness
+        )
+        panel = label(fit_width(framed, shown), text)
+        columns.append(join([panel, zoomed(image, window, shown)], axis=0))
     return join(columns, axis=1)
 
 
@@ -145,7 +164,8 @@ class ComparisonImages(pl.Callback):
             self._counts[batch["set"][i]] = seen + 1
             bicubic = imresize(batch["lr"][i : i + 1].float(), scale=float(scale)).clamp(0, 1)
             hr = batch["hr"][i : i + 1]
-            bicubic_psnr = score_batch(bicubic, hr.float(), border=scale)[0].psnr_y
+            raw_gray = batch.get("gray") if getattr(pl_module, "gray", "") == "raw" else None
+            bicubic_psnr = float(psnr_y(bicubic, hr.float(), scale, raw_gray)[0])
             sr_psnr = outputs["scores"][i].psnr_y
             panels = {
                 f"bicubic {bicubic_psnr:.2f} dB": to_uint8_image(bicubic[0]),

@@ -18,7 +18,7 @@ import hashlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Literal
 
@@ -33,9 +33,13 @@ from src.data.images import (
     read_rgb,
     to_rgb_uint8,
 )
-from src.data.sources import DatasetNotFoundError, ImageSource, OnBadImage
+from src.data.sources import DatasetNotFoundError, ImageReader, ImageSource, OnBadImage
 
 MANIFEST = Path(__file__).with_name("benchmark_pixels.tsv")
+PIXELS_DIFFER = (
+    "decodes to different pixels than the reference copy, so its scores may differ from "
+    "published ones"
+)
 LrSource = Literal["matlab", "files"]
 
 
@@ -94,22 +98,32 @@ class BenchmarkSet:
             )
         return read_rgb(path)
 
+    def read(self, path: Path) -> NamedImage:
+        """One HR image (and its LR file with ``lr_source=files``); ``note`` says when its
+        pixels differ from the reference copy's."""
+        raw = decode(path)
+        expected = pixel_manifest().get((self.name, path.name))
+        differs = self.verify_pixels and expected is not None and pixel_digest(raw) != expected
+        lr = self._read_lr(path.stem) if self.lr_source == "files" else None
+        rgb = to_rgb_uint8(raw, str(path))
+        note = PIXELS_DIFFER if differs else ""
+        return NamedImage(
+            path.stem, rgb, lr, gray=is_single_channel(raw), path=str(path), note=note
+        )
+
+    def readers(self) -> list[ImageReader]:
+        return [partial(self.read, path) for path in self._files()]
+
     def load(self) -> list[NamedImage]:
-        images, mismatched, skipped = [], [], []
-        for path in self._files():
+        images, skipped = [], []
+        for read in self.readers():
             try:
-                raw = decode(path)
+                images.append(read())
             except ImageReadError as error:
                 if self.on_bad_image == "error":
                     raise
                 skipped.append(str(error))
-                continue
-            expected = pixel_manifest().get((self.name, path.name))
-            if self.verify_pixels and expected is not None and pixel_digest(raw) != expected:
-                mismatched.append(path.name)
-            lr = self._read_lr(path.stem) if self.lr_source == "files" else None
-            rgb = to_rgb_uint8(raw, str(path))
-            images.append(NamedImage(path.stem, rgb, lr, gray=is_single_channel(raw)))
+        mismatched = [Path(image.path).name for image in images if image.note]
         if mismatched:
             warnings.warn(
                 f"{self.name}: {len(mismatched)} image(s) decode to different pixels than the "

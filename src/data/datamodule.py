@@ -2,6 +2,9 @@
 
 Images are decoded once in ``setup`` and kept in memory as uint8, up to ``data.cache.memory_gb``;
 deterministic degradations (bicubic) are computed once per image there too. With
+``val_workers`` > 0 (``src.eval`` sets 1) validation images are instead read one by one by that
+many DataLoader workers while earlier ones are scored; unreadable ones are handled here, in the
+main process, by ``on_bad_image``. With
 ``data.cache.on_disk`` the training set is instead written once to disk, whole or cut (in
 ``prepare_data``, on one process per node) and memory-mapped (:mod:`src.data.cache`,
 :mod:`src.data.subimages`). Training is iteration-based: the training set
@@ -12,19 +15,26 @@ index, so one "epoch" is the whole run and no patch repeats.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
 
 from src.data.cache import CacheSettings, cache_settings, check_memory_cap
 from src.data.checks import fit_patches
-from src.data.datasets import FullImageDataset, PatchDataset, make_pairs
+from src.data.datasets import PatchDataset, ValidationImages, ValidationItem, make_pairs
 from src.data.degradations import BicubicDegradation, Degradation
-from src.data.images import NamedImage
+from src.data.images import ImageReadError, NamedImage
 from src.data.samplers import ResumableIndexSampler, UnpaddedDistributedSampler
-from src.data.sources import ImageSource, OnBadImage, fetch_missing, source_files
+from src.data.sources import (
+    ImageSource,
+    OnBadImage,
+    fetch_missing,
+    source_files,
+    source_readers,
+)
 from src.data.subimages import SubImageCache
 from src.utils.errors import UserError
 
@@ -56,12 +66,15 @@ class SRDataModule(pl.LightningDataModule):
         hr_root: str | None = None,
         lr_root: str | None = None,
         cache: CacheSettings | Mapping[str, Any] | None = None,
+        val_workers: int = 0,
     ):
         """``root``, ``sets``, ``lr_source``, ``hr_root`` and ``lr_root`` are short command-line
         keys (``data.root``, ``data.sets``, ...) that configs interpolate into their sources; the
         module only records them. ``on_bad_image`` (also passed to the sources) says what to do
         with training images too small for a patch: ``error`` or ``skip`` with a warning.
-        ``cache`` is ``data.cache`` (:class:`~src.data.cache.CacheSettings`)."""
+        ``cache`` is ``data.cache`` (:class:`~src.data.cache.CacheSettings`). ``val_workers``:
+        0 decodes the validation images once at set-up and keeps them (training validates
+        many times); more reads them on demand in that many loader workers (one pass)."""
         super().__init__()
         self.root = root
         self.sets = sets
@@ -81,8 +94,11 @@ class SRDataModule(pl.LightningDataModule):
         self.augment = augment
         self.pin_memory = pin_memory
         self.cache = cache_settings(cache)
+        if val_workers < 0:
+            raise UserError(f"data.val_workers must be 0 or more, got {val_workers}")
+        self.val_workers = val_workers
         self.train_data: PatchDataset | None = None
-        self.val_data: ConcatDataset | None = None
+        self.val_data: ValidationImages | None = None
 
     @property
     def val_set_names(self) -> list[str]:
@@ -94,10 +110,22 @@ class SRDataModule(pl.LightningDataModule):
         if stage in (None, "fit") and self.train_data is None and self.train_set is not None:
             self.train_data = self._build_train_data()
 
-    def _build_val_data(self) -> ConcatDataset:
-        parts = []
+    def _build_val_data(self) -> ValidationImages:
+        if self.val_workers > 0:
+            readers = [source_readers(source) for source in self.val_sets]
+            if all(r is not None for r in readers):
+                items = [
+                    ValidationItem(source.name, index, read)
+                    for source, source_reads in zip(self.val_sets, readers, strict=True)
+                    for index, read in enumerate(source_reads or [])
+                ]
+                log.info(
+                    "validation: %d images, read by %d worker(s)", len(items), self.val_workers
+                )
+                return ValidationImages.on_demand(items, self.scale, self.degradation, self.seed)
+        pairs = []
         for source in self.val_sets:
-            pairs = make_pairs(
+            set_pairs = make_pairs(
                 source.load(),
                 source.name,
                 self.scale,
@@ -105,9 +133,9 @@ class SRDataModule(pl.LightningDataModule):
                 self.seed,
                 always_degrade=True,
             )
-            log.info("validation set %s: %d images", source.name, len(pairs))
-            parts.append(FullImageDataset(pairs))
-        return ConcatDataset(parts)
+            log.info("validation set %s: %d images", source.name, len(set_pairs))
+            pairs.extend(set_pairs)
+        return ValidationImages.decoded(pairs)
 
     def _planned_patches(self) -> int:
         if self.num_patches is not None:
@@ -205,4 +233,20 @@ class SRDataModule(pl.LightningDataModule):
             sampler = UnpaddedDistributedSampler(
                 self.val_data, trainer.world_size, trainer.global_rank
             )
-        return DataLoader(self.val_data, batch_size=1, num_workers=0, sampler=sampler)
+        workers = self.val_workers if self.val_data.items is not None else 0
+        return DataLoader(self.val_data, batch_size=1, num_workers=workers, sampler=sampler)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Validation images read on demand: a failed read raises here (``on_bad_image=error``)
+        or its item is dropped with a warning (``skip``); notes about an image are warned."""
+        if not isinstance(batch, dict):
+            return batch
+        if "error" in batch:
+            message = batch["error"][0]
+            if self.on_bad_image == "error":
+                raise ImageReadError(message)
+            warnings.warn(f"skipped unreadable image: {message}", stacklevel=2)
+            return {"set": batch["set"], "index": batch["index"]}  # no image: not scored
+        for name, note in zip(batch.get("name", []), batch.get("note", []), strict=False):
+            warnings.warn(f"{batch['set'][0]}/{name}: {note}", stacklevel=2)
+        return batch

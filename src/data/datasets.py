@@ -1,9 +1,16 @@
 """Torch datasets of LR/HR pairs: random training patches and whole validation images.
 
 Both yield ``{"lr", "hr", "name", "set", "gray"}`` with float32 CHW tensors in [0, 1] (``gray``:
-the HR file had one channel). Randomness is a
-function of ``(seed, index)`` only, so a given index always yields the same patch, whatever the
-number of DataLoader workers or the point where a run was resumed.
+the HR file had one channel); validation items also carry ``index``, their place in the whole
+validation list (results are put back in that order after a multi-process evaluation).
+Randomness is a function of ``(seed, index)`` only, so a given index always yields the same
+patch, whatever the number of DataLoader workers or the point where a run was resumed.
+
+Validation images are decoded once at set-up and kept (training validates many times), or, for
+a single pass such as ``src.eval``, read one by one as the loader asks for them, so that
+DataLoader workers decode and degrade the next images while the current one is scored. A read
+that fails does not raise in the worker: the item carries the message (``error``) and the data
+module applies ``on_bad_image`` in the main process, where the message reaches the user whole.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from src.data.degradations import Degradation
-from src.data.images import NamedImage
+from src.data.images import ImageReadError, NamedImage
+from src.data.sources import ImageReader
 from src.ops.imresize import modcrop
 
 Sample = dict[str, torch.Tensor | str]
@@ -32,6 +40,31 @@ class ImagePair:
     gray: bool = False
 
 
+def make_pair(
+    image: NamedImage,
+    set_name: str,
+    scale: int,
+    degradation: Degradation,
+    seed: int,
+    index: int,
+    always_degrade: bool = False,
+) -> ImagePair:
+    """Mod-crop ``image``; use its given LR, or compute LR now (from the generator of
+    ``(seed, index)``) if the degradation is fixed or ``always_degrade``."""
+    hr = modcrop(image.pixels, scale)
+    lr = image.lr
+    if lr is not None:
+        expected = (hr.shape[0] // scale, hr.shape[1] // scale)
+        if lr.shape[:2] != expected:
+            raise ValueError(
+                f"{set_name}/{image.name}: LR is {lr.shape[1]}x{lr.shape[0]}, but the HR "
+                f"mod-cropped to x{scale} needs {expected[1]}x{expected[0]}"
+            )
+    elif degradation.deterministic or always_degrade:
+        lr = degradation(hr, scale, np.random.default_rng((seed, index)))
+    return ImagePair(image.name, set_name, hr, lr, image.gray)
+
+
 def make_pairs(
     images: list[NamedImage],
     set_name: str,
@@ -40,23 +73,11 @@ def make_pairs(
     seed: int,
     always_degrade: bool = False,
 ) -> list[ImagePair]:
-    """Mod-crop each image; use its given LR, or compute LR now if the degradation is fixed or
-    ``always_degrade``."""
-    pairs = []
-    for index, image in enumerate(images):
-        hr = modcrop(image.pixels, scale)
-        lr = image.lr
-        if lr is not None:
-            expected = (hr.shape[0] // scale, hr.shape[1] // scale)
-            if lr.shape[:2] != expected:
-                raise ValueError(
-                    f"{set_name}/{image.name}: LR is {lr.shape[1]}x{lr.shape[0]}, but the HR "
-                    f"mod-cropped to x{scale} needs {expected[1]}x{expected[0]}"
-                )
-        elif degradation.deterministic or always_degrade:
-            lr = degradation(hr, scale, np.random.default_rng((seed, index)))
-        pairs.append(ImagePair(image.name, set_name, hr, lr, image.gray))
-    return pairs
+    """:func:`make_pair` of each image, indexed by its place in ``images``."""
+    return [
+        make_pair(image, set_name, scale, degradation, seed, index, always_degrade)
+        for index, image in enumerate(images)
+    ]
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -127,25 +148,83 @@ class PatchDataset(Dataset[Sample]):
         }
 
 
-class FullImageDataset(Dataset[Sample]):
-    """Whole validation images with their precomputed LR."""
+@dataclass(frozen=True)
+class ValidationItem:
+    """One validation image to read when asked for: its set, its place in the set (the seed of
+    a random degradation) and the reader that decodes it."""
 
-    def __init__(self, pairs: list[ImagePair]):
+    set_name: str
+    index: int
+    read: ImageReader
+
+
+class ValidationImages(Dataset[Sample]):
+    """Whole validation images with their LR: decoded up front (:meth:`decoded`) or read one by
+    one as they are asked for (:meth:`on_demand`)."""
+
+    def __init__(
+        self,
+        pairs: list[ImagePair] | None = None,
+        items: list[ValidationItem] | None = None,
+        scale: int = 1,
+        degradation: Degradation | None = None,
+        seed: int = 0,
+    ):
+        self.pairs = pairs
+        self.items = items
+        self.scale, self.degradation, self.seed = scale, degradation, seed
+
+    @classmethod
+    def decoded(cls, pairs: list[ImagePair]) -> ValidationImages:
         missing = [p.name for p in pairs if p.lr is None]
         if missing:
             raise ValueError(f"validation pairs without LR: {', '.join(missing)}")
-        self.pairs = pairs
+        return cls(pairs=pairs)
+
+    @classmethod
+    def on_demand(
+        cls, items: list[ValidationItem], scale: int, degradation: Degradation, seed: int
+    ) -> ValidationImages:
+        return cls(items=items, scale=scale, degradation=degradation, seed=seed)
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.pairs) if self.pairs is not None else len(self.items or [])
+
+    def set_names(self) -> list[str]:
+        """The set of every item, in order."""
+        if self.pairs is not None:
+            return [pair.set_name for pair in self.pairs]
+        return [item.set_name for item in self.items or []]
+
+    def _read(self, index: int) -> tuple[ImagePair, str] | Sample:
+        assert self.items is not None and self.degradation is not None
+        item = self.items[index]
+        try:
+            image = item.read()
+        except ImageReadError as error:
+            return {"error": str(error), "set": item.set_name, "index": torch.tensor(index)}
+        pair = make_pair(
+            image, item.set_name, self.scale, self.degradation, self.seed, item.index, True
+        )
+        return pair, image.note
 
     def __getitem__(self, index: int) -> Sample:
-        pair = self.pairs[index]
+        if self.pairs is not None:
+            pair, note = self.pairs[index], ""
+        else:
+            read = self._read(index)
+            if isinstance(read, dict):
+                return read
+            pair, note = read
         assert pair.lr is not None
-        return {
+        sample: Sample = {
             "lr": to_tensor(pair.lr),
             "hr": to_tensor(pair.hr),
             "name": pair.name,
             "set": pair.set_name,
             "gray": torch.tensor(pair.gray),
+            "index": torch.tensor(index),
         }
+        if note:
+            sample["note"] = note
+        return sample

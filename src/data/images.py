@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# What decoding makes of a file (part of the key of on-disk caches of decoded pixels).
+DECODED_PIXELS = "uint8 RGB: 16-bit rounded to 8, gray expanded to 3 channels, alpha dropped"
 
 
 class ImageReadError(ValueError):
@@ -26,13 +28,15 @@ class ImageReadError(ValueError):
 class NamedImage:
     """A decoded image: ``pixels`` is an (H, W, 3) uint8 RGB array; ``lr`` a given LR, if any;
     ``gray`` says the file itself had one channel (scoring conventions differ for those);
-    ``path`` names the file it came from, for messages (empty when it did not come from one)."""
+    ``path`` names the file it came from, for messages (empty when it did not come from one);
+    ``note``, when not empty, is a warning about it that the user should see."""
 
     name: str
     pixels: np.ndarray
     lr: np.ndarray | None = None
     gray: bool = False
     path: str = ""
+    note: str = ""
 
 
 def to_rgb_uint8(pixels: np.ndarray, source: str) -> np.ndarray:

@@ -11,11 +11,12 @@ images: :func:`~src.data.datasets.make_pairs` uses the given LR as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from src.data.checks import refuse_or_skip, size_text
 from src.data.images import ImageReadError, NamedImage, list_images, read_named, read_rgb
-from src.data.sources import DatasetNotFoundError, FolderSplit
+from src.data.sources import DatasetNotFoundError, FolderSplit, ImageReader
 
 
 def lr_candidates(hr_stem: str, scale: int) -> list[str]:
@@ -72,15 +73,19 @@ class PairedFolderImages(FolderSplit):
             raise DatasetNotFoundError(f"{self.name}: no image files in {hr_dir.resolve()}")
         return self.chosen(hr_files)
 
-    def load(self) -> list[NamedImage]:
+    def readers(self) -> list[ImageReader]:
+        """One reader per HR file, each reading its LR too and checking the pair."""
         hr_files = self.files()
-        hr_dir = Path(self.hr_root)
         lr_dir = self._folder(self.lr_root, "LR")
         lr_files = {path.stem: path for path in list_images(lr_dir)}
+        return [partial(self._read_pair, hr_path, lr_files, lr_dir) for hr_path in hr_files]
+
+    def load(self) -> list[NamedImage]:
+        hr_dir = Path(self.hr_root)
         images, problems = [], []
-        for hr_path in hr_files:
+        for read in self.readers():
             try:
-                images.append(self._read_pair(hr_path, lr_files, lr_dir))
+                images.append(read())
             except ImageReadError as error:
                 problems.append(str(error))
         refuse_or_skip(

@@ -2,14 +2,19 @@
 
 A source is a small description that Hydra instantiates from YAML; nothing is read until
 :meth:`load` runs in the data module's ``setup``. Each image is decoded once.
+
+Validation sources also offer :meth:`readers`: one picklable callable per image that decodes
+just that image, so that evaluation can decode the next images in DataLoader workers while the
+current one is scored (``data.val_workers``), instead of decoding every set up front.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -37,12 +42,36 @@ class DatasetNotFoundError(FileNotFoundError):
     """A configured dataset is not on disk and cannot be fetched; the message says what to do."""
 
 
+# Decodes one image when called (or raises ImageReadError naming its file); picklable.
+ImageReader = Callable[[], NamedImage]
+
+
 class ImageSource(Protocol):
     """Anything that yields decoded HR images under a set name."""
 
     name: str
 
     def load(self) -> list[NamedImage]: ...
+
+
+def source_readers(source: ImageSource) -> list[ImageReader] | None:
+    """One reader per image of ``source``, or None for a source that can only load whole."""
+    readers = getattr(source, "readers", None)
+    return None if readers is None else readers()
+
+
+def skimage_photo(image_name: str) -> NamedImage:
+    """One of the photographs bundled with scikit-image, by its ``skimage.data`` name."""
+    import skimage.data
+
+    loader = getattr(skimage.data, image_name, None)
+    if loader is None:
+        raise DatasetNotFoundError(f"scikit-image has no sample image named {image_name!r}")
+    pixels = loader()
+    if isinstance(pixels, tuple):  # stereo pairs come as (left, right, disparity)
+        pixels = pixels[0]
+    rgb = to_rgb_uint8(pixels, f"skimage:{image_name}")
+    return NamedImage(image_name, rgb, gray=is_single_channel(pixels))
 
 
 @dataclass
@@ -52,20 +81,11 @@ class SkimageImages:
     names: list[str]
     name: str = "sample"
 
-    def load(self) -> list[NamedImage]:
-        import skimage.data
+    def readers(self) -> list[ImageReader]:
+        return [partial(skimage_photo, image_name) for image_name in self.names]
 
-        images = []
-        for image_name in self.names:
-            loader = getattr(skimage.data, image_name, None)
-            if loader is None:
-                raise DatasetNotFoundError(f"scikit-image has no sample image named {image_name!r}")
-            pixels = loader()
-            if isinstance(pixels, tuple):  # stereo pairs come as (left, right, disparity)
-                pixels = pixels[0]
-            rgb = to_rgb_uint8(pixels, f"skimage:{image_name}")
-            images.append(NamedImage(image_name, rgb, gray=is_single_channel(pixels)))
-        return images
+    def load(self) -> list[NamedImage]:
+        return [read() for read in self.readers()]
 
 
 def split_files(files: list[Path], split: Split, val_count: int, seed: int) -> list[Path]:
@@ -201,6 +221,9 @@ class FolderImages(FolderSplit):
         if not files:
             raise DatasetNotFoundError(f"{self.name}: no image files in {root.resolve()}")
         return self.chosen(files)
+
+    def readers(self) -> list[ImageReader]:
+        return [partial(read_named, path) for path in self.files()]
 
     def load(self) -> list[NamedImage]:
         images = decode_all(self.files(), self.on_bad_image)

@@ -9,6 +9,7 @@ Validation scores every image once and logs, per set and overall:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any, cast
@@ -213,7 +214,9 @@ class SRModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.val_scores = []
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        if "lr" not in batch:
+            return None  # an unreadable image the data module skipped
         sr = self(batch["lr"]).clamp(0.0, 1.0)
         raw_gray = batch.get("gray") if self.gray == "raw" else None
         scores = score_batch(sr, batch["hr"], border=self.scale, raw_gray=raw_gray)
@@ -223,10 +226,24 @@ class SRModule(pl.LightningModule):
             for group in (self._metrics_for(OVERALL), self._metrics_for(set_name)):
                 for name, value in values.items():
                     cast(MeanMetric, group[name]).update(torch.tensor(value, dtype=torch.float64))
-            self.val_scores.append({"set": set_name, "name": batch["name"][i], **values})
+            record = {"set": set_name, "name": batch["name"][i], **values}
+            if "index" in batch:
+                record["index"] = int(batch["index"][i])
+            self.val_scores.append(record)
         return {"sr": sr, "scores": scores}
 
+    def _gather_val_scores(self) -> None:
+        """Every rank's per-image scores on every rank (DDP), in validation-list order."""
+        scores = self.val_scores
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shares: list[list[dict[str, Any]]] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(shares, scores)
+            scores = [record for share in shares for record in share]
+        scores.sort(key=lambda record: record.get("index", 0))
+        self.val_scores = [{k: v for k, v in r.items() if k != "index"} for r in scores]
+
     def on_validation_epoch_end(self) -> None:
+        self._gather_val_scores()
         logged: dict[str, torch.Tensor] = {}
         for key, group in self.metrics.items():
             assert isinstance(group, nn.ModuleDict)
@@ -251,5 +268,21 @@ class SRModule(pl.LightningModule):
 
     # --- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta: dict[str, Any] = {"scale": self.scale, "best_psnr_y": self._best_so_far()}
         if self.model_config is not None:
-            checkpoint["srlab"] = {"model_config": self.model_config, "scale": self.scale}
+            meta["model_config"] = self.model_config
+        checkpoint["srlab"] = meta
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # torchmetrics keeps metric states out of the state dict: without this a resumed run
+        # would report (and sweeps optimise) the best of its validations after the resume only.
+        best = (checkpoint.get("srlab") or {}).get("best_psnr_y")
+        if best is not None:
+            self.best_psnr_y.update(torch.tensor(float(best), dtype=torch.float64))
+
+    def _best_so_far(self) -> float | None:
+        """The best overall validation PSNR_Y so far, None before the first validation."""
+        # The state itself, not compute(): every rank holds the same value (it is updated with
+        # the synchronised mean), and compute() would synchronise again.
+        best = float(cast(torch.Tensor, self.best_psnr_y.max_value))
+        return best if math.isfinite(best) else None
