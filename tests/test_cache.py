@@ -237,3 +237,32 @@ def test_header_sizes_of_huge_and_unreadable_files(tmp_path: Path, monkeypatch: 
     assert header_size(huge) == (200, 100)
     assert Image.MAX_IMAGE_PIXELS == 1000  # restored
     assert header_size(tmp_path / "junk.png") == (0, 0)
+
+
+@pytest.mark.parametrize("crop", [48, None])
+def test_each_blur_gets_its_own_cache_and_the_same_one_is_reused(tmp_path: Path, crop):
+    from src.data.synthetic import BlurBicubicDegradation
+
+    files = write_folder(tmp_path / "hr", 2, height=64, width=64)
+    where = settings(tmp_path, crop=crop)
+
+    def built_lr(sigma: float) -> tuple[SubImageCache, np.ndarray]:
+        blur = BlurBicubicDegradation(kernel_size=7, sigma=(sigma, sigma))
+        cache = SubImageCache(where, "mine", files, 2, blur)
+        cache.ensure_built("error")
+        lr = np.stack([np.asarray(image.lr) for image in cache.load()])
+        expected = blur(modcrop(read_rgb(files[0]), 2), 2, np.random.default_rng(0))
+        first = cache.load()[0]
+        if crop is None:  # whole images: the first one's stored LR is the blurred LR itself
+            assert np.array_equal(first.lr, expected)
+        return cache, lr
+
+    sharp, sharp_lr = built_lr(1.0)
+    blurry, blurry_lr = built_lr(2.0)
+    assert sharp.folder != blurry.folder
+    assert not np.array_equal(sharp_lr, blurry_lr)
+    modified = (blurry.folder / "index.json").stat().st_mtime_ns
+    again, again_lr = built_lr(2.0)
+    assert again.folder == blurry.folder
+    assert (again.folder / "index.json").stat().st_mtime_ns == modified  # reused, not rebuilt
+    assert np.array_equal(again_lr, blurry_lr)

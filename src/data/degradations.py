@@ -6,11 +6,15 @@ seeded: the same index of a dataset always gives the same pair, whatever the wor
 
 ``deterministic`` degradations (plain bicubic) are applied once per image at set-up, and patches
 are cut from the stored pair; random ones are applied to each HR patch as it is drawn.
+:func:`describe` turns any degradation into a canonical, JSON-able description of every setting,
+which keys the on-disk caches of degraded images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import albumentations as A
@@ -25,6 +29,32 @@ class Degradation(Protocol):
     deterministic: bool
 
     def __call__(self, hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+def describe(value: Any) -> Any:
+    """A JSON-able description of ``value`` and everything it holds: equal settings give equal
+    descriptions, any changed setting (a blur sigma, a transform's probability) a different
+    one. Objects are described by their class and attributes, arrays by a digest."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): describe(item) for key, item in sorted(value.items(), key=str)}
+    if isinstance(value, (list, tuple)):
+        return [describe(item) for item in value]
+    if isinstance(value, np.ndarray):
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+        return {"array": f"{value.dtype}{list(value.shape)}:{digest}"}
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, (A.BaseCompose, A.BasicTransform)):
+        return {"type": kind, "settings": describe(value.to_dict())}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            "type": kind,
+            **describe({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}),
+        }
+    if hasattr(value, "__dict__"):
+        return {"type": kind, **describe(vars(value))}
+    return {"type": kind, "repr": repr(value)}
 
 
 class BicubicDegradation:

@@ -16,11 +16,15 @@ With ``crop`` None the images are stored whole, not cut: nothing is duplicated o
 patches are exactly those of the in-memory set (same images in the same order), only mapped
 instead of decoded.
 
-A cache folder ``<dir>/<set>_x<scale>_c<crop>_s<step>_<lr>_<digest of the source folders>``
-(``whole`` in place of ``c<crop>_s<step>`` when not cut) holds ``hr.u8``, ``lr.u8`` (when the LR
-is stored) and ``index.json``: the format version, the source files' paths, sizes and
-modification times (a change rebuilds the cache), the files left out as unreadable, and each
-sub-image's source, position, size and byte offsets. It is built under a temporary name and
+A cache folder ``<dir>/<set>_x<scale>_c<crop>_s<step>_<lr>_<digest>`` (``whole`` in place of
+``c<crop>_s<step>`` when not cut) holds ``hr.u8``, ``lr.u8`` (when the LR is stored) and
+``index.json``. The digest covers the source folders and the cache's *key*: everything that
+shapes its pixels -- the scale, crop and step, the decoding of the files and, when the LR is
+stored, every setting of the degradation (:func:`~src.data.degradations.describe`) -- so a run
+with another blur sigma gets its own cache instead of the old LR. The index holds the format
+version, the key, the source files' paths, sizes and modification times (a change rebuilds the
+cache), the files left out as unreadable, and each sub-image's source, position, size and byte
+offsets. It is built under a temporary name and
 renamed when complete, so an interrupted build leaves nothing a later run would trust.
 """
 
@@ -39,15 +43,15 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from src.data.cache import CacheSettings
-from src.data.degradations import Degradation
-from src.data.images import NamedImage
+from src.data.degradations import Degradation, describe
+from src.data.images import DECODED_PIXELS, NamedImage
 from src.data.sources import DatasetNotFoundError, OnBadImage, read_each, warn_skipped
 from src.ops.imresize import modcrop
 from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PROGRESS_EVERY = 50
 
 
@@ -62,10 +66,11 @@ def cut_positions(length: int, crop: int | None, step: int) -> list[int]:
     return starts
 
 
-def folders_digest(files: list[Path]) -> str:
-    """8 hex digits that differ between the folders ``files`` come from."""
+def cache_digest(files: list[Path], key: dict[str, Any]) -> str:
+    """8 hex digits that differ between the folders ``files`` come from and between keys."""
     folders = sorted({str(path.resolve().parent) for path in files})
-    return hashlib.sha256("\n".join(folders).encode()).hexdigest()[:8]
+    text = json.dumps({"folders": folders, "key": key}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def fingerprint(files: list[Path]) -> list[list[Any]]:
@@ -153,10 +158,20 @@ class SubImageCache:
         cut = f"c{settings.crop}_s{settings.step}" if settings.crop is not None else "whole"
         label = f"{set_name}_x{scale}_{cut}"
         label += f"_{lr_kind}" if self.stores_lr else "_hr"
-        # Two sets of the same name in different folders must not share (and keep rebuilding)
-        # one cache: the folders' digest tells them apart.
-        label += f"_{folders_digest(files)}"
+        self.key = {
+            "scale": scale,
+            "crop": settings.crop,
+            "step": settings.step if settings.crop is not None else None,
+            "decode": DECODED_PIXELS,
+            "degradation": describe(degradation) if self.stores_lr else None,
+        }
+        # Two sets of the same name in different folders, or one set degraded two ways, must
+        # not share (and keep rebuilding) one cache: the digest tells them apart.
+        label += f"_{cache_digest(files, self.key)}"
         self.folder = Path(settings.dir) / label.replace("/", "_").replace("+", "_")
+
+    def _skipped(self) -> list[str]:
+        return list((self._read_index() or {}).get("skipped") or [])
 
     def _read_index(self) -> dict[str, Any] | None:
         try:
@@ -170,12 +185,14 @@ class SubImageCache:
         return (
             index is not None
             and index.get("version") == FORMAT_VERSION
+            and index.get("key") == json.loads(json.dumps(self.key))
             and index.get("sources") == fingerprint(self.files)
         )
 
     def ensure_built(self, on_bad_image: OnBadImage) -> None:
-        """Build the cache unless a current one is there."""
-        if self.is_current():
+        """Build the cache unless a current one is there (one built by skipping unreadable
+        files is rebuilt under ``on_bad_image=error``, which then names them)."""
+        if self.is_current() and not (on_bad_image == "error" and self._skipped()):
             return
         if self.folder.exists():
             log.info("%s: the source images changed; rebuilding the sub-image cache", self.set_name)
@@ -237,6 +254,7 @@ class SubImageCache:
                         lr_file.close()
             index = {
                 "version": FORMAT_VERSION,
+                "key": self.key,
                 "scale": self.scale,
                 "crop": self.settings.crop,
                 "step": self.settings.step,
