@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -109,3 +110,35 @@ def test_nan_loss_stops_naming_the_step_or_skips(folder: Path, tmp_path: Path, p
     else:
         with pytest.warns(UserWarning, match="batch skipped"):
             train(cfg)
+
+
+def test_the_best_validation_before_a_resume_is_still_the_best_after(folder: Path, tmp_path: Path):
+    # A constant, too high learning rate: the second validation (step 8) is worse than the
+    # first (step 4), so the best of the run comes before the point it is resumed from.
+    common = [
+        *TINY,
+        "data=folder",
+        f"data.root={folder}",
+        "trainer.val_check_interval=4",
+        "scheduler=constant",
+        "model.optimizer.lr=0.02",
+        "trainer.deterministic=true",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
+    runs = tmp_path / "logs" / "train" / "runs"
+    whole = run_module("src.train", [*common, "trainer.max_steps=8", f"hydra.run.dir={tmp_path}/w"])
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    rows = [r for r in csv.DictReader((tmp_path / "w" / "metrics.csv").open()) if r["val/psnr_y"]]
+    first, second = (float(r["val/psnr_y"]) for r in rows)
+    assert first > second, "the set-up must put the best validation first"
+
+    before = run_module("src.train", [*common, "trainer.max_steps=4", f"hydra.run.dir={runs}/a"])
+    assert before.returncode == 0, before.stderr[-2000:]
+    resumed = run_module(
+        "src.train",
+        [*common, "trainer.max_steps=8", "ckpt_path=last", f"hydra.run.dir={runs}/b"],
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert last_logged(runs / "b", "val/psnr_y") == pytest.approx(second, abs=1e-4)
+    assert last_logged(runs / "b", "val/psnr_y_best") == pytest.approx(first, abs=1e-4)
+    assert f"best PSNR_Y {first:.4f} dB" in resumed.stdout
