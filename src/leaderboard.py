@@ -5,12 +5,12 @@
 
 A run is a folder with ``.hydra/`` and any of ``metrics.csv``, ``run.json`` or ``failed.json``.
 Each row: the run's overrides (``.hydra/overrides.yaml``; those every run shares are listed once
-above the table), its status, parameters (the network of ``.hydra/config.yaml`` built on the meta
-device), steps (``last.ckpt``'s global step, else the last logged one), wall time (``run.json``,
-else file times) and, from ``metrics.csv``, the best ``val/psnr_y`` with the ``val/ssim_y`` of
-the same validation, overall and per validation set. Sorted by best PSNR_Y; failed and unfinished
-runs come last. Writes ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.png`` (PSNR_Y
-against parameters) into FOLDER and prints the Markdown.
+above the table), its status, parameters (as the run logged them at its start, in
+``hparams.yaml``), steps (``last.ckpt``'s global step, else the last logged one), wall time
+(``run.json``, else file times) and, from ``metrics.csv``, the best ``val/psnr_y`` with the
+``val/ssim_y`` of the same validation, overall and per validation set. Sorted by best PSNR_Y;
+failed and unfinished runs come last. Writes ``leaderboard.md``, ``leaderboard.csv`` and
+``leaderboard.png`` (PSNR_Y against parameters) into FOLDER and prints the Markdown.
 
 At the end of every ``--multirun`` the :class:`SweepSummary` Hydra callback (set in
 ``conf/hydra/default.yaml``) writes the same files into the sweep folder, and for an Optuna study
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import re
@@ -30,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from src.models.zoo import count_parameters
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.run_config import PARAMS_KEY
 from src.utils.sweep import FAILED_FILE, RUN_FILE, read_json
 
 log = logging.getLogger("srlab.leaderboard")
@@ -124,23 +122,15 @@ def checkpoint_steps(folder: Path) -> int | None:
         return None
 
 
-_PARAMS_CACHE: dict[str, int | None] = {}
-
-
-def network_parameters(config_file: Path) -> int | None:
-    """Trainable parameters of ``model.net`` in a saved run config, built on the meta device."""
+def logged_parameters(folder: Path) -> int | None:
+    """Trainable parameters the run logged at its start (``hparams.yaml`` of the CSV logger)."""
+    path = folder / "hparams.yaml"
     try:
-        net_config = OmegaConf.to_container(OmegaConf.load(config_file).model.net, resolve=True)
-    except Exception:  # no model.net, or an interpolation only Hydra could resolve
+        logged = OmegaConf.load(path) if path.is_file() else None
+    except Exception:  # an unreadable file: no figure
         return None
-    key = json.dumps(net_config, sort_keys=True, default=str)
-    if key not in _PARAMS_CACHE:
-        try:
-            with torch.device("meta"):
-                _PARAMS_CACHE[key] = count_parameters(hydra.utils.instantiate(net_config))
-        except Exception:  # a network that cannot be built from this config
-            _PARAMS_CACHE[key] = None
-    return _PARAMS_CACHE[key]
+    value = logged.get(PARAMS_KEY) if isinstance(logged, DictConfig) else None
+    return int(value) if isinstance(value, int) else None
 
 
 def read_overrides(folder: Path) -> list[str]:
@@ -183,7 +173,7 @@ def read_run(folder: Path, root: Path) -> Run:
         name=name,
         status=status,
         overrides=read_overrides(folder),
-        params=network_parameters(folder / ".hydra" / "config.yaml"),
+        params=logged_parameters(folder),
         steps=steps if steps is not None else logged_steps,
         seconds=record.get("seconds", file_time_span(folder)),
         started=record.get("started"),

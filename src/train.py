@@ -1,6 +1,7 @@
 """``python -m src.train``: compose the config, build data, model and trainer, train, report.
 
-Returns the best ``val/psnr_y`` so Hydra sweepers (grid or Optuna) can optimise it.
+Returns ``optimized_metric`` (default: the best ``val/psnr_y``) so Hydra sweepers (grid or
+Optuna) can optimise it.
 
     python -m src.train model=edsr data=urban100 scale=4 trainer.max_steps=20000
     python -m src.train -m model=edsr,edsr_large optimizer.lr=1e-4,2e-4
@@ -25,6 +26,8 @@ from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import run_or_explain
 from src.utils.config import in_multirun, to_plain
+from src.utils.precision import resolve_auto
+from src.utils.run_config import log_run_config, run_hparams
 from src.utils.runtime import build_callbacks, build_loggers, close_loggers, format_metrics, say
 from src.utils.sweep import run_tracked, run_trial, sweepable
 
@@ -33,11 +36,19 @@ log = logging.getLogger("srlab.train")
 SUMMARY_KEYS = ["val/psnr_y", "val/ssim_y", "val/psnr_rgb", "val/ssim_rgb"]
 
 
+def resolve_precision(cfg: DictConfig, model: SRModule) -> None:
+    """Replace ``trainer.precision=auto`` by what this device runs fastest, and say why."""
+    choice = resolve_auto(cfg.trainer, model.has_trainable_parameters)
+    if choice is not None:
+        say(f"precision {choice.precision} (trainer.precision=auto: {choice.reason})")
+
+
 def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     """Instantiate the data module, the SR module and the trainer from a composed config."""
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
     model: SRModule = hydra.utils.instantiate(cfg.model, val_set_names=datamodule.val_set_names)
     model.model_config = to_plain(cfg.model)
+    resolve_precision(cfg, model)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
@@ -94,6 +105,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or, for a model without parameters, only validate) and return the metrics."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    train_set = datamodule.train_set.name if datamodule.train_set is not None else None
+    hparams = run_hparams(cfg, model.net, train_set, datamodule.val_set_names)
+    log_run_config(trainer.loggers, hparams, str(cfg.optimized_metric))
     started = time.perf_counter()
     if model.has_trainable_parameters:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
@@ -105,9 +119,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-def objective(metrics: dict[str, Any]) -> float | None:
-    """What sweeps maximise: the best validation PSNR_Y of the run."""
-    return metrics.get("val/psnr_y_best", metrics.get("val/psnr_y"))
+def objective(metrics: dict[str, Any], cfg: DictConfig) -> float | None:
+    """What sweeps optimise: the logged value named by ``optimized_metric`` (by default the
+    best validation PSNR_Y of the run); None when it was never logged."""
+    value = metrics.get(str(cfg.optimized_metric))
+    return None if value is None else float(value)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -121,8 +137,8 @@ def main(cfg: DictConfig) -> float | None:
     folder = Path(cfg.paths.output_dir)
     try:
         if in_multirun():
-            return run_trial(lambda: objective(train(sweepable(cfg))), folder)
-        return run_or_explain(lambda: run_tracked(lambda: objective(train(cfg)), folder))
+            return run_trial(lambda: objective(train(sweepable(cfg)), cfg), folder)
+        return run_or_explain(lambda: run_tracked(lambda: objective(train(cfg), cfg), folder))
     finally:
         close_loggers()
 

@@ -184,12 +184,16 @@ def test_sweeps_refuse_a_strategy_that_relaunches_the_command(tmp_path: Path, mo
 def fake_run(
     folder: Path, overrides: list[str], rows: list[dict[str, object]], **record: object
 ) -> None:
-    """A run folder as src.train leaves it, without training."""
+    """A run folder as src.train leaves it, without training: the parameter count is the one
+    logged at the start (hparams.yaml), the saved config is not rebuilt."""
+    from src.archs.edsr import EDSR
+    from src.models.zoo import count_parameters
+
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
-    net = {"_target_": "src.archs.edsr.EDSR", "scale": "${scale}", "num_blocks": 2}
-    config = {"scale": 2, "model": {"net": {**net, "num_features": 16}}}
-    OmegaConf.save(OmegaConf.create(config), folder / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"scale": 2}), folder / ".hydra" / "config.yaml")
+    params = count_parameters(EDSR(scale=2, num_blocks=2, num_features=16))
+    OmegaConf.save(OmegaConf.create({"model/params": params}), folder / "hparams.yaml")
     if rows:
         columns = sorted({key for row in rows for key in row})
         with (folder / "metrics.csv").open("w", newline="") as handle:

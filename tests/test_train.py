@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
+from src.archs.edsr import EDSR
 from src.eval import evaluate
 from src.train import train
 from src.utils.runtime import close_loggers
 from tests.helpers import TINY, compose_config, run_module
 from tests.test_data import write_folder
-from tests.wandb_reader import history
+from tests.wandb_reader import config, history
 
 
 @pytest.fixture
@@ -92,6 +93,17 @@ def test_wandb_offline_run_logs_images_and_psnr(
         if not logged:
             time.sleep(0.5)
     assert logged and logged[-1] == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
+    # The run says what it is: the runs table and a sweep's panels group and filter by these.
+    run_config = config(run_file)
+    assert run_config["model"] == "edsr" and run_config["model/network"] == "EDSR"
+    assert run_config["scale"] == 2 and run_config["optimizer/lr"] == pytest.approx(2e-4)
+    assert run_config["model/net/num_blocks"] == 2 and run_config["data/batch_size"] == 4
+    expected_params = sum(p.numel() for p in EDSR(2, num_blocks=2, num_features=16).parameters())
+    assert run_config["model/params"] == expected_params
+    assert run_config["model/gflops"] > 0 and run_config["trainer/precision"] in (
+        "32",
+        "bf16-mixed",
+    )
     images = [key for row in rows for key in row if key.startswith("compare/")]
     assert any(key.endswith("/captions") for key in images)
     media = list(run_file.parent.glob("files/media/images/compare/**/*.png"))

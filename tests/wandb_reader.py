@@ -54,3 +54,18 @@ def history(path: Path) -> list[dict[str, object]]:
             row[key] = json.loads(item.value_json)
         rows.append(row)
     return rows
+
+
+def config(path: Path) -> dict[str, object]:
+    """The run's config as the run file records it (every ``config`` update, in order)."""
+    from wandb.proto import wandb_internal_pb2
+
+    values: dict[str, object] = {}
+    for raw in raw_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") != "config":
+            continue
+        for item in record.config.update:
+            values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return values
