@@ -11,11 +11,20 @@ from hydra.errors import ConfigCompositionException
 
 from src.data.datamodule import SRDataModule
 from src.models.sr_module import SRModule
+from src.utils.precision import resolve_auto
 from tests.helpers import CONF_DIR, compose_config
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def required_keys(data: str) -> list[str]:
+    """The overrides a data config cannot do without (its folders)."""
+    return {
+        "folder": ["data.root=/some/folder"],
+        "paired": ["data.hr_root=/some/hr", "data.lr_root=/some/lr"],
+    }.get(data, [])
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -35,14 +44,23 @@ def test_every_data_config_composes_for_evaluation(data: str, tmp_path: Path):
 
 @pytest.mark.parametrize("data", options("data"))
 def test_every_data_config_builds_a_datamodule(data: str, tmp_path: Path):
-    extra = {
-        "folder": ["data.root=/some/folder"],
-        "paired": ["data.hr_root=/some/hr", "data.lr_root=/some/lr"],
-    }.get(data, [])
-    cfg = compose_config("train", [f"data={data}", *extra], tmp_path)
+    cfg = compose_config("train", [f"data={data}", *required_keys(data)], tmp_path)
     datamodule = hydra.utils.instantiate(cfg.data)
     assert isinstance(datamodule, SRDataModule)
     assert datamodule.val_set_names
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_config_takes_the_same_policy_keys(data: str, tmp_path: Path):
+    policy = ["data.on_bad_image=skip", "data.val_workers=1", "data.batch_size=3"]
+    cfg = compose_config("train", [f"data={data}", *required_keys(data), *policy], tmp_path)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert (datamodule.on_bad_image, datamodule.val_workers) == ("skip", 1)
+    assert datamodule.batch_size == 3
+    sources = [*datamodule.val_sets, datamodule.train_set]
+    parts = [part for s in sources if s is not None for part in getattr(s, "sources", [s])]
+    for part in parts:  # every source that can meet a bad file follows the one key
+        assert getattr(part, "on_bad_image", "skip") == "skip", (data, part)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +92,7 @@ def test_group_options_compose_and_instantiate(override: str, tmp_path: Path):
     if group == "cache":
         assert hydra.utils.instantiate(cfg.data).cache.on_disk == (override != "cache=memory")
     if group == "trainer" and (cfg.trainer.accelerator != "gpu" or torch.cuda.is_available()):
+        resolve_auto(cfg.trainer)
         assert hydra.utils.instantiate(cfg.trainer, logger=False).max_steps == cfg.trainer.max_steps
 
 
