@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,18 +112,21 @@ class SRDataModule(pl.LightningDataModule):
             self.train_data = self._build_train_data()
 
     def _build_val_data(self) -> ValidationImages:
-        if self.val_workers > 0:
-            readers = [source_readers(source) for source in self.val_sets]
-            if all(r is not None for r in readers):
-                items = [
-                    ValidationItem(source.name, index, read)
-                    for source, source_reads in zip(self.val_sets, readers, strict=True)
-                    for index, read in enumerate(source_reads or [])
-                ]
-                log.info(
-                    "validation: %d images, read by %d worker(s)", len(items), self.val_workers
-                )
+        readers = [source_readers(source) for source in self.val_sets]
+        if all(r is not None for r in readers):
+            items = [
+                ValidationItem(source.name, index, read)
+                for source, source_reads in zip(self.val_sets, readers, strict=True)
+                for index, read in enumerate(source_reads or [])
+            ]
+            for name, count in Counter(item.set_name for item in items).items():
+                log.info("validation set %s: %d images", name, count)
+            if self.val_workers > 0:
+                log.info("validation images read by %d worker(s)", self.val_workers)
                 return ValidationImages.on_demand(items, self.scale, self.degradation, self.seed)
+            return ValidationImages.read_all(
+                items, self.scale, self.degradation, self.seed, self.on_bad_image
+            )
         pairs = []
         for source in self.val_sets:
             set_pairs = make_pairs(

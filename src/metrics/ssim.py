@@ -9,8 +9,8 @@ torchmetrics' by float rounding (about 1e-14 on the benchmark images).
 
 * On a CPU the passes are OpenCV's ``sepFilter2D`` (vectorised, float64 in float64). Each plane
   is cut into pieces of :data:`STRIPE_ROWS` rows (plus the window's 10 rows of overlap) that a
-  thread pool works through: each piece's arrays stay in the L2 cache, and each thread reuses
-  its own scratch buffers, since fresh 1 MB arrays cost more in page faults than the filtering.
+  thread pool works through (OpenCV and NumPy release the GIL), each thread reusing its own
+  scratch buffers: fresh megabyte arrays cost a third more time in page faults.
 * On other devices two ``conv2d`` calls per moment, on whole planes.
 """
 
