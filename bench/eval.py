@@ -12,7 +12,7 @@ The sets: Set5, Set14 and B100 from ``../shared/data`` when it is there, and two
 shaped like Urban100 (1024x768) and Manga109 (832x1176) -- the two are 183 of the five standard
 sets' 202 megapixels -- written as PNG into a scratch folder.
 
-    python -m bench.eval [--images 20] [--scale 2] [--skip-sets]
+    python -m bench.eval [--images 100] [--scale 2] [--sets Set5,Urban100] [--skip-sets]
 """
 
 from __future__ import annotations
@@ -44,16 +44,19 @@ def synthetic_image(rng: np.random.Generator, height: int, width: int) -> np.nda
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_sets(root: Path, images: int) -> list[str]:
-    """The benchmark folder of the run: shared sets linked, synthetic ones written."""
+def write_sets(root: Path, images: int, wanted: list[str]) -> list[str]:
+    """The benchmark folder of the run: shared sets linked, synthetic ones written (those of
+    ``wanted`` that exist)."""
     root.mkdir(parents=True)
     names = []
     for name in ("Set5", "Set14", "B100"):
-        if (SHARED_BENCHMARKS / name / "HR").is_dir():
+        if name in wanted and (SHARED_BENCHMARKS / name / "HR").is_dir():
             (root / name).symlink_to(SHARED_BENCHMARKS / name)
             names.append(name)
     rng = np.random.default_rng(0)
     for name, (height, width) in SYNTHETIC.items():
+        if name not in wanted:
+            continue
         folder = root / name / "HR"
         folder.mkdir(parents=True)
         for index in range(images):
@@ -121,10 +124,15 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed passes of the scorer")
     parser.add_argument("--skip-sets", action="store_true", help="the scorer only")
+    parser.add_argument("--skip-scorer", action="store_true", help="the sets only")
+    parser.add_argument(
+        "--sets", default="Set5,Set14,B100,Urban100,Manga109", help="comma-separated set names"
+    )
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    scorer = scorer_ms_per_megapixel(args.repeats)
-    print(f"scorer (PSNR + SSIM on Y and RGB), {SCORER_PAIRS} 1-MP pairs: {scorer:.0f} ms/MP")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    if not args.skip_scorer:
+        scorer = scorer_ms_per_megapixel(args.repeats)
+        print(f"scorer (PSNR + SSIM on Y and RGB), {SCORER_PAIRS} 1-MP pairs: {scorer:.0f} ms/MP")
     if args.skip_sets:
         return
     print(f"\npython -m src.eval model=bicubic scale={args.scale}, one process per set")
@@ -132,7 +140,7 @@ def main() -> None:
     total_mp = total_s = 0.0
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "benchmarks"
-        for name in write_sets(root, args.images):
+        for name in write_sets(root, args.images, args.sets.split(",")):
             folder = root / name / "HR"
             mp = megapixels(folder, args.scale)
             seconds, wall = eval_seconds(Path(scratch), name, args.scale, Path(scratch) / name)

@@ -10,6 +10,7 @@ are the ones validation logged for the same weights. Results land in the run fol
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -31,8 +32,9 @@ from src.metrics.report import (
 from src.models.loading import adopt_checkpoint_scale, load_module
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
-from src.utils.cli import run_or_explain
+from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.runtime import say
+from src.utils.schema import check_config
 
 
 def published_model(cfg: DictConfig, module: SRModule) -> str | None:
@@ -50,6 +52,7 @@ def published_model(cfg: DictConfig, module: SRModule) -> str | None:
 
 def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
+    check_config(cfg, "eval")
     adopt_checkpoint_scale(cfg)
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
     module = load_module(cfg, val_set_names=datamodule.val_set_names)
@@ -102,4 +105,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv = quote_overrides(sys.argv)
     main()

@@ -10,6 +10,7 @@ same weights under the network's own keys, the model config as metadata.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,11 +21,10 @@ from src.models.loading import adopt_checkpoint_scale, load_module
 from src.models.onnx_runtime import is_onnx
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
-from src.utils.cli import run_or_explain
+from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.errors import UserError
 from src.utils.runtime import say
-
-FORMATS = ("onnx", "safetensors")
+from src.utils.schema import check_config, check_writable_file
 
 
 def target_path(cfg: DictConfig, module: SRModule) -> Path:
@@ -39,8 +39,9 @@ def target_path(cfg: DictConfig, module: SRModule) -> Path:
 
 def export(cfg: DictConfig) -> Path:
     """Write the file and report it (and, for ONNX, its agreement with PyTorch)."""
-    if cfg.format not in FORMATS:
-        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    check_config(cfg, "export")
+    if cfg.output:
+        check_writable_file(Path(cfg.output), "output")
     if is_onnx(cfg.get("ckpt_path")):
         raise UserError(f"{cfg.ckpt_path} is already an ONNX file")
     adopt_checkpoint_scale(cfg)
@@ -67,4 +68,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = quote_overrides(sys.argv)
     main()

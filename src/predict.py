@@ -20,35 +20,35 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from src.data.media import OUTPUT_FORMATS, find_inputs
+from src.data.media import available_memory, find_inputs, remove_stale_partials
 from src.models.loading import adopt_checkpoint_scale, load_module
 from src.models.onnx_runtime import OnnxNetwork, is_onnx
 from src.ops.inference import AUTO, upscale
 from src.ops.predict_io import Report, Upscaler, listing, upscale_files
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
-from src.utils.cli import run_or_explain
+from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.errors import UserError
 from src.utils.runtime import say
+from src.utils.schema import check_config, check_writable_folder
 
 EXIT_SOME_FAILED = 1
 
 
 def check_options(cfg: DictConfig) -> None:
-    """Refuse settings that would fail on every file, before any work."""
+    """Refuse settings that would fail on every file, and an output that cannot be written,
+    before any work."""
+    check_config(cfg, "predict")
     if not cfg.get("input"):
         raise UserError("give input=<file|folder|glob>")
-    tile = cfg.tile
-    pixels = isinstance(tile, int) and not isinstance(tile, bool) and tile > 0
-    if not (tile is None or tile == AUTO or pixels):
-        raise UserError(f"tile must be a positive number of pixels, auto or null, got {tile!r}")
-    if int(cfg.tile_overlap) < 0:
-        raise UserError(f"tile_overlap must be >= 0, got {cfg.tile_overlap}")
-    output_format = cfg.output_format
-    if output_format and str(output_format).lower().lstrip(".") not in OUTPUT_FORMATS:
-        raise UserError(
-            f"output_format must be one of {', '.join(OUTPUT_FORMATS)} or null, "
-            f"got {output_format!r}"
-        )
+    check_writable_folder(Path(cfg.output), "output")
+
+
+def memory_budget(setting: float | str) -> int | None:
+    """``memory_mb`` in bytes; ``auto``: 80% of the memory available now (None if unknown)."""
+    if setting != AUTO:
+        return int(float(setting) * 2**20)
+    available = available_memory()
+    return None if available is None else int(available * 0.8)
 
 
 def pick_device(name: str) -> torch.device:
@@ -101,8 +101,20 @@ def predict(cfg: DictConfig) -> Report:
     ensemble = ", x8 self-ensemble" if cfg.self_ensemble else ""
     count = f"{len(inputs)} input{'s' * (len(inputs) != 1)}"
     say(f"{name} x{scale} ({tiling}{ensemble}): {count} -> {output_dir}")
+    removed = remove_stale_partials(output_dir)
+    if removed:
+        say(
+            f"removed {len(removed)} unfinished file(s) an earlier, killed run left in {output_dir}"
+        )
     report = upscale_files(
-        upscaler, inputs, output_dir, scale, cfg.output_format, cfg.overwrite, cfg.progress
+        upscaler,
+        inputs,
+        output_dir,
+        scale,
+        cfg.output_format,
+        cfg.overwrite,
+        cfg.progress,
+        memory_budget(cfg.memory_mb),
     )
     if report.skipped:
         say(
@@ -127,4 +139,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = quote_overrides(sys.argv)
     main()

@@ -10,6 +10,7 @@ Optuna) can optimise it.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from src.metrics.baseline import bicubic_scores
 from src.models.checkpoint import CheckpointError, read_checkpoint
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
-from src.utils.cli import run_or_explain
+from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.config import in_multirun, to_plain
 from src.utils.precision import resolve_auto
 from src.utils.run_config import log_run_config, run_hparams
 from src.utils.runtime import build_callbacks, build_loggers, close_loggers, format_metrics, say
+from src.utils.schema import check_config
 from src.utils.sweep import run_tracked, run_trial, sweepable
 
 log = logging.getLogger("srlab.train")
@@ -103,6 +105,7 @@ def resume_path(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or, for a model without parameters, only validate) and return the metrics."""
+    check_config(cfg, "train")
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     train_set = datamodule.train_set.name if datamodule.train_set is not None else None
@@ -144,4 +147,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = quote_overrides(sys.argv)
     main()

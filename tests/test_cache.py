@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.cache import CacheSettings, MemoryCapError, cache_settings, decoded_bytes
+from src.data.cache import CacheSettings, MemoryCapError, decoded_bytes
 from src.data.datamodule import SRDataModule
 from src.data.degradations import AlbumentationsDegradation, BicubicDegradation
 from src.data.images import ImageReadError, read_rgb
@@ -113,18 +113,24 @@ def test_a_failed_build_leaves_no_cache_behind(tmp_path: Path):
     assert {image.name.split("@")[0] for image in images} == {"img_001", "img_002"}
 
 
-def test_crop_and_step_must_be_multiples_of_the_scale(tmp_path: Path):
-    with pytest.raises(
-        UserError, match=r"data.cache.crop=50 must be a multiple of the scale \(3\)"
-    ):
-        SubImageCache(settings(tmp_path, crop=50), "mine", [], 3, BicubicDegradation())
-    with pytest.raises(UserError, match=r"data\.cache\.step"):
-        CacheSettings(crop=48, step=96)
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["scale=3", "cache=subimages", "data.cache.crop=50", "data.cache.step=25"],
+            r"data.cache.crop=50 must be a "
+            r"multiple of the scale \(3\)",
+        ),
+        (["cache=subimages", "data.cache.crop=48", "data.cache.step=96"], r"data\.cache\.step"),
+        (["data.cache.memory_gb=0"], r"data\.cache\.memory_gb must be a number > 0 or null"),
+    ],
+)
+def test_cache_settings_are_checked_before_any_work(tmp_path: Path, overrides, message):
+    from src.utils.schema import check_config
+    from tests.helpers import compose_config
 
-
-def test_unknown_cache_key_is_named():
-    with pytest.raises(UserError, match=r"data\.cache has no key.*memory_mb"):
-        cache_settings({"memory_mb": 3})
+    with pytest.raises(UserError, match=message):
+        check_config(compose_config("train", overrides, tmp_path), "train")
 
 
 def test_data_module_trains_from_mapped_sub_images(tmp_path: Path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,28 +41,14 @@ class CacheSettings:
     step: int = 240
     dir: str = ".cache/data"
 
-    def __post_init__(self) -> None:
-        if self.memory_gb is not None and self.memory_gb <= 0:
-            raise UserError(f"data.cache.memory_gb must be positive or null, got {self.memory_gb}")
-        if self.crop is not None and not 0 < self.step <= self.crop:
-            raise UserError(
-                f"data.cache.step ({self.step}) must be positive and at most data.cache.crop "
-                f"({self.crop}), or some pixels would never be cut into a sub-image"
-            )
-
 
 def cache_settings(values: CacheSettings | Mapping[str, Any] | None) -> CacheSettings:
-    """``data.cache`` as given in YAML (a mapping), checked key by key."""
+    """``data.cache`` as given in YAML (a mapping; its values were checked against the config
+    schema, :mod:`src.utils.schema`)."""
     if values is None:
         return CacheSettings()
     if isinstance(values, CacheSettings):
         return values
-    known = {field.name for field in fields(CacheSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(
-            f"data.cache has no key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-        )
     return CacheSettings(**values)
 
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Literal
 
+from src.utils.errors import UserError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DownloadError", "RemoteArchive", "download", "extract", "fetch", "sha256_of"]
@@ -54,7 +56,7 @@ _HASH_BLOCK = 1 << 20
 _TAR_DATA_FILTER = hasattr(tarfile, "data_filter")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A dataset archive could not be downloaded, verified or unpacked; the message says why."""
 
 

@@ -15,12 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from src.utils.errors import UserError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # What decoding makes of a file (part of the key of on-disk caches of decoded pixels).
 DECODED_PIXELS = "uint8 RGB: 16-bit rounded to 8, gray expanded to 3 channels, alpha dropped"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image file that cannot be used, with the file and the reason in the message."""
 
 

@@ -23,8 +23,9 @@ import numpy as np
 
 from src.data.images import ImageReadError, decode, header_only_pil
 from src.utils.errors import UserError
+from src.utils.files import remove_stale
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 # Container -> the codec written for it (both ship with OpenCV's FFmpeg build).
 VIDEO_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
@@ -33,6 +34,8 @@ SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 EXIF_ORIENTATION_TAG = 0x0112
 GLOB_CHARS = "*?["
+# In the names of temporary files (``.<stem>.<pid>.<random>.partial<suffix>``).
+PARTIAL_MARK = ".partial"
 
 
 class MediaError(ImageReadError):
@@ -51,17 +54,34 @@ def is_media(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or is_video(path)
 
 
+def is_partial(path: Path) -> bool:
+    """A temporary file of an unfinished write of ours (:func:`temporary_beside`)."""
+    return path.name.startswith(".") and PARTIAL_MARK in path.name
+
+
+def usable_input(path: Path) -> bool:
+    """An image or video file to upscale: not a temporary of an unfinished write."""
+    return path.is_file() and is_media(path) and not is_partial(path)
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the temporaries that killed runs left in ``folder``; return them."""
+    if not folder.is_dir():
+        return []
+    return remove_stale([p for p in folder.iterdir() if is_partial(p)])
+
+
 def find_inputs(spec: str) -> list[Path]:
     """The images and videos ``spec`` names: a file, a folder (its files, sorted) or a glob."""
     path = Path(spec).expanduser()
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and is_media(p))
+        found = sorted(p for p in path.iterdir() if usable_input(p))
         where = f"in the folder {path}"
     elif any(char in spec for char in GLOB_CHARS):
         matches = (Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
-        found = sorted(p for p in matches if p.is_file() and is_media(p))
+        found = sorted(p for p in matches if usable_input(p))
         where = f"matching {spec!r}"
     else:
         raise NoInputsError(f"input not found: {spec} (give a file, a folder or a glob)")
@@ -84,6 +104,63 @@ def output_path(source: Path, output_dir: Path, output_format: str | None) -> Pa
 
 
 # --- images ----------------------------------------------------------------------------------
+# Pillow modes -> (channels, bytes per sample) of what decoding gives (palettes may carry alpha).
+MODE_LAYOUT = {
+    "1": (1, 1),
+    "L": (1, 1),
+    "P": (4, 1),
+    "LA": (4, 1),
+    "RGB": (3, 1),
+    "RGBA": (4, 1),
+    "CMYK": (3, 1),
+    "YCbCr": (3, 1),
+    "I;16": (1, 2),
+    "I;16B": (1, 2),
+    "I": (1, 2),
+    "F": (1, 4),
+}
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding the pixels."""
+
+    width: int
+    height: int
+    channels: int
+    sample_bytes: int
+    frames: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def read_header(path: Path) -> ImageHeader | None:
+    """The size, layout and frame count of ``path`` from its header; None when Pillow cannot
+    parse it (decoding then says what is wrong)."""
+    from PIL import Image
+
+    try:
+        with header_only_pil(), Image.open(path) as image:
+            channels, sample_bytes = MODE_LAYOUT.get(image.mode, (4, 2))
+            frames = int(getattr(image, "n_frames", 1))
+            return ImageHeader(image.width, image.height, channels, sample_bytes, frames)
+    except Exception:  # not an image Pillow knows, or a damaged header
+        return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system could give this process now (``MemAvailable``), if known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def exif_orientation(path: Path) -> int:
     """The EXIF orientation tag of ``path`` (1 = upright, also when there is none)."""
     from PIL import Image
@@ -137,7 +214,9 @@ def temporary_beside(target: Path) -> Path:
     writer picks the container from it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent
+        prefix=f".{target.stem}.{os.getpid()}.",
+        suffix=f"{PARTIAL_MARK}{target.suffix}",
+        dir=target.parent,
     )
     os.close(handle)
     # mkstemp makes the file private (0600); give it the permissions a new file would get.

@@ -28,6 +28,7 @@ from src.data.images import (
     read_named,
     to_rgb_uint8,
 )
+from src.utils.errors import UserError
 
 if TYPE_CHECKING:
     from src.data.download import RemoteArchive
@@ -38,7 +39,7 @@ Split = Literal["all", "train", "val"]
 OnBadImage = Literal["error", "skip"]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A configured dataset is not on disk and cannot be fetched; the message says what to do."""
 
 

@@ -48,6 +48,7 @@ from src.data.images import DECODED_PIXELS, NamedImage
 from src.data.sources import DatasetNotFoundError, OnBadImage, read_each, warn_skipped
 from src.ops.imresize import modcrop
 from src.utils.errors import UserError
+from src.utils.files import remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +143,6 @@ class SubImageCache:
         scale: int,
         degradation: Degradation,
     ):
-        for key in ("crop", "step") if settings.crop is not None else ():
-            if getattr(settings, key) % scale:
-                raise UserError(
-                    f"data.cache.{key}={getattr(settings, key)} must be a multiple of the scale "
-                    f"({scale}), so that LR sub-images line up with HR ones"
-                )
         self.settings = settings
         self.set_name = set_name
         self.files = files
@@ -228,7 +223,9 @@ class SubImageCache:
         )
 
     def _build(self, on_bad_image: OnBadImage) -> None:
-        temporary = self.folder.with_name(f"{self.folder.name}.tmp-{os.getpid()}")
+        # Builds killed earlier left their temporaries; the process id in the name tells.
+        remove_stale(list(self.folder.parent.glob(f"{self.folder.name}.*.tmp")))
+        temporary = self.folder.with_name(f"{self.folder.name}.{os.getpid()}.tmp")
         try:
             self._write(temporary, on_bad_image)
         except OSError as error:  # a folder that cannot be made or written, a full disk

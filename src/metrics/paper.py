@@ -60,9 +60,12 @@ def to_uint8_levels(image: torch.Tensor) -> torch.Tensor:
 def rgb_to_y(levels: torch.Tensor) -> torch.Tensor:
     """BT.601 studio-swing luma of (N, 3, H, W) RGB given on the 0..255 scale, in float64."""
     r, g, b = levels.to(torch.float64).unbind(dim=-3)
-    weights = Y_WEIGHTS
-    y = 16.0 + (weights[0] * r + weights[1] * g + weights[2] * b) / 255.0
-    return y.unsqueeze(-3)
+    # 16 + (w0 r + w1 g + w2 b) / 255 in that order, in place after the first product.
+    y = r * Y_WEIGHTS[0]
+    term = g * Y_WEIGHTS[1]
+    y += term
+    y += torch.mul(b, Y_WEIGHTS[2], out=term)
+    return y.div_(255.0).add_(16.0).unsqueeze(-3)
 
 
 def crop_border(image: torch.Tensor, border: int) -> torch.Tensor:
@@ -114,8 +117,10 @@ def score_batch(
     """
     if sr.shape != hr.shape:
         raise ValueError(f"SR shape {tuple(sr.shape)} differs from HR shape {tuple(hr.shape)}")
-    sr_levels = crop_border(to_uint8_levels(sr), border)
-    hr_levels = crop_border(to_uint8_levels(hr), border)
+    # Cropped first and in the standard layout (a network's output may be channels-last): every
+    # later pass then walks contiguous planes.
+    sr_levels = to_uint8_levels(crop_border(sr, border).contiguous())
+    hr_levels = to_uint8_levels(crop_border(hr, border).contiguous())
     sr_y, hr_y = luma(sr_levels, raw_gray), luma(hr_levels, raw_gray)
     columns = (
         psnr(sr_y, hr_y),

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 from src.models.checkpoint import module_from_checkpoint, read_checkpoint
 from src.models.sr_module import SRModule
 from src.utils.config import to_plain
-from src.utils.runtime import say
+from src.utils.runtime import say, warn
 
 INFERENCE_KEYS = ("tile", "tile_overlap", "self_ensemble", "tile_memory_mb")
 
@@ -46,4 +46,9 @@ def load_module(cfg: DictConfig, **overrides: Any) -> SRModule:
         return module_from_checkpoint(cfg.ckpt_path, **options)
     module: SRModule = hydra.utils.instantiate(cfg.model, **options)
     module.model_config = to_plain(cfg.model)
+    if module.has_trainable_parameters and not cfg.model.get("pretrained"):
+        warn(
+            f"no weights given (ckpt_path=... or model.pretrained=...): "
+            f"{type(module.net).__name__} is randomly initialised, so its output means nothing"
+        )
     return module

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from src.utils.errors import UserError
+
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
 # Container keys tried in order; the first one present whose value is a mapping wins.
@@ -42,7 +44,7 @@ _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(UserError, RuntimeError):
     """A weights file that cannot be, or must not be, loaded into the given network."""
 
 

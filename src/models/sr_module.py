@@ -29,15 +29,8 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 OVERALL = "all"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
-
-
-def check_choice(key: str, value: str, choices: tuple[str, ...]) -> Any:
-    """``value`` if it is one of ``choices``, else a UserError naming ``model.<key>``."""
-    if value not in choices:
-        raise UserError(f"model.{key} must be one of {', '.join(choices)}; got {value!r}")
-    return value
 
 
 def ema_copy(net: nn.Module, decay: float | None) -> AveragedModel | None:
@@ -46,8 +39,6 @@ def ema_copy(net: nn.Module, decay: float | None) -> AveragedModel | None:
     and export."""
     if decay is None:
         return None
-    if not 0.0 < decay < 1.0:
-        raise UserError(f"model.ema_decay must be in (0, 1), got {decay}")
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
@@ -88,9 +79,9 @@ class SRModule(pl.LightningModule):
         self.channels_last = channels_last
         self.compile_training = compile
         self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.nonfinite_loss = check_choice("nonfinite_loss", nonfinite_loss, ("stop", "skip"))
+        self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
-        self.gray = check_choice("gray", gray, ("expand", "raw"))
+        self.gray = gray
         if channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model_config: dict[str, Any] | None = None

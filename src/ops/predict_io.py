@@ -10,6 +10,11 @@ tiling and self-ensemble are the shared path's. Around it:
 * alpha is upscaled separately with the MATLAB-exact bicubic (:func:`src.ops.imresize.imresize`)
   and re-attached;
 * 16-bit images run in float (value / 65535) and are written back as 16-bit.
+
+Before an image is decoded its header says how large it is: one whose upscaling would need more
+memory than ``memory_mb`` (by default 80% of what the system has available) is refused with a
+line naming it, and the other files go on. A multi-frame GIF or TIFF is upscaled from its first
+frame, with a note saying so.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from tqdm import tqdm
 
 from src.data.images import ImageReadError
 from src.data.media import (
+    ImageHeader,
     MediaError,
     VideoWriter,
     is_video,
     open_video,
     output_path,
+    read_header,
     read_image,
     video_frames,
     write_image,
@@ -90,6 +97,7 @@ class Report:
     pixels_out: int = 0
     skipped: list[Path] = field(default_factory=list)
     failed: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def count(self, lr_pixels: int) -> None:
@@ -125,7 +133,43 @@ def plan(inputs: list[Path], output_dir: Path, output_format: str | None) -> lis
     return targets
 
 
-def upscale_image_file(upscaler: Upscaler, source: Path, target: Path, report: Report) -> None:
+def upscale_bytes(header: ImageHeader, scale: int) -> int:
+    """About the most memory upscaling this image takes: the decoded input and its float32
+    copies (3 per channel in the worst case), and at the output size the network's float32
+    result, the copy it is taken out in and two float temporaries of the rounding, all RGB."""
+    inputs = header.pixels * header.channels * (header.sample_bytes + 3 * 4)
+    outputs = header.pixels * scale**2 * 3 * 4 * 4
+    return inputs + outputs
+
+
+def readable_bytes(size: float) -> str:
+    return f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{size / 2**20:.0f} MB"
+
+
+def check_image_fits(
+    source: Path, header: ImageHeader | None, scale: int, budget: int | None
+) -> None:
+    """Refuse, naming it, an image whose upscaling would not fit ``budget`` bytes."""
+    if header is None or budget is None:
+        return
+    needed = upscale_bytes(header, scale)
+    if needed > budget:
+        raise MediaError(
+            f"{source}: {header.width}x{header.height} ({header.pixels / 1e6:.0f} MP) needs "
+            f"about {readable_bytes(needed)} to upscale x{scale} (the decoded image, its float "
+            f"copies and the x{scale} output), over the budget of {readable_bytes(budget)} "
+            f"(memory_mb); skipped"
+        )
+
+
+def upscale_image_file(
+    upscaler: Upscaler, source: Path, target: Path, report: Report, budget: int | None = None
+) -> None:
+    header = read_header(source)
+    check_image_fits(source, header, report.scale, budget)
+    if header is not None and header.frames > 1:
+        report.notes.append(f"{source}: {header.frames} frames; only the first is upscaled")
+        tqdm.write(f"note: {report.notes[-1]}", file=sys.stderr)
     pixels = read_image(source)
     write_image(target, upscale_pixels(upscaler, pixels))
     report.images += 1
@@ -175,8 +219,10 @@ def upscale_files(
     output_format: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    budget: int | None = None,
 ) -> Report:
-    """Upscale each input into ``output_dir``; bad files are reported and the rest go on."""
+    """Upscale each input into ``output_dir``; bad files (and images over ``budget`` bytes to
+    upscale) are reported and the rest go on."""
     report = Report(scale)
     targets = plan(inputs, output_dir, output_format)
     started = time.perf_counter()
@@ -190,7 +236,7 @@ def upscale_files(
             if is_video(source):
                 upscale_video_file(upscaler, source, target, report, progress)
             else:
-                upscale_image_file(upscaler, source, target, report)
+                upscale_image_file(upscaler, source, target, report, budget)
         except FILE_ERRORS as error:
             report.failed.append(source)
             tqdm.write(f"error: {explain(error, source)}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 import hydra
@@ -22,6 +23,12 @@ WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
 def say(message: str) -> None:
     """One line for the person at the terminal (rank 0 only)."""
     print(message, flush=True)
+
+
+@rank_zero_only
+def warn(message: str) -> None:
+    """``warning: <message>`` on standard error (rank 0 only): the run goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def wandb_has_credentials() -> bool:

@@ -31,6 +31,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from src.utils.errors import UserError
+
 log = logging.getLogger("srlab.sweep")
 
 RUN_FILE = "run.json"
@@ -47,7 +49,7 @@ class NonFiniteObjectiveError(RuntimeError):
     """A run finished without a finite objective (no validation, or a NaN score)."""
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(UserError, ValueError):
     """A setting that cannot work inside a sweep."""
 
 
