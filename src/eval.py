@@ -33,7 +33,7 @@ from src.models.loading import adopt_checkpoint_scale, load_module
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
-from src.utils.runtime import say
+from src.utils.runtime import build_trainer, say
 from src.utils.schema import check_config
 
 
@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
         callbacks.append(
             ComparisonImages(str(output_dir / "comparisons"), cfg.comparisons, False, True)
         )
-    trainer: pl.Trainer = hydra.utils.instantiate(
+    trainer = build_trainer(
         cfg.trainer, logger=False, callbacks=callbacks, enable_model_summary=False
     )
     started = time.perf_counter()

@@ -29,7 +29,14 @@ from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.config import in_multirun, to_plain
 from src.utils.precision import resolve_auto
 from src.utils.run_config import log_run_config, run_hparams
-from src.utils.runtime import build_callbacks, build_loggers, close_loggers, format_metrics, say
+from src.utils.runtime import (
+    build_callbacks,
+    build_loggers,
+    build_trainer,
+    close_loggers,
+    format_metrics,
+    say,
+)
 from src.utils.schema import check_config
 from src.utils.sweep import run_tracked, run_trial, sweepable
 
@@ -53,7 +60,7 @@ def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     resolve_precision(cfg, model)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     loggers = build_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+    trainer = build_trainer(cfg.trainer, logger=loggers, callbacks=callbacks)
     return datamodule, model, trainer
 
 

@@ -40,6 +40,8 @@ from tests.test_data import write_folder
         ("train", "trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be a number"),
         ("train", "trainer.val_check_interval=5000", "is larger than trainer.max_steps"),
         ("train", "callbacks.last_checkpoint.every_n_train_steps=0", "every_n_train_steps"),
+        ("train", "trainer.devices=0", "trainer.devices must be an integer >= 1 or one of -1"),
+        ("train", "model.optimizer.betas=[2,3]", "model.optimizer.betas must be a list of a"),
         ("eval", "tile=-4", "tile must be an integer >= 1 or null, got -4"),
         ("eval", "comparisons=-1", "comparisons must be an integer >= 0"),
         ("predict", "tile=big", "tile must be an integer >= 1 or one of auto or null"),
@@ -76,6 +78,17 @@ def test_a_bad_training_setting_stops_the_command_before_any_work(tmp_path: Path
     result = run_module("src.train", [*TINY, "trainer.max_steps=-1", f"hydra.run.dir={tmp_path}/r"])
     assert one_error_line(result) == "error: trainer.max_steps must be an integer >= 1, got -1"
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_settings_lightning_refuses_are_one_line_naming_the_trainer(tmp_path: Path):
+    from src.utils.errors import UserError
+    from src.utils.precision import resolve_auto
+    from src.utils.runtime import build_trainer
+
+    cfg = compose_config("train", ["trainer.accelerator=tpu"], tmp_path)  # no torch_xla here
+    resolve_auto(cfg.trainer)
+    with pytest.raises(UserError, match=r"^trainer: .*torch_xla"):
+        build_trainer(cfg.trainer, logger=False)
 
 
 @pytest.fixture

@@ -181,10 +181,16 @@ class SRModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError("model.optimizer is not set: training needs an optimizer config")
-        optimizer = self.optimizer_factory(params=self.net.parameters())
+        try:
+            optimizer = self.optimizer_factory(params=self.net.parameters())
+        except (ValueError, TypeError) as error:  # torch's own check of the settings
+            raise UserError(f"model.optimizer: {error}") from error
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        try:
+            scheduler = self.scheduler_factory(optimizer=optimizer)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"model.scheduler: {error}") from error
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},

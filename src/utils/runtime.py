@@ -85,6 +85,26 @@ def build_callbacks(config: DictConfig | None, progress_bar: bool = True) -> lis
     return [c for c in callbacks if not isinstance(c, ProgressBar)]
 
 
+def build_trainer(config: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """The Lightning Trainer of ``config``; settings Lightning refuses (``trainer.devices=0``,
+    an accelerator this machine lacks) become one line naming the ``trainer`` group."""
+    from hydra.errors import InstantiationException
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from src.utils.cli import root_cause
+    from src.utils.errors import UserError
+
+    try:
+        trainer: pl.Trainer = hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = root_cause(error)
+        user_fixable = (MisconfigurationException, ImportError, ValueError, TypeError, RuntimeError)
+        if isinstance(cause, user_fixable):
+            raise UserError(f"trainer: {cause}") from error
+        raise
+    return trainer
+
+
 def format_metrics(metrics: dict[str, Any], keys: list[str]) -> str:
     """``psnr_y 32.2096 | ssim_y 0.8948``-style summary of the given keys that are present."""
     parts = []

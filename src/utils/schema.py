@@ -62,6 +62,7 @@ NonNegativeInt = Annotated[int, Range(low=0)]
 PositiveFloat = Annotated[float, Range(low=0, low_open=True)]
 NonNegativeFloat = Annotated[float, Range(low=0)]
 OpenUnitInterval = Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
+UnitInterval = Annotated[float, Range(low=0, high=1, high_open=True)]
 OnBadImage = Literal["error", "skip"]
 Precision = Literal[
     "auto", "32", "32-true", "64", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true"
@@ -99,6 +100,8 @@ class TrainerSettings:
     accumulate_grad_batches: PositiveInt
     log_every_n_steps: PositiveInt
     precision: Precision
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu"]
+    devices: PositiveInt | Literal[-1, "auto"] | list[NonNegativeInt]
     gradient_clip_val: NonNegativeFloat | None
     num_nodes: PositiveInt
     deterministic: bool
@@ -120,6 +123,8 @@ class ModelSettings:
 class OptimizerSettings:
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
+    betas: list[UnitInterval]
+    momentum: UnitInterval
 
 
 @dataclass
@@ -207,6 +212,8 @@ def describe_type(annotation: Any) -> str:
         return f"{describe_type(base)} {bounds}".strip()
     if origin is Literal:
         return "one of " + ", ".join(str(choice) for choice in get_args(annotation))
+    if origin is list:
+        return f"a list of {describe_type(get_args(annotation)[0])}"
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(annotation) if a is not type(None)]
         nullable = len(options) < len(get_args(annotation))
@@ -230,6 +237,9 @@ def matches(value: Any, annotation: Any) -> bool:
         return any(value == choice or str(value) == str(choice) for choice in get_args(annotation))
     if origin in (Union, types.UnionType):
         return any(matches(value, option) for option in get_args(annotation))
+    if origin is list:
+        (item,) = get_args(annotation)
+        return isinstance(value, list) and all(matches(v, item) for v in value)
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
