@@ -18,6 +18,7 @@ from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
 from src.archs.rrdbnet import RRDBNet
 from src.archs.srcnn import SRCNN
+from src.archs.srvgg_compact import SRVGGNetCompact
 from src.archs.swinir import RSTB, SwinIR, SwinTransformerBlock, shifted_window_mask
 from src.archs.vdsr import VDSR
 from src.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
@@ -48,6 +49,7 @@ TINY: dict[str, Factory] = {
         s, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, upsampler="pixelshuffledirect"
     ),
     "rrdbnet": lambda s: RRDBNet(s, num_features=8, num_blocks=1, growth_rate=4),
+    "srvgg_compact": lambda s: SRVGGNetCompact(s, num_feat=8, num_conv=2),
 }
 PIXEL_SHUFFLE_X8 = ("rcan", "rdn", "swinir", "rrdbnet")
 
@@ -80,6 +82,12 @@ REAL: dict[str, tuple[Factory, int, int, str]] = {
         "SwinIR-light paper: 878K at x2, which leaves out the relative position bias tables",
     ),
     "rrdbnet": (RRDBNet, 4, 16_700_000, "ESRGAN generator: about 16.7M"),
+    "srvgg_compact": (
+        lambda s: SRVGGNetCompact(s, num_conv=32),
+        4,
+        1_213_296,
+        "realesr-general-x4v3: 34 convolutions of 64 features and 33 PReLUs, counted by hand",
+    ),
 }
 
 
@@ -328,3 +336,21 @@ def test_state_dict_keys_follow_reference_code(name: str, scale: int, keys: list
 def test_swinir_rejects_inconsistent_settings(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SwinIR(2, **kwargs)  # type: ignore[arg-type]
+
+
+def test_srvgg_compact_has_the_official_layout_of_realesr_general_x4v3() -> None:
+    """The authors' file stores body.0 (first convolution), body.1 (its PReLU), ..., body.66
+    (the last convolution, 48 = 3 x 4^2 channels): the same keys and shapes load strictly."""
+    keys = SRVGGNetCompact(4, num_conv=32).state_dict()
+    expected = {"body.0.weight": (64, 3, 3, 3), "body.1.weight": (64,), "body.65.weight": (64,)}
+    expected |= {"body.66.weight": (48, 64, 3, 3), "body.66.bias": (48,)}
+    assert {k: tuple(keys[k].shape) for k in expected} == expected
+    assert len(keys) == 34 * 2 + 33  # conv weight + bias each, one slope vector per PReLU
+
+
+def test_srvgg_compact_learns_a_residual_over_nearest_upscaling() -> None:
+    net = SRVGGNetCompact(2, num_feat=4, num_conv=1)
+    nn.init.zeros_(net.body[-1].weight)
+    nn.init.zeros_(net.body[-1].bias)
+    x = _input(5, 7)
+    assert torch.equal(net(x), F.interpolate(x, scale_factor=2, mode="nearest"))
