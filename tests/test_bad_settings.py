@@ -42,6 +42,7 @@ from tests.test_data import write_folder
         ("train", "callbacks.last_checkpoint.every_n_train_steps=0", "every_n_train_steps"),
         ("train", "trainer.devices=0", "trainer.devices must be an integer >= 1 or one of -1"),
         ("train", "model.optimizer.betas=[2,3]", "model.optimizer.betas must be a list of a"),
+        ("train", "discriminator=vgg128", "discriminator= needs the GAN module"),
         ("eval", "tile=-4", "tile must be an integer >= 1 or null, got -4"),
         ("eval", "comparisons=-1", "comparisons must be an integer >= 0"),
         ("predict", "tile=big", "tile must be an integer >= 1 or one of auto or null"),
@@ -248,3 +249,9 @@ def test_quoting_leaves_sweeps_flags_and_quoted_values_alone():
         "k=v",
     ]
     assert quote_overrides(quote_overrides(argv)) == quote_overrides(argv)
+
+
+def test_gan_training_refuses_lightnings_gradient_clipping(tmp_path: Path):
+    cfg = compose_config("train", ["experiment=esrgan_x4", "trainer.gradient_clip_val=1"], tmp_path)
+    with pytest.raises(ConfigValueError, match=r"use model\.clip_grad_norm"):
+        check_config(cfg, "train")

@@ -23,6 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import OmegaConf
 
+from src.models.gan_module import GAN_MODULE, SR_MODULE, generator_config
 from src.models.pretrained import PretrainedWeightsError, load_tensors_only
 from src.models.sr_module import SRModule
 from src.utils.errors import UserError
@@ -34,8 +35,7 @@ class CheckpointError(UserError, RuntimeError):
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # The config groups whose options a stored model config is made of.
-BUILDING_GROUPS = ("model", "loss", "optimizer", "scheduler")
-SR_MODULE = "src.models.sr_module.SRModule"
+BUILDING_GROUPS = ("model", "loss", "optimizer", "scheduler", "discriminator", "experiment")
 
 
 def targets_in(node: Any) -> Iterator[str]:
@@ -53,7 +53,7 @@ def targets_in(node: Any) -> Iterator[str]:
 @cache
 def allowed_targets() -> frozenset[str]:
     """The classes SR Lab's own configs build: what a stored config may name."""
-    found = {SR_MODULE}
+    found = {SR_MODULE, GAN_MODULE}
     for group in BUILDING_GROUPS:
         for path in (CONF_DIR / group).rglob("*.yaml"):
             found.update(targets_in(OmegaConf.to_container(OmegaConf.load(path))))
@@ -93,9 +93,10 @@ def stored_model_config(checkpoint: dict[str, Any], path: str | Path) -> dict[st
     config = meta["model_config"]
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: srlab.model_config is not a mapping")
-    if config.get("_target_") != SR_MODULE:
+    if config.get("_target_") not in (SR_MODULE, GAN_MODULE):
         raise CheckpointError(
             f"{path}: srlab.model_config._target_ is {config.get('_target_')!r}, not {SR_MODULE}"
+            f" or {GAN_MODULE}"
         )
     refuse_code(config, "srlab.model_config", path)
     return config
@@ -135,7 +136,8 @@ def module_from_checkpoint(path: str | Path, **overrides: Any) -> SRModule:
             f"{path} was not written by SR Lab's trainer (no model config inside); "
             "load foreign weights with model=<name> model.pretrained=PATH instead"
         )
-    config = copy.deepcopy(stored)
+    # A GAN checkpoint is rebuilt as its generator: eval, predict and export use only that.
+    config = generator_config(copy.deepcopy(stored))
     config.update(pretrained=None, **overrides)
     module = hydra.utils.instantiate(config)
     if not isinstance(module, SRModule):

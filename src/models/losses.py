@@ -1,9 +1,29 @@
-"""Pixel losses beyond torch's own L1/MSE."""
+"""Losses: pixel (Charbonnier beside torch's L1/MSE), perceptual (VGG features), adversarial, and a
+weighted sum of any of them (``conf/loss``).
+
+* :class:`PerceptualLoss` compares VGG19 (or VGG16) features of SR and HR at chosen layers, each
+  with its weight: ESRGAN's ``conv5_4`` before the activation, or Real-ESRGAN's five
+  ``conv*_*`` layers before theirs (``{conv1_2: 0.1, conv2_2: 0.1, conv3_4: 1, conv4_4: 1,
+  conv5_4: 1}``). Its weights are torchvision's ImageNet file, fetched by checksum and cached
+  (:mod:`src.models.weights`); ``weights=PATH`` offline; ``weights=random`` for tests only.
+* :class:`GANLoss` gives the discriminator's and the generator's adversarial losses for the
+  vanilla (non-saturating), least-squares, hinge, WGAN(-GP) and relativistic-average (ESRGAN)
+  formulations, from the discriminator's logits on real and fake images.
+* :class:`CompositeLoss` sums named terms with weights and keeps each term's last value for
+  logging (``train/loss_<name>``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Literal
+
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from src.archs.vgg_features import Variant, VGGFeatures
+from src.models.weights import DEFAULT_CACHE, DOWNLOAD, load_weights
 
 
 class CharbonnierLoss(nn.Module):
@@ -15,3 +35,138 @@ class CharbonnierLoss(nn.Module):
 
     def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.sqrt((preds - target).pow(2) + self.eps**2).mean()
+
+
+def distance(kind: str) -> nn.Module:
+    if kind == "l1":
+        return nn.L1Loss()
+    if kind == "l2":
+        return nn.MSELoss()
+    raise ValueError(f"criterion must be l1 or l2, got {kind!r}")
+
+
+class PerceptualLoss(nn.Module):
+    """Sum over ``layers`` of weight x distance(VGG(sr)[layer], VGG(hr)[layer]).
+
+    The VGG weights are loaded on first use (or by :meth:`prepare`, which the Lightning module
+    calls once per node before training), so that building the loss, e.g. to rebuild a model
+    from a checkpoint, never fetches anything. The network is frozen, stays in eval mode and is
+    kept out of the module tree: checkpoints do not carry its 80 MB to 550 MB of fixed weights,
+    and it follows the input's device when it is used.
+    """
+
+    def __init__(
+        self,
+        layers: Mapping[str, float] | None = None,
+        variant: Variant = "vgg19",
+        weights: str = DOWNLOAD,
+        criterion: Literal["l1", "l2"] = "l1",
+        cache_dir: str = str(DEFAULT_CACHE),
+        key: str = "model.loss.perceptual.weights",
+    ):
+        super().__init__()
+        self.layer_weights = {str(k): float(v) for k, v in (layers or {"conv5_4": 1.0}).items()}
+        self.vgg: VGGFeatures
+        vgg = VGGFeatures(self.layer_weights, variant).requires_grad_(False).eval()
+        object.__setattr__(self, "vgg", vgg)  # not a child module: see the class docstring
+        self.variant, self.weights_spec, self.cache_dir, self.key = variant, weights, cache_dir, key
+        self.criterion = distance(criterion)
+        self._loaded = False
+
+    def prepare(self) -> None:
+        """Load (fetching if needed) the VGG weights; once."""
+        if self._loaded:
+            return
+        state = load_weights(self.weights_spec, self.variant, self.key, self.cache_dir)
+        if state is not None:
+            self.vgg.load_torchvision(state)
+        self._loaded = True
+
+    def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.prepare()
+        self.vgg.to(preds.device)
+        fake = self.vgg(preds)
+        with torch.no_grad():
+            real = self.vgg(target)
+        total = preds.new_zeros(())
+        for name, weight in self.layer_weights.items():
+            total = total + weight * self.criterion(fake[name], real[name].detach())
+        return total
+
+
+GanKind = Literal["vanilla", "lsgan", "hinge", "wgan", "ragan"]
+
+
+class GANLoss(nn.Module):
+    """Adversarial losses from discriminator logits on real (HR) and fake (SR) images.
+
+    ``ragan`` is ESRGAN's relativistic average GAN: each side judges whether a real image is
+    more realistic than the average fake one, and the reverse. ``wgan`` is the critic's
+    Wasserstein estimate; its gradient penalty (WGAN-GP) is added by the training module.
+    """
+
+    def __init__(self, kind: GanKind = "vanilla"):
+        super().__init__()
+        if kind not in ("vanilla", "lsgan", "hinge", "wgan", "ragan"):
+            raise ValueError(f"GAN loss kind must be vanilla, lsgan, hinge, wgan or ragan: {kind}")
+        self.kind = kind
+
+    @staticmethod
+    def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    @staticmethod
+    def _ls(logits: torch.Tensor, real: bool) -> torch.Tensor:
+        return F.mse_loss(logits, torch.ones_like(logits) if real else torch.zeros_like(logits))
+
+    def discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The discriminator's loss (``fake`` from detached SR)."""
+        if self.kind == "vanilla":
+            return 0.5 * (self._bce(real, True) + self._bce(fake, False))
+        if self.kind == "lsgan":
+            return 0.5 * (self._ls(real, True) + self._ls(fake, False))
+        if self.kind == "hinge":
+            return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+        if self.kind == "wgan":
+            return fake.mean() - real.mean()
+        return 0.5 * (self._bce(real - fake.mean(), True) + self._bce(fake - real.mean(), False))
+
+    def generator(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The generator's adversarial loss (``real`` is only used by ``ragan``, detached)."""
+        if self.kind == "vanilla":
+            return self._bce(fake, True)
+        if self.kind == "lsgan":
+            return self._ls(fake, True)
+        if self.kind in ("hinge", "wgan"):
+            return -fake.mean()
+        real = real.detach()
+        return 0.5 * (self._bce(real - fake.mean(), False) + self._bce(fake - real.mean(), True))
+
+
+class CompositeLoss(nn.Module):
+    """sum(weight x loss(sr, hr)) over named ``terms`` ({name: {loss: module, weight: w}})."""
+
+    def __init__(self, terms: Mapping[str, Mapping[str, Any]]):
+        super().__init__()
+        if not terms:
+            raise ValueError("a composite loss needs at least one term")
+        self.terms = nn.ModuleDict({name: term["loss"] for name, term in terms.items()})
+        self.weights = {name: float(term["weight"]) for name, term in terms.items()}
+        self.last: dict[str, torch.Tensor] = {}
+
+    def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = preds.new_zeros(())
+        self.last = {}
+        for name, loss in self.terms.items():
+            value = loss(preds, target)
+            self.last[name] = value.detach()
+            total = total + self.weights[name] * value
+        return total
+
+
+def prepare_weights(module: nn.Module) -> None:
+    """Fetch and load the weights of every loss inside ``module`` that needs a file."""
+    for child in module.modules():
+        if isinstance(child, PerceptualLoss):
+            child.prepare()

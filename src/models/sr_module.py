@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import pytorch_lightning as pl
@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
 from src.metrics.paper import METRIC_NAMES, Gray, score_batch
+from src.models.losses import prepare_weights
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
 from src.utils.errors import UserError
 
@@ -40,6 +41,27 @@ def ema_copy(net: nn.Module, decay: float | None) -> AveragedModel | None:
     if decay is None:
         return None
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def build_optimizer(
+    factory: OptimizerFactory | None, params: Iterable[nn.Parameter], key: str
+) -> torch.optim.Optimizer:
+    """The optimiser of ``params`` from its Hydra partial; torch's refusals name ``key``."""
+    if factory is None:
+        raise UserError(f"{key} is not set: training needs an optimizer config")
+    try:
+        return factory(params=params)
+    except (ValueError, TypeError) as error:  # torch's own check of the settings
+        raise UserError(f"{key}: {error}") from error
+
+
+def build_scheduler(
+    factory: SchedulerFactory, optimizer: torch.optim.Optimizer, key: str
+) -> torch.optim.lr_scheduler.LRScheduler:
+    try:
+        return factory(optimizer=optimizer)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{key}: {error}") from error
 
 
 class SRModule(pl.LightningModule):
@@ -157,6 +179,7 @@ class SRModule(pl.LightningModule):
             self._on_nonfinite_loss(loss)
             return None  # Lightning skips the optimiser step for this batch
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log_loss_terms(self.loss)
         return loss
 
     def _on_nonfinite_loss(self, loss: torch.Tensor) -> None:
@@ -179,22 +202,25 @@ class SRModule(pl.LightningModule):
             self.ema.update_parameters(self.net)
 
     def configure_optimizers(self) -> Any:
-        if self.optimizer_factory is None:
-            raise ValueError("model.optimizer is not set: training needs an optimizer config")
-        try:
-            optimizer = self.optimizer_factory(params=self.net.parameters())
-        except (ValueError, TypeError) as error:  # torch's own check of the settings
-            raise UserError(f"model.optimizer: {error}") from error
+        optimizer = build_optimizer(
+            self.optimizer_factory, self.net.parameters(), "model.optimizer"
+        )
         if self.scheduler_factory is None:
             return optimizer
-        try:
-            scheduler = self.scheduler_factory(optimizer=optimizer)
-        except (ValueError, TypeError) as error:
-            raise UserError(f"model.scheduler: {error}") from error
+        scheduler = build_scheduler(self.scheduler_factory, optimizer, "model.scheduler")
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def prepare_data(self) -> None:
+        """Fetch the weight files losses need (a perceptual loss's VGG), once per node."""
+        prepare_weights(self)
+
+    def log_loss_terms(self, loss: nn.Module, prefix: str = "train/loss_") -> None:
+        """Each term of a composite loss, as logged values (``train/loss_pixel``, ...)."""
+        for name, value in getattr(loss, "last", {}).items():
+            self.log(f"{prefix}{name}", value, on_step=True, on_epoch=False)
 
     # --- validation --------------------------------------------------------------------------
     def _metrics_for(self, set_name: str) -> nn.ModuleDict:

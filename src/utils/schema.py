@@ -316,6 +316,18 @@ def check_cross_fields(plain: dict[str, Any]) -> None:
                     f"that LR sub-images line up with HR ones"
                 )
     trainer = section(plain, "trainer") or {}
+    model = section(plain, "model") or {}
+    gan = model.get("_target_") == "src.models.gan_module.GANModule"
+    if "discriminator" in model and not gan:
+        raise ConfigValueError(
+            "discriminator= needs the GAN module: model._target_=src.models.gan_module.GANModule "
+            "(the experiments esrgan_x4, realesrgan_x4 and realesrgan_compact_x4 set both)"
+        )
+    if gan and trainer.get("gradient_clip_val") is not None:
+        raise ConfigValueError(
+            "trainer.gradient_clip_val does not apply to GAN training (manual optimisation); use "
+            "model.clip_grad_norm and model.d_clip_grad_norm"
+        )
     steps, interval = trainer.get("max_steps"), trainer.get("val_check_interval")
     if isinstance(steps, int) and isinstance(interval, int) and interval > steps:
         raise ConfigValueError(

@@ -1,0 +1,193 @@
+"""GANModule: adversarial SR training (SRGAN, ESRGAN, Real-ESRGAN) as an SRModule with a critic.
+
+Everything that is not adversarial is the SRModule's: the generator ``net``, its inference path
+(validation, eval, predict and export use the generator, its EMA when there is one), the metrics,
+the checkpoints and their resume. Added here: a ``discriminator`` (``conf/discriminator``), its
+optimiser and scheduler, and Lightning's manual optimisation of one generator step and one
+discriminator step per batch:
+
+1. generator: ``loss(sr, hr)`` (pixel and perceptual terms, ``conf/loss``) plus ``gan_weight`` x
+   the adversarial loss of the discriminator's verdict on SR, with the discriminator frozen;
+2. discriminator: the adversarial loss on HR (real) against detached SR (fake), plus
+   ``gp_weight`` x the gradient penalty for WGAN-GP.
+
+``trainer.max_steps`` counts generator steps: the discriminator's optimiser is stepped directly,
+so Lightning's step counter (and with it the patch schedule, the checkpoints and the resume
+point) advances once per batch, as in PSNR training. Gradients are clipped by norm
+(``clip_grad_norm``, ``d_clip_grad_norm``); bf16 autocast works as elsewhere, 16-mixed does not
+(its gradient scaler would need the direct step to go through Lightning).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from src.models.losses import GANLoss
+from src.models.sr_module import (
+    OptimizerFactory,
+    SchedulerFactory,
+    SRModule,
+    build_optimizer,
+    build_scheduler,
+)
+from src.utils.errors import UserError
+
+# Lightning warns that a checkpoint taken every N steps under manual optimisation holds the
+# weights after that step's update; that is what it holds under automatic optimisation too, and
+# what an exact resume needs.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+
+SR_MODULE = "src.models.sr_module.SRModule"
+GAN_MODULE = "src.models.gan_module.GANModule"
+# Keys of a GANModule config that an SRModule does not take.
+GAN_KEYS = (
+    "discriminator",
+    "gan_loss",
+    "gan_weight",
+    "d_optimizer",
+    "d_scheduler",
+    "clip_grad_norm",
+    "d_clip_grad_norm",
+    "gp_weight",
+)
+
+
+def generator_config(config: dict[str, Any]) -> dict[str, Any]:
+    """An SRModule config for a GANModule config's generator: what eval, predict and export
+    rebuild from a GAN checkpoint (no critic, no perceptual network to fetch)."""
+    plain = {key: value for key, value in config.items() if key not in GAN_KEYS}
+    return {**plain, "_target_": SR_MODULE}
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(flag)
+
+
+def gradient_penalty(
+    discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """WGAN-GP's penalty: (||grad D(x)|| - 1)^2 at random points between real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    scores = discriminator(mixed)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+class GANModule(SRModule):
+    """An SRModule whose generator also learns to fool a discriminator."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        scale: int,
+        discriminator: nn.Module,
+        gan_loss: GANLoss | None = None,
+        gan_weight: float = 0.005,
+        d_optimizer: OptimizerFactory | None = None,
+        d_scheduler: SchedulerFactory | None = None,
+        clip_grad_norm: float | None = None,
+        d_clip_grad_norm: float | None = None,
+        gp_weight: float = 10.0,
+        **sr_options: Any,
+    ):
+        super().__init__(net, scale, **sr_options)
+        self.automatic_optimization = False
+        self.discriminator = discriminator
+        self.gan_loss = gan_loss or GANLoss("vanilla")
+        self.gan_weight = gan_weight
+        self.d_optimizer_factory = d_optimizer
+        self.d_scheduler_factory = d_scheduler
+        self.clip_grad_norm = clip_grad_norm
+        self.d_clip_grad_norm = d_clip_grad_norm
+        self.gp_weight = gp_weight
+
+    def on_fit_start(self) -> None:
+        if "16-mixed" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision):
+            raise UserError(
+                "trainer.precision=16-mixed does not work for GAN training here (the "
+                "discriminator's direct optimiser step bypasses its gradient scaler); use "
+                "bf16-mixed or 32"
+            )
+
+    def configure_optimizers(self) -> Any:
+        g_opt = build_optimizer(self.optimizer_factory, self.net.parameters(), "model.optimizer")
+        d_params = self.discriminator.parameters()
+        d_opt = build_optimizer(self.d_optimizer_factory, d_params, "model.d_optimizer")
+        schedulers = []
+        for factory, optimizer, key in (
+            (self.scheduler_factory, g_opt, "model.scheduler"),
+            (self.d_scheduler_factory, d_opt, "model.d_scheduler"),
+        ):
+            if factory is not None:
+                schedulers.append(build_scheduler(factory, optimizer, key))
+        return ([g_opt, d_opt], schedulers) if schedulers else [g_opt, d_opt]
+
+    def _clip(self, optimizer: Any, norm: float | None) -> None:
+        if norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=norm, gradient_clip_algorithm="norm")
+
+    def _finite_or_skip(self, loss: torch.Tensor) -> bool:
+        if torch.isfinite(loss):
+            return True
+        self._on_nonfinite_loss(loss)  # raises unless model.nonfinite_loss=skip
+        return False
+
+    def _generator_step(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor | None:
+        g_opt, _ = self.optimizers()  # type: ignore[attr-defined]
+        sr = self.run_net(lr, self.training_net())
+        set_requires_grad(self.discriminator, False)
+        content = self.loss(sr, hr)
+        fake_logits = self.discriminator(sr)
+        # Only the relativistic loss compares with real images; the others ignore the argument.
+        real_logits = self.discriminator(hr) if self.gan_loss.kind == "ragan" else fake_logits
+        adversarial = self.gan_loss.generator(real_logits.detach(), fake_logits)
+        g_loss = content + self.gan_weight * adversarial
+        if not self._finite_or_skip(g_loss):
+            return None
+        g_opt.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        self._clip(g_opt, self.clip_grad_norm)
+        g_opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
+        self.log("train/loss", g_loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/g_adversarial", adversarial, on_step=True, on_epoch=False)
+        self.log("train/g_content", content, on_step=True, on_epoch=False)
+        self.log_loss_terms(self.loss)
+        return sr.detach()
+
+    def _discriminator_step(self, sr: torch.Tensor, hr: torch.Tensor) -> None:
+        _, d_opt = self.optimizers()  # type: ignore[attr-defined]
+        set_requires_grad(self.discriminator, True)
+        real_logits = self.discriminator(hr)
+        fake_logits = self.discriminator(sr)
+        d_loss = self.gan_loss.discriminator(real_logits, fake_logits)
+        if self.gan_loss.kind == "wgan" and self.gp_weight:
+            d_loss = d_loss + self.gp_weight * gradient_penalty(self.discriminator, hr, sr)
+        if not self._finite_or_skip(d_loss):
+            return
+        d_opt.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        self._clip(d_opt, self.d_clip_grad_norm)
+        # The wrapped optimiser, stepped directly: Lightning counts steps of the optimisers it
+        # steps, and trainer.max_steps is meant as generator steps.
+        d_opt.optimizer.step()
+        self.log("train/d_loss", d_loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/d_real", real_logits.detach().mean(), on_step=True, on_epoch=False)
+        self.log("train/d_fake", fake_logits.detach().mean(), on_step=True, on_epoch=False)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        lr, hr = batch["lr"], batch["hr"]
+        sr = self._generator_step(lr, hr)
+        if sr is not None:
+            self._discriminator_step(sr, hr)
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if scheduler is not None:
+                scheduler.step()
