@@ -29,7 +29,7 @@ from src.metrics.report import (
     summarize,
     write_results,
 )
-from src.models.loading import adopt_checkpoint_scale, load_module
+from src.models.loading import adopt_checkpoint_scale, load_module, metric_options
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
@@ -55,7 +55,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     check_config(cfg, "eval")
     adopt_checkpoint_scale(cfg)
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
-    module = load_module(cfg, val_set_names=datamodule.val_set_names)
+    module = load_module(cfg, val_set_names=datamodule.val_set_names, **metric_options(cfg))
     output_dir = Path(cfg.paths.output_dir)
     timer = SetTimer()
     callbacks: list[pl.Callback] = [timer]

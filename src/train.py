@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from src.data.datamodule import SRDataModule
 from src.metrics.baseline import bicubic_scores
 from src.models.checkpoint import CheckpointError, read_checkpoint
+from src.models.loading import metric_options
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
@@ -55,7 +56,9 @@ def resolve_precision(cfg: DictConfig, model: SRModule) -> None:
 def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     """Instantiate the data module, the SR module and the trainer from a composed config."""
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
-    model: SRModule = hydra.utils.instantiate(cfg.model, val_set_names=datamodule.val_set_names)
+    model: SRModule = hydra.utils.instantiate(
+        cfg.model, val_set_names=datamodule.val_set_names, **metric_options(cfg)
+    )
     model.model_config = to_plain(cfg.model)
     resolve_precision(cfg, model)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))

@@ -313,3 +313,16 @@ def test_auto_tile_fits_the_budget_and_matches_whole_image(tmp_path: Path):
         assert torch.allclose(tiled, net(lr), atol=1e-5)
     with pytest.raises(TileError, match="too small"):
         auto_tile(net, lr, overlap=8, memory_mb=budget_mb / 10)
+
+
+def test_written_levels_round_as_the_metric_path_rounds():
+    """Floats within an ulp of a half level: float32 products round some of them the other way,
+    so a written PNG would score differently from the same output scored in memory."""
+    from src.metrics.paper import to_uint8_levels
+    from src.ops.predict_io import quantize as quantize_as_written
+
+    steps = np.arange(-20, 20, dtype=np.float32) * np.float32(6e-9)
+    unit = (np.float32(100.5 / 255) + steps).astype(np.float32).reshape(4, 10)
+    expected = to_uint8_levels(torch.from_numpy(unit)).numpy()
+    assert (np.rint(unit * np.float32(255)) != expected).any()  # the trap is real here
+    np.testing.assert_array_equal(quantize_as_written(unit, np.dtype(np.uint8), rows=3), expected)

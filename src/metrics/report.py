@@ -1,16 +1,22 @@
-"""Per-set summaries of per-image scores, as a printed table and results.{json,csv,md}."""
+"""Per-set summaries of per-image scores, as a printed table and results.{json,csv,md}.
+
+Besides the paper scores every metric of ``metrics=[...]`` gets a column (``extra``); a metric
+where lower is better (NIQE, LPIPS) is marked with a down arrow in the table's header.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from src.metrics.paper import METRIC_NAMES
 from src.metrics.published import lookup
+from src.metrics.registry import LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -19,12 +25,18 @@ class SetSummary:
 
     set: str
     images: int
-    psnr_y: float
-    ssim_y: float
-    psnr_rgb: float
-    ssim_rgb: float
+    psnr_y: float = math.nan  # NaN: not scored (no reference given to src.score)
+    ssim_y: float = math.nan
+    psnr_rgb: float = math.nan
+    ssim_rgb: float = math.nan
     published_psnr_y: float | None = None
     published_ssim_y: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """A flat row for CSV: the extra metrics as columns of their own."""
+        flat = asdict(self)
+        return {**{k: v for k, v in flat.items() if k != "extra"}, **flat["extra"]}
 
 
 def attach_published(
@@ -49,9 +61,15 @@ def summarize(records: list[dict[str, Any]]) -> list[SetSummary]:
         by_set[record["set"]].append(record)
     summaries = []
     for set_name, rows in by_set.items():
-        means = {m: sum(float(r[m]) for r in rows) / len(rows) for m in METRIC_NAMES}
-        summaries.append(SetSummary(set=set_name, images=len(rows), **means))
+        means = {m: mean(rows, m) for m in METRIC_NAMES if m in rows[0]}
+        extras = [k for k in rows[0] if k not in (*METRIC_NAMES, "set", "name")]
+        extra = {k: mean(rows, k) for k in extras if isinstance(rows[0][k], (int, float))}
+        summaries.append(SetSummary(set=set_name, images=len(rows), **means, extra=extra))
     return summaries
+
+
+def mean(rows: list[dict[str, Any]], key: str) -> float:
+    return sum(float(r[key]) for r in rows) / len(rows)
 
 
 def _as_printed(psnr: float) -> str:
@@ -70,17 +88,30 @@ def _published_cells(summary: SetSummary) -> str:
     )
 
 
+def cell(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4f}"
+
+
+def extra_header(column: str) -> str:
+    """``NIQE ↓``: a metric's column name, marked when lower is better."""
+    name = column.upper().replace("_VGG", "-VGG")
+    return f"{name} ↓" if column in LOWER_IS_BETTER else name
+
+
 def markdown_table(summaries: list[SetSummary]) -> str:
-    """A Markdown table, one row per set: our scores, the published ones and the difference."""
+    """A Markdown table, one row per set: our scores (the paper ones, then any other metric),
+    the published ones and the difference."""
+    extras = list(dict.fromkeys(k for s in summaries for k in s.extra))
+    header = "| set | images | PSNR_Y | SSIM_Y | PSNR_RGB | SSIM_RGB |"
+    header += "".join(f" {extra_header(k)} |" for k in extras)
     lines = [
-        "| set | images | PSNR_Y | SSIM_Y | PSNR_RGB | SSIM_RGB | published Y | ours - published |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        header + " published Y | ours - published |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(extras) + "---:|---:|",
     ]
     for s in summaries:
-        lines.append(
-            f"| {s.set} | {s.images} | {s.psnr_y:.4f} | {s.ssim_y:.4f} | "
-            f"{s.psnr_rgb:.4f} | {s.ssim_rgb:.4f} |" + _published_cells(s)
-        )
+        cells = "".join(f" {s.extra[k]:.4f} |" if k in s.extra else " - |" for k in extras)
+        paper = "".join(f" {cell(v)} |" for v in (s.psnr_y, s.ssim_y, s.psnr_rgb, s.ssim_rgb))
+        lines.append(f"| {s.set} | {s.images} |" + paper + cells + _published_cells(s))
     return "\n".join(lines)
 
 
@@ -95,9 +126,10 @@ def write_results(
     json_path, csv_path, md_path = (directory / f"results.{ext}" for ext in ("json", "csv", "md"))
     payload = {"meta": meta, "sets": [asdict(s) for s in summaries], "images": records}
     json_path.write_text(json.dumps(payload, indent=2))
+    rows = [s.row() for s in summaries]
     with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(summaries[0])))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
-        writer.writerows(asdict(s) for s in summaries)
+        writer.writerows(rows)
     md_path.write_text(markdown_table(summaries) + "\n")
     return [json_path, csv_path, md_path]

@@ -6,6 +6,7 @@ checkpoint, its scale and the inference options (tiling, self-ensemble) the same
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -52,3 +53,13 @@ def load_module(cfg: DictConfig, **overrides: Any) -> SRModule:
             f"{type(module.net).__name__} is randomly initialised, so its output means nothing"
         )
     return module
+
+
+def metric_options(cfg: DictConfig) -> dict[str, Any]:
+    """What the module scores with: ``metrics`` and where learned metrics' weights come from."""
+    cache = str(Path(cfg.paths.root_dir) / ".cache" / "weights")
+    return {
+        "metrics": list(cfg.get("metrics") or ["psnr", "ssim"]),
+        "metric_weights": str(cfg.get("metric_weights") or "download"),
+        "metric_cache": cache,
+    }

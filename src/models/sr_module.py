@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import pytorch_lightning as pl
@@ -20,7 +20,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
-from src.metrics.paper import METRIC_NAMES, Gray, score_batch
+from src.metrics.paper import Gray, score_batch
+from src.metrics.registry import build_metrics, columns_of
 from src.models.losses import prepare_weights
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
 from src.utils.errors import UserError
@@ -86,6 +87,9 @@ class SRModule(pl.LightningModule):
         compile: bool = False,
         val_set_names: list[str] | None = None,
         tile_memory_mb: float = DEFAULT_TILE_MEMORY_MB,
+        metrics: Sequence[str] = ("psnr", "ssim"),
+        metric_weights: str = "download",
+        metric_cache: str = ".cache/weights",
     ):
         super().__init__()
         self.net = net
@@ -108,6 +112,8 @@ class SRModule(pl.LightningModule):
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model_config: dict[str, Any] | None = None
         self.val_scores: list[dict[str, Any]] = []
+        self.extra_metrics = build_metrics(list(metrics), metric_weights, metric_cache)
+        self.metric_columns = columns_of(self.extra_metrics)
         self.metrics = nn.ModuleDict()
         self.best_psnr_y = MaxMetric().set_dtype(torch.float64)
         self._register_metrics(val_set_names or [])
@@ -214,8 +220,10 @@ class SRModule(pl.LightningModule):
         }
 
     def prepare_data(self) -> None:
-        """Fetch the weight files losses need (a perceptual loss's VGG), once per node."""
+        """Fetch the weight files losses and metrics need (VGG, LPIPS), once per node."""
         prepare_weights(self)
+        for metric in self.extra_metrics:
+            metric.prepare()
 
     def log_loss_terms(self, loss: nn.Module, prefix: str = "train/loss_") -> None:
         """Each term of a composite loss, as logged values (``train/loss_pixel``, ...)."""
@@ -227,7 +235,7 @@ class SRModule(pl.LightningModule):
         key = set_name.replace(".", "_")
         if key not in self.metrics:
             self.metrics[key] = nn.ModuleDict(
-                {name: MeanMetric().set_dtype(torch.float64) for name in METRIC_NAMES}
+                {name: MeanMetric().set_dtype(torch.float64) for name in self.metric_columns}
             )
             self.metrics[key].to(self.device)
         group = self.metrics[key]
@@ -243,9 +251,12 @@ class SRModule(pl.LightningModule):
         sr = self(batch["lr"]).clamp(0.0, 1.0)
         raw_gray = batch.get("gray") if self.gray == "raw" else None
         scores = score_batch(sr, batch["hr"], border=self.scale, raw_gray=raw_gray)
+        extra: dict[str, list[float]] = {}
+        for metric in self.extra_metrics:
+            extra.update(metric(sr, batch["hr"], self.scale))
         for i, image_scores in enumerate(scores):
             set_name = batch["set"][i]
-            values = image_scores.as_dict()
+            values = {**image_scores.as_dict(), **{k: v[i] for k, v in extra.items()}}
             for group in (self._metrics_for(OVERALL), self._metrics_for(set_name)):
                 for name, value in values.items():
                     cast(MeanMetric, group[name]).update(torch.tensor(value, dtype=torch.float64))

@@ -2,8 +2,9 @@
 
 A setting such as ``loss.perceptual.weights`` takes ``download`` (the published file, fetched once
 by :func:`src.data.download.download`, verified by its sha256 and cached), a local ``PATH``
-(for machines without internet), or ``random``: random weights, for tests only, announced with
-a warning every time, since a loss or a score computed with them means nothing.
+(for machines without internet: the file, or a folder holding the published files under their
+published names), or ``random``: random weights, for tests only, announced with a warning every
+time, since a loss or a score computed with them means nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ PUBLISHED: dict[str, RemoteArchive] = {
         url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
         sha256="dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
         size=574_673_361,
+    ),
+    "vgg16": RemoteArchive(
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        size=553_433_881,
     ),
     "alexnet": RemoteArchive(
         url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
@@ -63,6 +69,8 @@ def weights_file(spec: str, name: str, key: str, cache_dir: str | Path = DEFAULT
                 f"{published.url} (sha256 {published.sha256}) and give {key}=PATH"
             ) from error
     path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / PUBLISHED[name].name
     if not path.is_file():
         raise UserError(f"{key}={spec}: no such file (give the {name} weights file, or download)")
     return path

@@ -81,7 +81,20 @@ def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
     elif unit.shape[2] == 4:
         alpha = upscale_alpha(unit[:, :, 3], sr.shape[:2])
         sr = np.concatenate([sr, alpha[:, :, None]], axis=2)
-    return np.round(np.clip(sr, 0.0, 1.0) * peak).astype(pixels.dtype)
+    return quantize(sr, pixels.dtype)
+
+
+def quantize(unit: np.ndarray, dtype: np.dtype, rows: int = 256) -> np.ndarray:
+    """[0, 1] floats to integer levels of ``dtype``, rounded as the metric path rounds
+    (:func:`src.metrics.paper.to_uint8_levels`): the product with the peak is taken in float64,
+    where it is exact. In float32 it is not, and a value just under a half level can round up,
+    so a written PNG would score differently from the same output scored in memory."""
+    peak = float(np.iinfo(dtype).max)
+    levels = np.empty(unit.shape, dtype)
+    for start in range(0, unit.shape[0], rows):  # in row bands: float64 only for one band
+        band = np.clip(unit[start : start + rows].astype(np.float64), 0.0, 1.0) * peak
+        levels[start : start + rows] = np.rint(band)
+    return levels
 
 
 # --- files -----------------------------------------------------------------------------------

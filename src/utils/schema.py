@@ -176,6 +176,15 @@ class ExportSettings:
     overwrite: bool
 
 
+@dataclass
+class ScoreSettings:
+    pred: str
+    gt: str | None
+    gray: Literal["expand", "raw"]
+    metric_weights: str
+    name: str | None
+
+
 # Which schema each part of each entry config follows ("" is the top level).
 SCHEMAS: dict[str, list[tuple[str, type]]] = {
     "train": [
@@ -199,6 +208,7 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
     ],
     "predict": [("", RunSettings), ("", PredictSettings), ("model", ModelSettings)],
     "export": [("", RunSettings), ("", ExportSettings), ("model", ModelSettings)],
+    "score": [("", RunSettings), ("", ScoreSettings)],
 }
 
 

@@ -1,0 +1,118 @@
+"""The metrics validation, ``src.eval`` and ``src.score`` compute, by name (``metrics=[...]``).
+
+Each metric says which values it produces (its columns), whether higher is better, and whether
+it needs the HR reference:
+
+* ``psnr`` and ``ssim``: the papers' convention (:mod:`src.metrics.paper`), on Y and RGB: always
+  computed (``val/psnr_y`` picks the best checkpoint), listed for the record;
+* ``niqe``: no-reference naturalness of the SR image's Y (:mod:`src.metrics.niqe`), lower better;
+* ``lpips`` (AlexNet) and ``lpips_vgg``: learned perceptual distance to HR on RGB
+  (:mod:`src.metrics.lpips`), lower better; their weight files are set by ``metric_weights``.
+
+Every metric sees the SR image rounded to 8 bits and both images with ``border`` pixels cropped,
+the convention of the paper scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from src.metrics.paper import METRIC_NAMES, crop_border, rgb_to_y, to_uint8_levels
+from src.utils.errors import UserError
+
+Columns = dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric produces and how to read it."""
+
+    name: str
+    columns: tuple[str, ...]
+    higher_is_better: bool
+    needs_reference: bool
+
+
+PAPER = {
+    "psnr": MetricInfo("psnr", ("psnr_y", "psnr_rgb"), True, True),
+    "ssim": MetricInfo("ssim", ("ssim_y", "ssim_rgb"), True, True),
+}
+EXTRA = {
+    "niqe": MetricInfo("niqe", ("niqe",), False, False),
+    "lpips": MetricInfo("lpips", ("lpips",), False, True),
+    "lpips_vgg": MetricInfo("lpips_vgg", ("lpips_vgg",), False, True),
+}
+KNOWN = {**PAPER, **EXTRA}
+LOWER_IS_BETTER = {
+    column for info in KNOWN.values() if not info.higher_is_better for column in info.columns
+}
+
+
+class ExtraMetric:
+    """A metric beyond PSNR/SSIM: per-image values of (N, 3, H, W) SR and HR in [0, 1].
+
+    Not a module: a learned metric's network stays out of checkpoints (it is fixed and fetched
+    by checksum) and follows the images' device when it is used."""
+
+    def __init__(
+        self,
+        info: MetricInfo,
+        compute: Callable[[torch.Tensor, torch.Tensor], Columns],
+        prepare: Callable[[], None] = lambda: None,
+    ):
+        self.info = info
+        self.compute = compute
+        self.prepare = prepare
+
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor | None, border: int) -> Columns:
+        if self.info.needs_reference and hr is None:
+            raise UserError(f"metric {self.info.name} compares with HR images: give gt=DIR")
+        sr = crop_border(to_uint8_levels(sr), border) / 255.0
+        reference = crop_border(hr.double(), border) if hr is not None else sr
+        return self.compute(sr, reference)
+
+
+def niqe_metric() -> ExtraMetric:
+    from src.metrics.niqe import niqe
+
+    def compute(sr: torch.Tensor, hr: torch.Tensor) -> Columns:
+        luma = rgb_to_y((sr * 255.0).round_())[:, 0].cpu().numpy()  # back on the exact levels
+        return {"niqe": [niqe(image) for image in luma]}
+
+    return ExtraMetric(EXTRA["niqe"], compute)
+
+
+def lpips_metric(name: str, weights: str, cache_dir: str) -> ExtraMetric:
+    from src.metrics.lpips import LPIPS
+
+    network = LPIPS("alex" if name == "lpips" else "vgg", weights, cache_dir, "metric_weights")
+
+    def compute(sr: torch.Tensor, hr: torch.Tensor) -> Columns:
+        network.to(sr.device)
+        return {name: network(sr.float(), hr.float()).tolist()}
+
+    return ExtraMetric(EXTRA[name], compute, network.prepare)
+
+
+def build_metrics(
+    names: Sequence[str], weights: str = "download", cache_dir: str = ".cache/weights"
+) -> list[ExtraMetric]:
+    """The extra metrics among ``names`` (unknown names are a user error listing the known)."""
+    unknown = [name for name in names if name not in KNOWN]
+    if unknown:
+        raise UserError(f"metrics: unknown {unknown}; known: {', '.join(KNOWN)}")
+    built = []
+    for name in dict.fromkeys(names):
+        if name == "niqe":
+            built.append(niqe_metric())
+        elif name in ("lpips", "lpips_vgg"):
+            built.append(lpips_metric(name, weights, cache_dir))
+    return built
+
+
+def columns_of(metrics: Sequence[ExtraMetric]) -> tuple[str, ...]:
+    """Every value the paper scores and ``metrics`` produce, in order."""
+    return (*METRIC_NAMES, *(column for m in metrics for column in m.info.columns))

@@ -1,0 +1,158 @@
+"""``python -m src.score``: score a folder of SR images made by any toolbox, the SR Lab way.
+
+    python -m src.score pred=results/EDSR_x4/Set5 gt=../shared/data/benchmarks/Set5/HR scale=4
+
+Each prediction is paired with the HR image of the same name (a suffix after it is allowed:
+``baby_x4.png`` pairs with ``baby.png``; the longest matching HR name wins). The HR image is
+mod-cropped to the scale, as the LR it was made from was; a prediction of another size is an
+error naming both files. Scores go through the same metric path as validation and ``src.eval``
+(:func:`src.metrics.paper.score_batch` and :mod:`src.metrics.registry`), so the numbers equal
+``src.eval``'s for the same SR images; results land in ``results.{json,csv,md}`` of the run.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from src.data.images import ImageReadError, decode, is_single_channel, list_images, to_rgb_uint8
+from src.metrics.paper import score_batch
+from src.metrics.registry import EXTRA, build_metrics
+from src.metrics.report import markdown_table, summarize, write_results
+from src.ops.imresize import modcrop
+from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.cli import quote_overrides, run_or_explain
+from src.utils.errors import UserError
+from src.utils.runtime import say
+from src.utils.schema import check_config
+
+SUFFIX = re.compile(r"^[_\-. ]?[A-Za-z0-9_\-. ]{0,24}$")
+
+
+def folder_images(path: str, key: str) -> list[Path]:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"{key}={path}: no such folder")
+    files = list_images(folder)
+    if not files:
+        raise UserError(f"{key}={path}: no images in it")
+    return files
+
+
+def names_match(prediction: str, reference: str) -> bool:
+    """``baby_x4`` (or ``baby``, ``babyx4``, ``baby-SR``) is a prediction of ``baby``."""
+    if prediction == reference:
+        return True
+    rest = prediction[len(reference) :]
+    return prediction.startswith(reference) and rest[0] in "_-. xX" and bool(SUFFIX.match(rest))
+
+
+def pair_with_reference(predictions: list[Path], references: list[Path]) -> list[tuple[Path, Path]]:
+    """Each prediction with the HR file whose name it carries (the longest such name)."""
+    by_length = sorted(references, key=lambda p: len(p.stem), reverse=True)
+    pairs, unmatched = [], []
+    for prediction in predictions:
+        match = next((r for r in by_length if names_match(prediction.stem, r.stem)), None)
+        if match is None:
+            unmatched.append(prediction.name)
+        else:
+            pairs.append((prediction, match))
+    if unmatched:
+        raise UserError(
+            f"no HR image for {len(unmatched)} prediction(s): {', '.join(unmatched[:10])} "
+            f"(an HR file of the same name, optionally followed by a suffix, is needed)"
+        )
+    return pairs
+
+
+def as_tensor(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).double()[None] / 255
+
+
+def read(path: Path) -> tuple[np.ndarray, bool]:
+    raw = decode(path)
+    return to_rgb_uint8(raw, str(path)), is_single_channel(raw)
+
+
+def score_pair(
+    prediction: Path, reference: Path | None, cfg: DictConfig, extra: list[Any]
+) -> dict[str, Any]:
+    """One image's record: its name and every configured score."""
+    scale = int(cfg.scale)
+    sr, _ = read(prediction)
+    record: dict[str, Any] = {"set": "", "name": prediction.stem}
+    sr_tensor = as_tensor(sr)
+    hr_tensor = None
+    if reference is not None:
+        hr, gray = read(reference)
+        hr = modcrop(hr, scale)
+        if hr.shape != sr.shape:
+            raise ImageReadError(
+                f"{prediction} is {sr.shape[1]}x{sr.shape[0]} but {reference} mod-cropped to "
+                f"x{scale} is {hr.shape[1]}x{hr.shape[0]}"
+            )
+        hr_tensor = as_tensor(hr)
+        raw_gray = torch.tensor([gray]) if cfg.gray == "raw" else None
+        record.update(score_batch(sr_tensor, hr_tensor, scale, raw_gray)[0].as_dict())
+    for metric in extra:
+        for column, values in metric(sr_tensor, hr_tensor, scale).items():
+            record[column] = values[0]
+    return record
+
+
+def score(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Score every prediction, write the results files and print the table."""
+    check_config(cfg, "score")
+    predictions = folder_images(str(cfg.pred), "pred")
+    metrics = list(cfg.metrics)
+    full_reference = [m for m in metrics if m not in EXTRA or EXTRA[m].needs_reference]
+    if cfg.gt is None and full_reference:
+        raise UserError(f"metrics {full_reference} compare with HR images: give gt=DIR")
+    cache = str(Path(cfg.paths.root_dir) / ".cache" / "weights")
+    extra = build_metrics(metrics, str(cfg.metric_weights), cache)
+    references: list[Path | None]
+    if cfg.gt is not None:
+        pairs = pair_with_reference(predictions, folder_images(str(cfg.gt), "gt"))
+        predictions, references = [p for p, _ in pairs], [r for _, r in pairs]
+    else:
+        references = [None] * len(predictions)
+    set_name = str(cfg.name or Path(str(cfg.pred)).name)
+    started = time.perf_counter()
+    records = []
+    for index, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
+        record = score_pair(prediction, reference, cfg, extra)
+        records.append({**record, "set": set_name})
+        if (index + 1) % 20 == 0:
+            say(f"scored {index + 1}/{len(predictions)}")
+    seconds = time.perf_counter() - started
+    summaries = summarize(records)
+    meta = {
+        "pred": str(cfg.pred),
+        "gt": None if cfg.gt is None else str(cfg.gt),
+        "scale": int(cfg.scale),
+        "metrics": metrics,
+        "seconds": round(seconds, 2),
+    }
+    files = write_results(Path(cfg.paths.output_dir), summaries, records, meta)
+    say(f"{len(records)} images scored in {seconds:.1f} s")
+    say(markdown_table(summaries))
+    say(f"results: {', '.join(str(f) for f in files)}")
+    return records
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="score")
+def main(cfg: DictConfig) -> None:
+    run_or_explain(lambda: score(cfg))
+
+
+if __name__ == "__main__":
+    sys.argv = quote_overrides(sys.argv)
+    main()
