@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install train test test-slow test-all lint format bench bench-cache bench-eval zoo leaderboard reproduce clean
+.PHONY: help install train test test-slow test-all lint format bench bench-cache bench-eval bench-degradation zoo leaderboard reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ bench: install  ## throughput benchmarks (training step, data loader)
 
 bench-cache: install  ## set-up time, memory and disk of each data cache mode (cache=...)
 	$(PY) -m bench.cache $(ARGS)
+
+bench-degradation: install  ## Real-ESRGAN degradations: per-patch (CPU workers) vs batch (device) patches/s
+	$(PY) -m bench.degradation $(ARGS)
 
 bench-eval: install  ## evaluation speed: the scorer and src.eval per set, in ms per megapixel
 	$(PY) -m bench.eval $(ARGS)

@@ -35,6 +35,11 @@ from tests.test_data import write_folder
         ("train", "data.batch_size=0", "data.batch_size must be an integer >= 1"),
         ("train", "data.on_bad_image=ignore", "data.on_bad_image must be one of error, skip"),
         ("train", "data.val_workers=-2", "data.val_workers must be an integer >= 0"),
+        (
+            "train",
+            "data.sharpen_target={weight: -1}",
+            "data.sharpen_target.weight must be a number >= 0, got -1",
+        ),
         ("train", "data.num_workers=two", "data.num_workers must be an integer >= 0"),
         ("train", "trainer.precision=8", "trainer.precision must be one of auto, 32"),
         ("train", "trainer.gradient_clip_val=-1", "trainer.gradient_clip_val must be a number"),

@@ -34,3 +34,14 @@ def test_cache_benchmark_measures_a_mapped_set(tmp_path):
     result = measure(tmp_path / "images", "mapped", tmp_path / "cache")
     assert result["setup_s"] > 0 and result["patches_per_s"] > 0
     assert len(list((tmp_path / "cache").glob("*_whole_bicubic_*/hr.u8"))) == 1
+
+
+def test_degradation_benchmark_times_both_paths(capsys: pytest.CaptureFixture[str], monkeypatch):
+    from bench import degradation
+
+    monkeypatch.setattr(
+        "sys.argv", ["bench.degradation", "--batch", "2", "--batches", "1", "--repeats", "1"]
+    )
+    degradation.main()
+    table = capsys.readouterr().out
+    assert "| per patch (NumPy/OpenCV, one worker) |" in table and "| batch (torch, cpu) |" in table

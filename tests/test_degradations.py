@@ -6,12 +6,12 @@ import math
 from dataclasses import fields
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from src.data.datasets import PatchDataset, make_pairs
+from src.data.degradation_grid import load_degradation
 from src.data.degradation_grid import main as degradation_grid
 from src.data.images import NamedImage, read_rgb
 from src.data.kernels import (
@@ -41,7 +41,7 @@ CONFIGS = sorted(p.stem for p in (CONF_DIR / "degradation").glob("*.yaml"))
 
 
 def from_config(name: str):
-    return hydra.utils.instantiate(OmegaConf.load(CONF_DIR / "degradation" / f"{name}.yaml"))
+    return load_degradation(name)
 
 
 # --- kernels ---------------------------------------------------------------------------------

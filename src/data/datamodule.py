@@ -5,6 +5,9 @@ deterministic degradations (bicubic) are computed once per image there too. With
 ``val_workers`` > 0 (``src.eval`` sets 1) validation images are instead read one by one by that
 many DataLoader workers while earlier ones are scored; unreadable ones are handled here, in the
 main process, by ``on_bad_image``. With
+A batch degradation (``degradation=realesrgan_batch``) is applied to each training batch after
+it reaches the training device, in ``on_after_batch_transfer``; there too the target is
+unsharp-masked under ``sharpen_target``. With
 ``data.cache.on_disk`` the training set is instead written once to disk, whole or cut (in
 ``prepare_data``, on one process per node) and memory-mapped (:mod:`src.data.cache`,
 :mod:`src.data.subimages`). Training is iteration-based: the training set
@@ -21,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from src.data.cache import CacheSettings, cache_settings, check_memory_cap
@@ -37,11 +41,28 @@ from src.data.sources import (
     source_readers,
 )
 from src.data.subimages import SubImageCache
+from src.ops.degrade import unsharp_mask
 from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NUM_PATCHES = 16_000
+SHARPENING_KEYS = ("weight", "kernel_size", "threshold")
+
+
+def sharpening(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``data.sharpen_target`` checked: null, or some of weight, kernel_size and threshold."""
+    if settings is None:
+        return None
+    unknown = sorted(set(settings) - set(SHARPENING_KEYS))
+    if unknown:
+        raise UserError(
+            f"data.sharpen_target: unknown key(s) {unknown}; known: {', '.join(SHARPENING_KEYS)}"
+        )
+    values = dict(settings)
+    if "kernel_size" in values:
+        values["kernel_size"] = int(values["kernel_size"])
+    return values
 
 
 class SRDataModule(pl.LightningDataModule):
@@ -68,6 +89,7 @@ class SRDataModule(pl.LightningDataModule):
         lr_root: str | None = None,
         cache: CacheSettings | Mapping[str, Any] | None = None,
         val_workers: int = 0,
+        sharpen_target: Mapping[str, Any] | None = None,
     ):
         """``root``, ``sets``, ``lr_source``, ``hr_root`` and ``lr_root`` are short command-line
         keys (``data.root``, ``data.sets``, ...) that configs interpolate into their sources; the
@@ -75,7 +97,9 @@ class SRDataModule(pl.LightningDataModule):
         with training images too small for a patch: ``error`` or ``skip`` with a warning.
         ``cache`` is ``data.cache`` (:class:`~src.data.cache.CacheSettings`). ``val_workers``:
         0 decodes the validation images once at set-up and keeps them (training validates
-        many times); more reads them on demand in that many loader workers (one pass)."""
+        many times); more reads them on demand in that many loader workers (one pass).
+        ``sharpen_target`` (``weight``, ``kernel_size``, ``threshold``; null: off) trains against
+        Real-ESRGAN's unsharp-masked HR, kept beside the plain one as ``hr_plain``."""
         super().__init__()
         self.root = root
         self.sets = sets
@@ -98,6 +122,7 @@ class SRDataModule(pl.LightningDataModule):
         if val_workers < 0:
             raise UserError(f"data.val_workers must be 0 or more, got {val_workers}")
         self.val_workers = val_workers
+        self.sharpen_target = sharpening(sharpen_target)
         self.train_data: PatchDataset | None = None
         self.val_data: ValidationImages | None = None
 
@@ -239,6 +264,21 @@ class SRDataModule(pl.LightningDataModule):
             )
         workers = self.val_workers if self.val_data.items is not None else 0
         return DataLoader(self.val_data, batch_size=1, num_workers=workers, sampler=sampler)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches on the device: LR made here by a batch degradation, and the target
+        sharpened under ``sharpen_target``. Validation batches pass through."""
+        if not isinstance(batch, dict) or "seed" not in batch:
+            return batch
+        if "lr" not in batch:
+            degrade_batch = self.degradation.degrade_batch  # type: ignore[attr-defined]
+            with torch.no_grad():
+                batch["lr"] = degrade_batch(batch["hr"], batch["seed"].tolist(), self.scale)
+        if self.sharpen_target is not None:
+            batch["hr_plain"] = batch["hr"]
+            with torch.no_grad():
+                batch["hr"] = unsharp_mask(batch["hr"], **self.sharpen_target)
+        return batch
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Validation images read on demand: a failed read raises here (``on_bad_image=error``)

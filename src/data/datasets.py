@@ -24,9 +24,10 @@ import torch
 from torch.utils.data import Dataset
 
 from src.data.checks import refuse_or_skip
-from src.data.degradations import Degradation
+from src.data.degradations import Degradation, on_device
 from src.data.images import ImageReadError, NamedImage
 from src.data.sources import ImageReader, OnBadImage
+from src.data.synthetic import SEED_BOUND
 from src.ops.imresize import modcrop
 
 Sample = dict[str, torch.Tensor | str]
@@ -126,13 +127,18 @@ class PatchDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return self.length
 
-    def _crop(self, pair: ImagePair, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(
+        self, pair: ImagePair, rng: np.random.Generator
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """The LR and HR patch; no LR when the degradation runs on the batch, on the device."""
         s, p = self.scale, self.lr_patch_size
         lr_h, lr_w = pair.hr.shape[0] // s, pair.hr.shape[1] // s
         top, left = int(rng.integers(lr_h - p + 1)), int(rng.integers(lr_w - p + 1))
         hr = pair.hr[top * s : (top + p) * s, left * s : (left + p) * s]
         if pair.lr is not None:
             return pair.lr[top : top + p, left : left + p], hr
+        if on_device(self.degradation):
+            return None, hr
         return self.degradation(np.ascontiguousarray(hr), s, rng), hr
 
     def __getitem__(self, index: int) -> Sample:
@@ -141,14 +147,19 @@ class PatchDataset(Dataset[Sample]):
         lr, hr = self._crop(pair, rng)
         if self.augment:
             k = int(rng.integers(8))
-            lr, hr = d4_transform(lr, k), d4_transform(hr, k)
-        return {
-            "lr": to_tensor(lr),
+            lr = None if lr is None else d4_transform(lr, k)
+            hr = d4_transform(hr, k)
+        sample: Sample = {
             "hr": to_tensor(hr),
             "name": pair.name,
             "set": pair.set_name,
             "gray": torch.tensor(pair.gray),
+            # The patch's own seed: a batch degradation draws everything about it from this.
+            "seed": torch.tensor(int(rng.integers(SEED_BOUND)), dtype=torch.int64),
         }
+        if lr is not None:
+            sample["lr"] = to_tensor(lr)
+        return sample
 
 
 @dataclass(frozen=True)

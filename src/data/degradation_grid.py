@@ -4,8 +4,8 @@
     python -m src.data.degradation_grid --image photo.png --configs bicubic realesrgan --draws 4
 
 ``--image`` is a file, or the name of a scikit-image sample photo. The first tile is the HR crop;
-then each config of ``conf/degradation`` (read as plain YAML: those files use no
-interpolation), once if it is deterministic, ``--draws`` times otherwise (seeds 0, 1, ...). LR
+then each config of ``conf/degradation`` (composed by Hydra, as ``degradation=<name>`` would
+be), once if it is deterministic, ``--draws`` times otherwise (seeds 0, 1, ...). LR
 tiles are enlarged back to the HR size with nearest-neighbour, so their pixels stay visible.
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import hydra
 import numpy as np
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 from src.data.degradations import Degradation
 from src.data.images import read_rgb, write_rgb
@@ -46,8 +47,13 @@ def centre_crop(image: np.ndarray, size: int, scale: int) -> np.ndarray:
 
 
 def load_degradation(name: str) -> Degradation:
-    """Instantiate ``conf/degradation/<name>.yaml``."""
-    return hydra.utils.instantiate(OmegaConf.load(CONF_DIR / f"{name}.yaml"))
+    """Instantiate ``conf/degradation/<name>.yaml`` as the training config composes it (a
+    config may extend another through its defaults list)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR.parent), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"degradation={name}"])
+    GlobalHydra.instance().clear()
+    return hydra.utils.instantiate(cfg.data.degradation)
 
 
 def labelled(tile: np.ndarray, text: str) -> np.ndarray:

@@ -5,7 +5,8 @@ A degradation maps an (H, W, 3) uint8 HR array (already mod-cropped to the scale
 seeded: the same index of a dataset always gives the same pair, whatever the worker count.
 
 ``deterministic`` degradations (plain bicubic) are applied once per image at set-up, and patches
-are cut from the stored pair; random ones are applied to each HR patch as it is drawn.
+are cut from the stored pair; random ones are applied to each HR patch as it is drawn, or, for
+those :func:`on_device`, to each training batch once it is on the training device.
 :func:`describe` turns any degradation into a canonical, JSON-able description of every setting,
 which keys the on-disk caches of degraded images.
 """
@@ -29,6 +30,12 @@ class Degradation(Protocol):
     deterministic: bool
 
     def __call__(self, hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+def on_device(degradation: Any) -> bool:
+    """True for a degradation applied to whole training batches on the device after transfer
+    (its ``degrade_batch``), as :class:`~src.data.batch_degradation.BatchRealESRGANDegradation`."""
+    return bool(getattr(degradation, "on_device", False))
 
 
 def describe(value: Any) -> Any:

@@ -12,9 +12,11 @@ Every random choice is drawn from the generator the dataset passes, so the same 
 gives the same LR. Every setting is a constructor argument with a YAML key of the same name
 (``conf/degradation/*.yaml``).
 
-Not included from Real-ESRGAN: the unsharp-masking of the HR target (a training-target choice,
-not a degradation), its training-pair queue that mixes degradations across a batch, and the
-differentiable JPEG (OpenCV's encoder is used; quality is rounded to an integer).
+The random choices are made by the ``draw_*`` functions below, which the batch path on the
+training device (:mod:`src.data.batch_degradation`) shares, so both draw the same parameters
+from a patch's generator. Not included from Real-ESRGAN: its training-pair queue that mixes
+degradations across a batch. The unsharp-masked target is ``data.sharpen_target``; JPEG here
+is OpenCV's encoder, at an integer quality.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from src.data.kernels import (
 )
 from src.ops.imresize import imresize_uint8
 
+# Noise values come from a generator seeded by one draw below this bound from the patch's own,
+# so both paths take the same draws from it (the batch path seeds a torch.Generator instead).
+SEED_BOUND = 2**62
 RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -258,6 +263,83 @@ class FinalSettings:
         return cls(**v)
 
 
+@dataclass(frozen=True)
+class NoiseDraw:
+    """One patch's noise: Gaussian of standard deviation ``strength`` (on the [0, 1] scale) or
+    Poisson scaled by ``strength``; ``gray`` shares it across channels."""
+
+    gaussian: bool
+    strength: float
+    gray: bool
+
+
+@dataclass(frozen=True)
+class FinalDraw:
+    """One patch's last step: JPEG ``first`` or last, at ``quality`` (None: no JPEG), the
+    resize ``mode`` and the sinc kernel (None: not filtered)."""
+
+    first: bool
+    quality: int | None
+    mode: str
+    sinc: np.ndarray | None
+
+
+# The random choices of the pipeline, shared by the per-patch path below and the batch path
+# (src/data/batch_degradation.py), so that both draw from the same distributions.
+def draw_blur(rng: np.random.Generator, stage: StageSettings) -> np.ndarray | None:
+    """The blur kernel of one round, or None when the round does not blur."""
+    return random_kernel(rng, stage.blur) if rng.uniform() < stage.blur_prob else None
+
+
+def draw_resize(rng: np.random.Generator, settings: ResizeSettings) -> tuple[float, str]:
+    """A resize factor and interpolation mode."""
+    direction = choose(rng, settings.probs)
+    low, high = settings.scale
+    if direction == "up":
+        scale = uniform(rng, (1.0, high))
+    elif direction == "down":
+        scale = uniform(rng, (low, 1.0))
+    else:
+        scale = 1.0
+    return scale, settings.modes[int(rng.integers(len(settings.modes)))]
+
+
+def resized_shape(
+    settings: ResizeSettings, scale: float, shape: tuple[int, int], lr_size: tuple[int, int]
+) -> tuple[int, int]:
+    """The size a resize by ``scale`` gives, relative to the image or the LR size; at least 1."""
+    height, width = shape if settings.relative_to == "input" else lr_size
+    return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def draw_noise(rng: np.random.Generator, settings: NoiseSettings) -> NoiseDraw | None:
+    if rng.uniform() >= settings.prob:
+        return None
+    gray = rng.uniform() < settings.gray_prob
+    if rng.uniform() < settings.gaussian_prob:
+        return NoiseDraw(True, uniform(rng, settings.sigma) / 255.0, gray)
+    return NoiseDraw(False, uniform(rng, settings.poisson_scale), gray)
+
+
+def draw_jpeg(rng: np.random.Generator, settings: JpegSettings | None) -> int | None:
+    if settings is None or rng.uniform() >= settings.prob:
+        return None
+    return round(uniform(rng, settings.quality))
+
+
+def draw_final(rng: np.random.Generator, settings: FinalSettings) -> FinalDraw:
+    first = rng.uniform() < settings.jpeg_first_prob
+    quality = draw_jpeg(rng, settings.jpeg) if first else None
+    mode = settings.modes[int(rng.integers(len(settings.modes)))]
+    sinc = None
+    if rng.uniform() < settings.sinc_prob:
+        size = odd_size(rng, settings.kernel_size)
+        sinc = sinc_kernel(size, math.pi * uniform(rng, settings.sinc_cutoff))
+    if not first:
+        quality = draw_jpeg(rng, settings.jpeg)
+    return FinalDraw(first, quality, mode, sinc)
+
+
 class RealESRGANDegradation:
     """Real-ESRGAN's second-order degradation of an HR patch (see the module docstring).
 
@@ -286,68 +368,37 @@ class RealESRGANDegradation:
         lr_size: tuple[int, int],
         rng: np.random.Generator,
     ) -> np.ndarray:
-        if rng.uniform() < stage.blur_prob:
-            image = filter_image(image, random_kernel(rng, stage.blur))
-        image = self._resize(image, stage.resize, lr_size, rng)
-        image = self._noise(image, stage.noise, rng)
-        if stage.jpeg is not None:
-            image = self._jpeg(image, stage.jpeg, rng)
-        return image
+        kernel = draw_blur(rng, stage)
+        if kernel is not None:
+            image = filter_image(image, kernel)
+        scale, mode = draw_resize(rng, stage.resize)
+        image = resize(image, *resized_shape(stage.resize, scale, image.shape[:2], lr_size), mode)
+        noise = draw_noise(rng, stage.noise)
+        if noise is not None:
+            image = self._noise(image, noise, rng)
+        quality = draw_jpeg(rng, stage.jpeg)
+        return image if quality is None else jpeg(image, quality)
 
     @staticmethod
-    def _resize(
-        image: np.ndarray,
-        settings: ResizeSettings,
-        lr_size: tuple[int, int],
-        rng: np.random.Generator,
-    ) -> np.ndarray:
-        direction = choose(rng, settings.probs)
-        low, high = settings.scale
-        if direction == "up":
-            scale = uniform(rng, (1.0, high))
-        elif direction == "down":
-            scale = uniform(rng, (low, 1.0))
+    def _noise(image: np.ndarray, draw: NoiseDraw, rng: np.random.Generator) -> np.ndarray:
+        rng = np.random.default_rng(int(rng.integers(SEED_BOUND)))
+        if draw.gaussian:
+            noise = gaussian_noise(image.shape, draw.strength, draw.gray, rng)
         else:
-            scale = 1.0
-        mode = settings.modes[int(rng.integers(len(settings.modes)))]
-        height, width = image.shape[:2] if settings.relative_to == "input" else lr_size
-        return resize(image, int(height * scale), int(width * scale), mode)
-
-    @staticmethod
-    def _noise(image: np.ndarray, settings: NoiseSettings, rng: np.random.Generator) -> np.ndarray:
-        if rng.uniform() >= settings.prob:
-            return image
-        gray = rng.uniform() < settings.gray_prob
-        if rng.uniform() < settings.gaussian_prob:
-            sigma = uniform(rng, settings.sigma) / 255.0
-            noise = gaussian_noise(image.shape, sigma, gray, rng)
-        else:
-            noise = poisson_noise(image, gray, rng) * np.float32(
-                uniform(rng, settings.poisson_scale)
-            )
+            noise = poisson_noise(image, draw.gray, rng) * np.float32(draw.strength)
         return np.clip(image + noise, 0.0, 1.0)
-
-    @staticmethod
-    def _jpeg(image: np.ndarray, settings: JpegSettings, rng: np.random.Generator) -> np.ndarray:
-        if rng.uniform() >= settings.prob:
-            return image
-        return jpeg(image, round(uniform(rng, settings.quality)))
 
     def _final(
         self, image: np.ndarray, lr_size: tuple[int, int], rng: np.random.Generator
     ) -> np.ndarray:
-        settings = self.final
-        jpeg_first = rng.uniform() < settings.jpeg_first_prob
-        if jpeg_first:
-            image = self._jpeg(image, settings.jpeg, rng)
-        mode = settings.modes[int(rng.integers(len(settings.modes)))]
-        image = resize(image, lr_size[0], lr_size[1], mode)
-        if rng.uniform() < settings.sinc_prob:
-            size = odd_size(rng, settings.kernel_size)
-            cutoff = math.pi * uniform(rng, settings.sinc_cutoff)
-            image = filter_image(image, sinc_kernel(size, cutoff))
-        if not jpeg_first:
-            image = self._jpeg(image, settings.jpeg, rng)
+        draw = draw_final(rng, self.final)
+        if draw.first and draw.quality is not None:
+            image = jpeg(image, draw.quality)
+        image = resize(image, lr_size[0], lr_size[1], draw.mode)
+        if draw.sinc is not None:
+            image = filter_image(image, draw.sinc)
+        if not draw.first and draw.quality is not None:
+            image = jpeg(image, draw.quality)
         return image
 
     def __call__(self, hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:

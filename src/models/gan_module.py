@@ -138,14 +138,18 @@ class GANModule(SRModule):
         self._on_nonfinite_loss(loss)  # raises unless model.nonfinite_loss=skip
         return False
 
-    def _generator_step(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor | None:
+    def _generator_step(
+        self, lr: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor | None:
+        """``target`` is what the content losses compare with (the sharpened HR under
+        ``data.sharpen_target``); ``real`` is what the critic sees as real (the plain HR)."""
         g_opt, _ = self.optimizers()  # type: ignore[attr-defined]
         sr = self.run_net(lr, self.training_net())
         set_requires_grad(self.discriminator, False)
-        content = self.loss(sr, hr)
+        content = self.loss(sr, target)
         fake_logits = self.discriminator(sr)
         # Only the relativistic loss compares with real images; the others ignore the argument.
-        real_logits = self.discriminator(hr) if self.gan_loss.kind == "ragan" else fake_logits
+        real_logits = self.discriminator(real) if self.gan_loss.kind == "ragan" else fake_logits
         adversarial = self.gan_loss.generator(real_logits.detach(), fake_logits)
         g_loss = content + self.gan_weight * adversarial
         if not self._finite_or_skip(g_loss):
@@ -183,10 +187,11 @@ class GANModule(SRModule):
         self.log("train/d_fake", fake_logits.detach().mean(), on_step=True, on_epoch=False)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        lr, hr = batch["lr"], batch["hr"]
-        sr = self._generator_step(lr, hr)
+        # Real-ESRGAN sharpens the target of the pixel and perceptual losses only.
+        real = batch.get("hr_plain", batch["hr"])
+        sr = self._generator_step(batch["lr"], batch["hr"], real)
         if sr is not None:
-            self._discriminator_step(sr, hr)
+            self._discriminator_step(sr, real)
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             if scheduler is not None:

@@ -149,6 +149,13 @@ class CacheSchema:
 
 
 @dataclass
+class SharpenSchema:
+    weight: NonNegativeFloat
+    kernel_size: PositiveInt
+    threshold: NonNegativeFloat
+
+
+@dataclass
 class CallbackSettings:
     every_n_train_steps: PositiveInt | None
 
@@ -195,6 +202,7 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
         ("model.optimizer", OptimizerSettings),
         ("data", DataSettings),
         ("data.cache", CacheSchema),
+        ("data.sharpen_target", SharpenSchema),
         ("callbacks.last_checkpoint", CallbackSettings),
     ],
     "eval": [
