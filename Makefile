@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install train test test-slow test-all lint format bench bench-cache bench-eval bench-degradation zoo leaderboard reproduce clean
+.PHONY: help install train test test-slow test-all lint format bench bench-cache bench-eval bench-degradation bench-gan zoo leaderboard reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench-cache: install  ## set-up time, memory and disk of each data cache mode (c
 
 bench-degradation: install  ## Real-ESRGAN degradations: per-patch (CPU workers) vs batch (device) patches/s
 	$(PY) -m bench.degradation $(ARGS)
+
+bench-gan: install  ## a GAN training step (Real-ESRGAN compact recipe) against the PSNR step
+	$(PY) -m bench.gan_step $(ARGS)
 
 bench-eval: install  ## evaluation speed: the scorer and src.eval per set, in ms per megapixel
 	$(PY) -m bench.eval $(ARGS)

@@ -45,3 +45,14 @@ def test_degradation_benchmark_times_both_paths(capsys: pytest.CaptureFixture[st
     degradation.main()
     table = capsys.readouterr().out
     assert "| per patch (NumPy/OpenCV, one worker) |" in table and "| batch (torch, cpu) |" in table
+
+
+@pytest.mark.slow
+def test_gan_step_benchmark_times_both_steps(capsys: pytest.CaptureFixture[str], monkeypatch):
+    from bench import gan_step
+
+    argv = ["bench.gan_step", "--steps", "3", "--batch", "1", "--patch", "16"]
+    monkeypatch.setattr("sys.argv", argv)
+    gan_step.main()
+    out = capsys.readouterr().out
+    assert "| PSNR (L1, no critic) |" in out and "GAN step / PSNR step:" in out
