@@ -14,3 +14,5 @@ for s in 2 3 4; do run model=imdn scale=$s "model.pretrained=$WEIGHTS/Zheng222_I
 for s in 2 3 4; do run model=pan scale=$s "model.pretrained=$WEIGHTS/zhaohengyuan1_PAN/PANx${s}_DF2K.pth"; done
 for s in 2 4; do run model=carn_m scale=$s "model.pretrained=$WEIGHTS/nmhkahn_CARN-pytorch/carn_m.pth"; done
 run model=rfdn scale=4 "model.pretrained=$WEIGHTS/njulj_RFDN/RFDN_AIM.pth"
+run model=rlfn scale=2 "model.pretrained=$WEIGHTS/bytedance_RLFN/rlfn_x2.pth"
+run model=rlfn_s scale=2 "model.pretrained=$WEIGHTS/bytedance_RLFN/rlfn_s_x2.pth"

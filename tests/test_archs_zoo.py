@@ -16,6 +16,7 @@ from src.archs.espcn import ESPCN
 from src.archs.fsrcnn import FSRCNN
 from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
+from src.archs.rlfn import RLFN
 from src.archs.rrdbnet import RRDBNet
 from src.archs.srcnn import SRCNN
 from src.archs.srvgg_compact import SRVGGNetCompact
@@ -50,6 +51,7 @@ TINY: dict[str, Factory] = {
     ),
     "rrdbnet": lambda s: RRDBNet(s, num_features=8, num_blocks=1, growth_rate=4),
     "srvgg_compact": lambda s: SRVGGNetCompact(s, num_feat=8, num_conv=2),
+    "rlfn": lambda s: RLFN(s, num_features=8),
 }
 PIXEL_SHUFFLE_X8 = ("rcan", "rdn", "swinir", "rrdbnet")
 
@@ -82,6 +84,7 @@ REAL: dict[str, tuple[Factory, int, int, str]] = {
         "SwinIR-light paper: 878K at x2, which leaves out the relative position bias tables",
     ),
     "rrdbnet": (RRDBNet, 4, 16_700_000, "ESRGAN generator: about 16.7M"),
+    "rlfn": (RLFN, 4, 543_000, "RLFN paper: 543K at x4 (527K at x2)"),
     "srvgg_compact": (
         lambda s: SRVGGNetCompact(s, num_conv=32),
         4,

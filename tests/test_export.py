@@ -154,3 +154,21 @@ def test_predict_runs_an_onnx_file_like_the_checkpoint(tmp_path: Path):
     torch_out, onnx_out = outputs.values()
     assert torch_out.shape == (60, 88, 3)
     assert np.abs(torch_out - onnx_out).max() <= 1
+
+
+@pytest.mark.parametrize("model", ["rlfn", "rfdn"])
+def test_efficient_networks_export_to_onnx_with_parity(tmp_path: Path, model: str):
+    """The convolutional efficient-track networks trace to ONNX with dynamic sizes; the ESA
+    padding of inputs under 15 px goes through the graph too."""
+    cfg = compose_config(
+        "export", [f"model={model}", "scale=2", "model.net.num_features=8"], tmp_path / "run"
+    )
+    module = hydra.utils.instantiate(cfg.model).eval()
+    path = tmp_path / f"{model}.onnx"
+    export_onnx(module, path, sample_size=24)
+    network = OnnxNetwork(path)
+    for shape in [(1, 3, 20, 28), (1, 3, 33, 17), (1, 3, 9, 12)]:
+        lr = torch.rand(shape)
+        with torch.no_grad():
+            expected = module(lr)
+        assert float((network(lr) - expected).abs().max()) < 1e-4, shape

@@ -18,9 +18,15 @@ from src.archs.carn_m import CARNM
 from src.archs.imdn import IMDN
 from src.archs.pan import PAN
 from src.archs.rfdn import RFDN
+from src.archs.rlfn import RLFN
 from src.models.pretrained import PretrainedWeightsError, import_weights, read_state_dict
 
 NetFactory = Callable[[int], nn.Module]
+
+
+def RLFN_S(scale: int) -> RLFN:  # the paper's name for the 48-channel variant
+    return RLFN(scale, num_features=48)
+
 
 # (network, scale, checkpoint under ../shared/weights)
 OFFICIAL_CHECKPOINTS: list[tuple[NetFactory, int, str]] = [
@@ -28,6 +34,8 @@ OFFICIAL_CHECKPOINTS: list[tuple[NetFactory, int, str]] = [
     *((PAN, s, f"zhaohengyuan1_PAN/PANx{s}_DF2K.pth") for s in (2, 3, 4)),
     (RFDN, 4, "njulj_RFDN/RFDN_AIM.pth"),
     *((CARNM, s, "nmhkahn_CARN-pytorch/carn_m.pth") for s in (2, 3, 4)),
+    (RLFN, 2, "bytedance_RLFN/rlfn_x2.pth"),
+    (RLFN_S, 2, "bytedance_RLFN/rlfn_s_x2.pth"),
 ]
 
 # Parameter counts the papers quote (RFDN: the released AIM 2020 model, nf=50, 4 blocks).
@@ -38,6 +46,8 @@ PAPER_PARAMETERS: list[tuple[NetFactory, int, int]] = [
     (PAN, 4, 272_000),
     (CARNM, 4, 412_000),
     (RFDN, 4, 433_000),
+    (RLFN, 2, 527_000),
+    (RLFN, 4, 543_000),
 ]
 
 

@@ -37,13 +37,25 @@ def pad_to_at_least(x: torch.Tensor, size: int, value: float | None = None) -> t
 
     With ``value`` the new pixels hold it; without, they replicate the edge.
     """
-    pad_h = max(0, size - x.shape[-2])
-    pad_w = max(0, size - x.shape[-1])
-    if pad_h == 0 and pad_w == 0:
-        return x
+    # sym_max, not max: under ONNX export with dynamic sizes the padding stays a function of the
+    # input size instead of being fixed at the size of the sample the graph was traced with.
+    pad_h = torch.sym_max(0, size - x.shape[-2])
+    pad_w = torch.sym_max(0, size - x.shape[-1])
     if value is None:
         return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return F.pad(x, (0, pad_w, 0, pad_h), value=value)
+
+
+def strided_max_pool(strided_conv: nn.Module, reduced: torch.Tensor) -> torch.Tensor:
+    """ESA's way down: the unpadded stride-2 3x3 convolution, then 7x7 max pooling with stride 3.
+
+    The official networks fail on inputs under 15 px (no room for one strided 3x3 convolution and
+    one 7x7 pooling window). Padding lets any size through and changes nothing above it: edge
+    replication for the unpadded convolution, -inf so the pooling takes the max of what exists.
+    """
+    strided = strided_conv(pad_to_at_least(reduced, ESA_STRIDED_KERNEL))
+    strided = pad_to_at_least(strided, ESA_POOL_KERNEL, float("-inf"))
+    return F.max_pool2d(strided, kernel_size=ESA_POOL_KERNEL, stride=ESA_POOL_STRIDE)
 
 
 class ESA(nn.Module):
@@ -63,13 +75,7 @@ class ESA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reduced = self.conv1(x)
-        # The official network fails on inputs under 15 px (no room for one strided 3x3 conv and
-        # one 7x7 pooling window). Padding lets any size through and changes nothing above it:
-        # edge replication for the unpadded conv, -inf so the pooling takes the max of what exists.
-        strided = self.conv2(pad_to_at_least(reduced, ESA_STRIDED_KERNEL))
-        strided = pad_to_at_least(strided, ESA_POOL_KERNEL, float("-inf"))
-        pooled = F.max_pool2d(strided, kernel_size=ESA_POOL_KERNEL, stride=ESA_POOL_STRIDE)
-        low = self.relu(self.conv_max(pooled))
+        low = self.relu(self.conv_max(strided_max_pool(self.conv2, reduced)))
         low = self.conv3_(self.relu(self.conv3(low)))
         low = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
         mask = self.conv4(low + self.conv_f(reduced))
