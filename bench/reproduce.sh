@@ -16,3 +16,7 @@ for s in 2 4; do run model=carn_m scale=$s "model.pretrained=$WEIGHTS/nmhkahn_CA
 run model=rfdn scale=4 "model.pretrained=$WEIGHTS/njulj_RFDN/RFDN_AIM.pth"
 run model=rlfn scale=2 "model.pretrained=$WEIGHTS/bytedance_RLFN/rlfn_x2.pth"
 run model=rlfn_s scale=2 "model.pretrained=$WEIGHTS/bytedance_RLFN/rlfn_s_x2.pth"
+for v in SMFANet SMFANet_plus; do
+  m=$(echo "$v" | tr '[:upper:]' '[:lower:]')
+  for d in DF2K DIV2K; do run model=$m scale=2 "model.pretrained=$WEIGHTS/Zheng-MJ_SMFANet/${v}_${d}_100w_x2SR.pth"; done
+done

@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.models.exporting import export_onnx, export_safetensors, onnx_max_difference
+from src.models.exporting import check_onnx_parity, export_onnx, export_safetensors
 from src.models.loading import adopt_checkpoint_scale, load_module
 from src.models.onnx_runtime import is_onnx
 from src.models.sr_module import SRModule
@@ -53,7 +53,8 @@ def export(cfg: DictConfig) -> Path:
     else:
         graph = export_onnx(module, path, opset=cfg.opset, sample_size=cfg.sample_size)
         if cfg.verify:
-            say(f"onnxruntime vs PyTorch: max |difference| {onnx_max_difference(path, graph):.2e}")
+            worst = check_onnx_parity(path, graph, type(module.net).__name__)
+            say(f"onnxruntime vs PyTorch: max |difference| {worst:.2e}")
     size_mb = path.stat().st_size / 2**20
     say(
         f"wrote {path} ({cfg.format}, {type(module.net).__name__} x{module.scale}, "

@@ -18,6 +18,7 @@ from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
 from src.archs.rlfn import RLFN
 from src.archs.rrdbnet import RRDBNet
+from src.archs.span import SPAN
 from src.archs.srcnn import SRCNN
 from src.archs.srvgg_compact import SRVGGNetCompact
 from src.archs.swinir import RSTB, SwinIR, SwinTransformerBlock, shifted_window_mask
@@ -52,6 +53,7 @@ TINY: dict[str, Factory] = {
     "rrdbnet": lambda s: RRDBNet(s, num_features=8, num_blocks=1, growth_rate=4),
     "srvgg_compact": lambda s: SRVGGNetCompact(s, num_feat=8, num_conv=2),
     "rlfn": lambda s: RLFN(s, num_features=8),
+    "span": lambda s: SPAN(s, num_features=8),
 }
 PIXEL_SHUFFLE_X8 = ("rcan", "rdn", "swinir", "rrdbnet")
 
@@ -307,6 +309,20 @@ def test_swin_block_matches_naive_attention(block_index: int) -> None:
             ],
         ),
         ("swinir_light", 3, ["upsample.0.weight"]),
+        (
+            "span",
+            4,
+            [
+                "conv_1.sk.weight",
+                "conv_1.conv.0.weight",
+                "conv_1.conv.2.bias",
+                "conv_1.eval_conv.weight",
+                "block_6.c3_r.eval_conv.bias",
+                "conv_cat.weight",
+                "conv_2.conv.1.weight",
+                "upsampler.0.weight",
+            ],
+        ),
         (
             "rrdbnet",
             4,

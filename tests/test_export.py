@@ -156,13 +156,18 @@ def test_predict_runs_an_onnx_file_like_the_checkpoint(tmp_path: Path):
     assert np.abs(torch_out - onnx_out).max() <= 1
 
 
-@pytest.mark.parametrize("model", ["rlfn", "rfdn"])
+NARROW = {
+    "rlfn": "model.net.num_features=8",
+    "rfdn": "model.net.num_features=8",
+    "span": "model.net.num_features=8",
+}
+
+
+@pytest.mark.parametrize("model", sorted(NARROW))
 def test_efficient_networks_export_to_onnx_with_parity(tmp_path: Path, model: str):
     """The convolutional efficient-track networks trace to ONNX with dynamic sizes; the ESA
     padding of inputs under 15 px goes through the graph too."""
-    cfg = compose_config(
-        "export", [f"model={model}", "scale=2", "model.net.num_features=8"], tmp_path / "run"
-    )
+    cfg = compose_config("export", [f"model={model}", "scale=2", NARROW[model]], tmp_path / "run")
     module = hydra.utils.instantiate(cfg.model).eval()
     path = tmp_path / f"{model}.onnx"
     export_onnx(module, path, sample_size=24)
@@ -172,3 +177,16 @@ def test_efficient_networks_export_to_onnx_with_parity(tmp_path: Path, model: st
         with torch.no_grad():
             expected = module(lr)
         assert float((network(lr) - expected).abs().max()) < 1e-4, shape
+
+
+def test_a_network_the_exporter_fixes_at_the_traced_size_is_refused_naming_it(tmp_path: Path):
+    """SMFANet pools to 1/8 of its input size adaptively; ONNX has no such pooling of a dynamic
+    size, so the graph only holds at the traced size: refused, and no file is left."""
+    cfg = compose_config(
+        "export",
+        ["model=smfanet", "scale=2", "model.net.dim=8", f"output={tmp_path / 'smfanet.onnx'}"],
+        tmp_path / "run",
+    )
+    with pytest.raises(ExportError, match=r"ONNX export of SMFANet does not hold .*safetensors"):
+        export(cfg)
+    assert not (tmp_path / "smfanet.onnx").exists()

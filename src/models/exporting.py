@@ -43,6 +43,9 @@ INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo")
 # Input sizes the ONNX file is checked at (two, to show the height and width axes are dynamic).
 VERIFY_SHAPES = ((1, 3, 40, 48), (1, 3, 29, 53))
+# Outputs are in [0, 1]; float32 graphs agree to about 1e-6, a graph fixed at the traced size
+# is off by tenths.
+PARITY_TOLERANCE = 1e-3
 
 
 class ExportError(UserError):
@@ -168,6 +171,20 @@ def onnx_max_difference(path: Path, graph: nn.Module) -> float:
                 f"PyTorch gives {tuple(expected.shape)}"
             )
         worst = max(worst, float(np.abs((got - expected).numpy()).max()))
+    return worst
+
+
+def check_onnx_parity(path: Path, graph: nn.Module, network_name: str) -> float:
+    """:func:`onnx_max_difference`, refusing (and removing) a file that disagrees with PyTorch:
+    the exporter fixed some size-dependent step (adaptive pooling, say) at the traced size."""
+    worst = onnx_max_difference(path, graph)
+    if worst > PARITY_TOLERANCE:
+        path.unlink(missing_ok=True)
+        raise ExportError(
+            f"ONNX export of {network_name} does not hold at other input sizes (max |difference| "
+            f"{worst:.2g} from PyTorch at {', '.join(f'{s[2]}x{s[3]}' for s in VERIFY_SHAPES)}): "
+            f"some step was fixed at the traced size; export format=safetensors instead"
+        )
     return worst
 
 
