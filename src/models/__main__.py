@@ -1,5 +1,16 @@
-"""``python -m src.models``: print the model zoo table (see :mod:`src.models.zoo`)."""
+"""``python -m src.models``: print the model zoo table (see :mod:`src.models.zoo`);
+``python -m src.models efficiency model=<name> ...``: the NTIRE efficiency protocol for one
+network (see :mod:`src.models.efficiency`)."""
 
-from src.models.zoo import main
+import sys
 
-main()
+from src.utils.cli import run_or_explain
+
+if sys.argv[1:2] == ["efficiency"]:
+    from src.models.efficiency import main as efficiency
+
+    run_or_explain(lambda: efficiency(sys.argv[2:]))
+else:
+    from src.models.zoo import main
+
+    main()

@@ -1,0 +1,264 @@
+"""The efficiency protocol of the NTIRE efficient SR challenges, for any ``conf/model`` network.
+
+    python -m src.models efficiency model=rlfn scale=4 [size=256] [runs=10] [device=cpu]
+
+Reports, for one ``size`` x ``size`` LR input:
+
+* parameters (trainable; a network with a folded inference form, such as SPAN, also its
+  folded size);
+* FLOPs as the challenge counts them, i.e. fvcore's multiply-accumulates of convolutions,
+  matrix multiplications and attention (``torch.utils.flop_counter`` counts each as two
+  operations; its figure halved), in G;
+* activations: the elements of every convolution's output, as the challenge's
+  ``get_model_activation`` counts them, in M;
+* peak memory of one forward pass: on CUDA ``max_memory_allocated``; on a CPU the rise of the
+  process's peak resident memory over the built model (Linux, its peak reset first);
+* the mean runtime of ``runs`` forward passes after 3 warm-up passes, in fp32 and under bf16
+  autocast, with the thread count. ``bf16=auto`` (the default) skips bf16 on a CPU without
+  bf16 instructions (AVX512-BF16 or AMX), where torch runs bf16 convolutions with its slow
+  reference kernel (RLFN x4 on a 256x256 input: 375 s for one pass on an AVX2 CPU, against 2 s
+  in fp32); ``bf16=true`` measures it anyway.
+
+Memory and speed belong to benchmarks, never to timed tests.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from src.models.zoo import build_net, count_parameters
+from src.utils.errors import UserError
+from src.utils.precision import cpu_has_native_bf16
+
+WARMUP = 3
+CLEAR_REFS = Path("/proc/self/clear_refs")
+DEFAULTS = {
+    "model": None,
+    "scale": "4",
+    "size": "256",
+    "runs": "10",
+    "device": "cpu",
+    "bf16": "auto",
+}
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    model: str
+    network: str
+    params: int
+    folded_params: int | None
+    gmacs: float
+    activations_m: float
+    conv_layers: int
+    peak_memory_mb: float | None
+    fp32_ms: float
+    bf16_ms: float | None
+    bf16_note: str = ""
+
+
+def bf16_wanted(setting: str, device: torch.device) -> tuple[bool, str]:
+    """Whether to time bf16, and why not when not."""
+    if setting not in ("auto", "true", "false"):
+        raise UserError(f"bf16={setting}: choose auto, true or false")
+    if setting != "auto":
+        return setting == "true", "" if setting == "true" else "not asked for"
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        return False, "skipped: no bf16 instructions on this CPU; bf16=true times it anyway"
+    return True, ""
+
+
+def folded_parameters(net: nn.Module) -> int | None:
+    """The size of the inference form of a network that folds branches (``fold()``): its
+    parameters outside the folded modules plus their folded kernels."""
+    if not hasattr(net, "fold"):
+        return None
+    folded = {name for name, _ in net.named_buffers() if ".eval_conv." in name}
+    branches = (".sk.", ".conv.")
+    kept = sum(
+        p.numel() for name, p in net.named_parameters() if not any(b in name for b in branches)
+    )
+    return kept + sum(b.numel() for name, b in net.named_buffers() if name in folded)
+
+
+def count_macs(net: nn.Module, size: int, device: str) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 3, size, size, device=device))
+    return counter.get_total_flops() / 2 / 1e9
+
+
+class ConvolutionOutputs(TorchDispatchMode):
+    """Counts the outputs of every convolution run, whether by a module or functionally (SPAN's
+    folded kernels go through ``F.conv2d``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+        self.layers = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten.convolution.default:
+            self.elements += output.numel()
+            self.layers += 1
+        return output
+
+
+def count_activations(net: nn.Module, size: int, device: str) -> tuple[float, int]:
+    """(M elements of convolution outputs, number of convolutions run)."""
+    counter = ConvolutionOutputs()
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 3, size, size, device=device))
+    return counter.elements / 1e6, counter.layers
+
+
+def resident_kb(field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` of this process from /proc, in kB (0 where unavailable)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_memory_mb(run: Callable[[], object], device: torch.device) -> float | None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        run()
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    try:
+        CLEAR_REFS.write_text("5")  # resets VmHWM to the current resident size
+    except OSError:
+        return None
+    base = resident_kb("VmRSS")
+    run()
+    return (resident_kb("VmHWM") - base) / 1024
+
+
+def mean_ms(run: Callable[[], object], runs: int, device: torch.device) -> float:
+    for _ in range(WARMUP):
+        run()
+    times = []
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.fmean(times) * 1e3
+
+
+def forward(
+    net: nn.Module, x: torch.Tensor, precision: AbstractContextManager[object]
+) -> Callable[[], object]:
+    def run() -> object:
+        with torch.no_grad(), precision:
+            return net(x)
+
+    return run
+
+
+def measure(
+    name: str, scale: int, size: int, runs: int, device_name: str, bf16_setting: str = "auto"
+) -> Efficiency:
+    device = torch.device(device_name)
+    time_bf16, bf16_note = bf16_wanted(bf16_setting, device)
+    meta = build_net(name, scale, device="meta")
+    gmacs = count_macs(meta, size, "meta")
+    activations, layers = count_activations(meta, size, "meta")
+    net = build_net(name, scale, device=device_name)
+    x = torch.rand(1, 3, size, size, device=device)
+    fp32 = forward(net, x, nullcontext())
+    bf16 = forward(net, x, torch.autocast(device.type, dtype=torch.bfloat16))
+    peak = peak_memory_mb(fp32, device)
+    bf16_ms: float | None = None
+    if time_bf16:
+        try:
+            bf16_ms = mean_ms(bf16, runs, device)
+        except RuntimeError as error:  # an operator without a bf16 kernel on this device
+            bf16_note = f"failed: {str(error).splitlines()[0]}"
+    return Efficiency(
+        name,
+        type(net).__name__,
+        count_parameters(net),
+        folded_parameters(net),
+        gmacs,
+        activations,
+        layers,
+        peak,
+        mean_ms(fp32, runs, device),
+        bf16_ms,
+        bf16_note,
+    )
+
+
+def report(result: Efficiency, scale: int, size: int, runs: int, device: str) -> str:
+    params = f"{result.params:,}"
+    if result.folded_params is not None:
+        params += f" ({result.folded_params:,} folded for inference)"
+    peak = "-" if result.peak_memory_mb is None else f"{result.peak_memory_mb:.0f} MB"
+    bf16 = f"({result.bf16_note})" if result.bf16_ms is None else f"{result.bf16_ms:.1f} ms"
+    return "\n".join(
+        [
+            f"{result.model} ({result.network}) x{scale}, LR {size}x{size}, {device}, "
+            f"{torch.get_num_threads()} threads",
+            f"  parameters   {params}",
+            f"  FLOPs        {result.gmacs:.2f} G (multiply-accumulates, as fvcore counts)",
+            f"  activations  {result.activations_m:.2f} M ({result.conv_layers} convolutions)",
+            f"  peak memory  {peak} (one fp32 forward pass)",
+            f"  runtime      fp32 {result.fp32_ms:.1f} ms, bf16 {bf16} (mean of {runs} runs)",
+        ]
+    )
+
+
+def parse(argv: list[str]) -> dict[str, str]:
+    """``key=value`` arguments over :data:`DEFAULTS`; an unknown key or a missing model is one
+    error naming it."""
+    settings = {k: v for k, v in DEFAULTS.items() if v is not None}
+    for argument in argv:
+        key, sep, value = argument.partition("=")
+        if not sep or key not in DEFAULTS:
+            known = ", ".join(DEFAULTS)
+            raise UserError(f"efficiency: unknown argument {argument!r}; give key=value of {known}")
+        settings[key] = value
+    if "model" not in settings:
+        raise UserError("efficiency: give model=<name> (a conf/model config)")
+    return settings
+
+
+def main(argv: list[str]) -> None:
+    from src.models.zoo import model_names
+
+    settings = parse(argv)
+    name = settings["model"]
+    if name not in model_names():
+        raise UserError(f"model={name}: no such config; known: {', '.join(model_names())}")
+    numbers = {}
+    for key in ("scale", "size", "runs"):
+        try:
+            numbers[key] = int(settings[key])
+        except ValueError:
+            raise UserError(f"{key}={settings[key]}: an integer is needed") from None
+        if numbers[key] < 1:
+            raise UserError(f"{key}={settings[key]}: must be at least 1")
+    print(f"measuring {name} ...", file=sys.stderr, flush=True)
+    scale, size, runs = numbers["scale"], numbers["size"], numbers["runs"]
+    result = measure(name, scale, size, runs, settings["device"], settings["bf16"])
+    print(report(result, numbers["scale"], numbers["size"], numbers["runs"], settings["device"]))
