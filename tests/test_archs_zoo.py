@@ -18,6 +18,7 @@ from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
 from src.archs.rlfn import RLFN
 from src.archs.rrdbnet import RRDBNet
+from src.archs.safmn import SAFMN
 from src.archs.span import SPAN
 from src.archs.srcnn import SRCNN
 from src.archs.srvgg_compact import SRVGGNetCompact
@@ -54,6 +55,7 @@ TINY: dict[str, Factory] = {
     "srvgg_compact": lambda s: SRVGGNetCompact(s, num_feat=8, num_conv=2),
     "rlfn": lambda s: RLFN(s, num_features=8),
     "span": lambda s: SPAN(s, num_features=8),
+    "safmn": lambda s: SAFMN(s, dim=8, n_blocks=1),
 }
 PIXEL_SHUFFLE_X8 = ("rcan", "rdn", "swinir", "rrdbnet")
 
@@ -87,6 +89,7 @@ REAL: dict[str, tuple[Factory, int, int, str]] = {
     ),
     "rrdbnet": (RRDBNet, 4, 16_700_000, "ESRGAN generator: about 16.7M"),
     "rlfn": (RLFN, 4, 543_000, "RLFN paper: 543K at x4 (527K at x2)"),
+    "safmn": (SAFMN, 4, 240_000, "SAFMN paper: 240K at x4 (228K at x2)"),
     "srvgg_compact": (
         lambda s: SRVGGNetCompact(s, num_conv=32),
         4,
@@ -309,6 +312,18 @@ def test_swin_block_matches_naive_attention(block_index: int) -> None:
             ],
         ),
         ("swinir_light", 3, ["upsample.0.weight"]),
+        (
+            "safmn",
+            2,
+            [
+                "to_feat.weight",
+                "feats.0.norm1.weight",
+                "feats.0.safm.mfr.3.weight",
+                "feats.0.safm.aggr.weight",
+                "feats.0.ccm.ccm.2.weight",
+                "to_img.0.weight",
+            ],
+        ),
         (
             "span",
             4,

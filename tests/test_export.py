@@ -179,14 +179,19 @@ def test_efficient_networks_export_to_onnx_with_parity(tmp_path: Path, model: st
         assert float((network(lr) - expected).abs().max()) < 1e-4, shape
 
 
-def test_a_network_the_exporter_fixes_at_the_traced_size_is_refused_naming_it(tmp_path: Path):
-    """SMFANet pools to 1/8 of its input size adaptively; ONNX has no such pooling of a dynamic
-    size, so the graph only holds at the traced size: refused, and no file is left."""
+@pytest.mark.parametrize(("model", "network"), [("smfanet", "SMFANet"), ("safmn", "SAFMN")])
+def test_a_network_the_exporter_fixes_at_the_traced_size_is_refused_naming_it(
+    tmp_path: Path, model: str, network: str
+):
+    """SMFANet and SAFMN pool adaptively to a fraction of the input size; ONNX has no such
+    pooling of a dynamic size, so the graph only holds at the traced size: refused, and no file
+    is left."""
+    output = tmp_path / f"{model}.onnx"
     cfg = compose_config(
         "export",
-        ["model=smfanet", "scale=2", "model.net.dim=8", f"output={tmp_path / 'smfanet.onnx'}"],
+        [f"model={model}", "scale=2", "model.net.dim=8", f"output={output}"],
         tmp_path / "run",
     )
-    with pytest.raises(ExportError, match=r"ONNX export of SMFANet does not hold .*safetensors"):
+    with pytest.raises(ExportError, match=rf"ONNX export of {network} does not hold .*safetensors"):
         export(cfg)
-    assert not (tmp_path / "smfanet.onnx").exists()
+    assert not output.exists()

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.safmn import ModulationTrunk
+
 # EASA pools to 1/DOWN_SCALE of the feature size.
 DOWN_SCALE = 8
 LDE_GROWTH = 2.0
@@ -136,7 +138,7 @@ class FMB(nn.Module):
         return self.pcfn(F.normalize(x, dim=1)) + x
 
 
-class SMFANet(nn.Module):
+class SMFANet(ModulationTrunk):
     """SMFANet (``dim=36, n_blocks=8``) or SMFANet+ (``dim=48, n_blocks=12``); RGB in [0, 1]."""
 
     def __init__(
@@ -147,14 +149,5 @@ class SMFANet(nn.Module):
         ffn_scale: float = 2.0,
         num_channels: int = 3,
     ):
-        super().__init__()
-        self.scale = scale
-        self.to_feat = nn.Conv2d(num_channels, dim, 3, padding=1)
-        self.feats = nn.Sequential(*(FMB(dim, ffn_scale) for _ in range(n_blocks)))
-        self.to_img = nn.Sequential(
-            nn.Conv2d(dim, num_channels * scale**2, 3, padding=1), nn.PixelShuffle(scale)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.to_feat(x)
-        return self.to_img(self.feats(features) + features)
+        blocks: list[nn.Module] = [FMB(dim, ffn_scale) for _ in range(n_blocks)]
+        super().__init__(scale, dim, blocks, num_channels)
