@@ -41,6 +41,8 @@ def pad_to_at_least(x: torch.Tensor, size: int, value: float | None = None) -> t
     # input size instead of being fixed at the size of the sample the graph was traced with.
     pad_h = torch.sym_max(0, size - x.shape[-2])
     pad_w = torch.sym_max(0, size - x.shape[-1])
+    if type(pad_h) is int and type(pad_w) is int and pad_h == pad_w == 0:
+        return x  # eager and nothing to pad (traced sizes are symbolic and skip this test)
     if value is None:
         return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return F.pad(x, (0, pad_w, 0, pad_h), value=value)

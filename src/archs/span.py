@@ -137,6 +137,13 @@ class SPAN(nn.Module):
             if isinstance(module, Conv3XC):
                 module.deploy = deploy
 
+    def folded_parameter_count(self) -> int:
+        """Parameters of the folded inference form: each Conv3XC as one 3x3 convolution."""
+        folded = [m for m in self.modules() if isinstance(m, Conv3XC)]
+        in_folded = {id(p) for m in folded for p in m.parameters()}
+        kept = sum(p.numel() for p in self.parameters() if id(p) not in in_folded)
+        return kept + sum(t.numel() for m in folded for t in m.eval_conv.buffers())
+
     @torch.no_grad()
     def fold(self) -> None:
         """Store every Conv3XC's folded kernel (before saving a deploy-form file)."""

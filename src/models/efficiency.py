@@ -80,16 +80,10 @@ def bf16_wanted(setting: str, device: torch.device) -> tuple[bool, str]:
 
 
 def folded_parameters(net: nn.Module) -> int | None:
-    """The size of the inference form of a network that folds branches (``fold()``): its
-    parameters outside the folded modules plus their folded kernels."""
-    if not hasattr(net, "fold"):
-        return None
-    folded = {name for name, _ in net.named_buffers() if ".eval_conv." in name}
-    branches = (".sk.", ".conv.")
-    kept = sum(
-        p.numel() for name, p in net.named_parameters() if not any(b in name for b in branches)
-    )
-    return kept + sum(b.numel() for name, b in net.named_buffers() if name in folded)
+    """The size of the inference form of a network that folds branches for inference (one
+    with ``folded_parameter_count()``, as SPAN); None for the others."""
+    count = getattr(net, "folded_parameter_count", None)
+    return int(count()) if callable(count) else None
 
 
 def count_macs(net: nn.Module, size: int, device: str) -> float:
