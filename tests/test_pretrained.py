@@ -231,6 +231,36 @@ def test_prefix_kept_when_not_on_every_key(tmp_path: Path) -> None:
     assert "module.extra" in read_state_dict(path)
 
 
+def _tiny_swinir() -> nn.Module:
+    from src.archs.swinir import SwinIR
+
+    return SwinIR(2, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, num_features=8)
+
+
+def test_recomputed_window_buffers_in_an_authors_file_are_dropped(tmp_path: Path) -> None:
+    """The authors' SwinIR files also store each block's relative position index and shifted
+    window mask; SwinIR rebuilds them, so those keys are dropped and the rest loads strictly."""
+    source = _tiny_swinir()
+    state = source.state_dict()
+    block = "layers.0.residual_group.blocks.1"
+    state[f"{block}.attn.relative_position_index"] = torch.zeros(16, 16, dtype=torch.long)
+    state[f"{block}.attn_mask"] = torch.zeros(4, 16, 16)
+    path = tmp_path / "swinir_official.pth"
+    torch.save({"params": state}, path)
+    target = _tiny_swinir()
+    import_weights(target, path)
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in target.state_dict().items())
+
+
+def test_other_extra_keys_still_fail_on_a_network_with_recomputed_buffers(tmp_path: Path) -> None:
+    state = _tiny_swinir().state_dict()
+    state["layers.0.relative_position_bias_extra"] = torch.zeros(3)
+    path = tmp_path / "swinir_extra.pth"
+    torch.save(state, path)
+    with pytest.raises(PretrainedWeightsError, match="relative_position_bias_extra"):
+        import_weights(_tiny_swinir(), path)
+
+
 # --------------------------------------------------------------------------------------------
 # Mismatches name the offending key and load nothing
 

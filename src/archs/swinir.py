@@ -133,6 +133,9 @@ class PatchEmbed(nn.Module):
 class SwinIR(nn.Module):
     """SwinIR for classical and lightweight SR; RGB in [0, 1] in and out."""
 
+    # Stored in the authors' files, rebuilt here from the window size (see import_weights).
+    recomputed_buffers = ("relative_position_index", "attn_mask")
+
     def __init__(
         self,
         scale: int,

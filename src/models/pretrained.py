@@ -66,13 +66,16 @@ def import_weights(net: nn.Module, path: str | Path) -> None:
     """Load the weights in ``path`` into ``net`` (in place), requiring an exact match.
 
     Every key of ``net.state_dict()`` must be in the file with the same shape, and the file may
-    hold no other key; otherwise nothing is loaded and the error lists what differs.
+    hold no other key; otherwise nothing is loaded and the error lists what differs. The one
+    exception: buffers a network recomputes from its settings (Swin-style relative position
+    indices and shifted-window masks, which the authors' files store) are dropped from the file
+    when the network names them in a ``recomputed_buffers`` attribute (last key component).
 
     Raises:
         PretrainedWeightsError: see :func:`read_state_dict`, or the keys or shapes differ.
     """
-    state = read_state_dict(path)
     expected = net.state_dict()
+    state = without_recomputed_buffers(read_state_dict(path), net, expected)
     report = _mismatch_report(state, expected)
     if report:
         raise PretrainedWeightsError(
@@ -80,6 +83,20 @@ def import_weights(net: nn.Module, path: str | Path) -> None:
             "Check that the architecture, its hyper-parameters and the scale match the file."
         )
     net.load_state_dict(state, strict=True)
+
+
+def without_recomputed_buffers(
+    state: dict[str, torch.Tensor], net: nn.Module, expected: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """``state`` less the keys ``net`` rebuilds itself and does not keep in its state dict."""
+    recomputed = frozenset(getattr(net, "recomputed_buffers", ()))
+    if not recomputed:
+        return state
+    return {
+        key: value
+        for key, value in state.items()
+        if key in expected or key.rsplit(".", 1)[-1] not in recomputed
+    }
 
 
 def load_tensors_only(path: Path) -> object:
