@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install train test test-slow test-all lint format bench bench-cache bench-eval bench-degradation bench-gan zoo leaderboard reproduce clean
+.PHONY: help install train test test-slow test-all lint format bench bench-cache bench-eval bench-degradation bench-gan bench-depth zoo leaderboard reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ bench: install  ## throughput benchmarks (training step, data loader)
 
 bench-cache: install  ## set-up time, memory and disk of each data cache mode (cache=...)
 	$(PY) -m bench.cache $(ARGS)
+
+bench-depth: install  ## 16-bit and single-channel data: decode, LR, tensor and scoring cost against 8-bit RGB
+	$(PY) -m bench.high_depth $(ARGS)
 
 bench-degradation: install  ## Real-ESRGAN degradations: per-patch (CPU workers) vs batch (device) patches/s
 	$(PY) -m bench.degradation $(ARGS)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from src.callbacks.comparisons import ComparisonImages
 from src.callbacks.timing import SetTimer
 from src.data.datamodule import SRDataModule
+from src.data.formats import resolve_auto_channels
 from src.metrics.report import (
     SetSummary,
     attach_published,
@@ -54,6 +55,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
     check_config(cfg, "eval")
     adopt_checkpoint_scale(cfg)
+    resolve_auto_channels(cfg)
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
     module = load_module(cfg, val_set_names=datamodule.val_set_names, **metric_options(cfg))
     output_dir = Path(cfg.paths.output_dir)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from src.data.media import available_memory, find_inputs, remove_stale_partials
 from src.models.loading import adopt_checkpoint_scale, load_module
 from src.models.onnx_runtime import OnnxNetwork, is_onnx
-from src.ops.inference import AUTO, upscale
+from src.ops.inference import AUTO, input_channels, upscale
 from src.ops.predict_io import Report, Upscaler, listing, upscale_files
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
@@ -57,7 +57,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str]:
+def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str, int]:
     """The shared inference path around an onnxruntime session."""
     network = OnnxNetwork(path)
     run = partial(
@@ -69,10 +69,10 @@ def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str]:
         self_ensemble=cfg.self_ensemble,
         tile_memory_mb=cfg.tile_memory_mb,
     )
-    return run, network.scale, f"{Path(path).name} (onnxruntime)"
+    return run, network.scale, f"{Path(path).name} (onnxruntime)", network.channels
 
 
-def torch_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str]:
+def torch_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str, int]:
     """SRModule.forward (the shared inference path) on the chosen device."""
     adopt_checkpoint_scale(cfg)
     device = pick_device(cfg.device)
@@ -81,10 +81,12 @@ def torch_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str]:
     def run(lr: torch.Tensor) -> torch.Tensor:
         return module(lr.to(device))
 
-    return run, module.scale, type(module.net).__name__
+    return run, module.scale, type(module.net).__name__, input_channels(module.net)
 
 
-def build_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str]:
+def build_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str, int]:
+    """The network's upscaler, scale, name and input channels (3, or 1 for a single-channel
+    network)."""
     onnx_path = cfg.get("onnx_path") or (cfg.ckpt_path if is_onnx(cfg.get("ckpt_path")) else None)
     return onnx_upscaler(cfg, onnx_path) if onnx_path else torch_upscaler(cfg)
 
@@ -93,14 +95,15 @@ def predict(cfg: DictConfig) -> Report:
     """Upscale every input into ``output`` and print what happened."""
     check_options(cfg)
     inputs = find_inputs(str(cfg.input))
-    upscaler, scale, name = build_upscaler(cfg)
+    upscaler, scale, name, channels = build_upscaler(cfg)
     output_dir = Path(cfg.output)
     tiling = f"tile={cfg.tile} tile_overlap={cfg.tile_overlap}" if cfg.tile else "whole images"
     if cfg.tile == AUTO:
         tiling += f" within {cfg.tile_memory_mb} MB"
     ensemble = ", x8 self-ensemble" if cfg.self_ensemble else ""
     count = f"{len(inputs)} input{'s' * (len(inputs) != 1)}"
-    say(f"{name} x{scale} ({tiling}{ensemble}): {count} -> {output_dir}")
+    kind = ", single-channel" if channels == 1 else ""
+    say(f"{name} x{scale} ({tiling}{ensemble}{kind}): {count} -> {output_dir}")
     removed = remove_stale_partials(output_dir)
     if removed:
         say(
@@ -115,6 +118,7 @@ def predict(cfg: DictConfig) -> Report:
         cfg.overwrite,
         cfg.progress,
         memory_budget(cfg.memory_mb),
+        channels,
     )
     if report.skipped:
         say(

@@ -23,8 +23,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from src.data.images import ImageReadError, decode, is_single_channel, list_images, to_rgb_uint8
-from src.metrics.paper import score_batch
+from src.data.images import (
+    PEAK_OF_DEPTH,
+    RGB8,
+    ImageReadError,
+    PixelFormat,
+    bit_depth_of,
+    decode,
+    is_single_channel,
+    list_images,
+    to_format,
+)
+from src.metrics.paper import peak_of, score_batch
 from src.metrics.registry import EXTRA, build_metrics
 from src.metrics.report import markdown_table, summarize, write_results
 from src.ops.imresize import modcrop
@@ -74,12 +84,21 @@ def pair_with_reference(predictions: list[Path], references: list[Path]) -> list
 
 
 def as_tensor(pixels: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).double()[None] / 255
+    """(H, W, C) uint8/uint16 -> (1, C, H, W) float64 in [0, 1]."""
+    peak = PEAK_OF_DEPTH[bit_depth_of(pixels)]
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).double()[None] / peak
 
 
-def read(path: Path) -> tuple[np.ndarray, bool]:
+def read(path: Path, pixel_format: PixelFormat = RGB8) -> tuple[np.ndarray, bool]:
     raw = decode(path)
-    return to_rgb_uint8(raw, str(path)), is_single_channel(raw)
+    return to_format(raw, str(path), pixel_format), is_single_channel(raw)
+
+
+def reference_format(reference: Path | None, channels: int) -> PixelFormat:
+    """Score at the HR file's own bit depth (8 or 16; predictions are decoded to it) with
+    ``channels`` (1: single-channel files on their value)."""
+    depth = 8 if reference is None else bit_depth_of(decode(reference))
+    return PixelFormat(depth, channels)
 
 
 def score_pair(
@@ -87,12 +106,13 @@ def score_pair(
 ) -> dict[str, Any]:
     """One image's record: its name and every configured score."""
     scale = int(cfg.scale)
-    sr, _ = read(prediction)
+    pixel_format = reference_format(reference, int(cfg.get("channels", 3)))
+    sr, _ = read(prediction, pixel_format)
     record: dict[str, Any] = {"set": "", "name": prediction.stem}
     sr_tensor = as_tensor(sr)
     hr_tensor = None
     if reference is not None:
-        hr, gray = read(reference)
+        hr, gray = read(reference, pixel_format)
         hr = modcrop(hr, scale)
         if hr.shape != sr.shape:
             raise ImageReadError(
@@ -101,7 +121,8 @@ def score_pair(
             )
         hr_tensor = as_tensor(hr)
         raw_gray = torch.tensor([gray]) if cfg.gray == "raw" else None
-        record.update(score_batch(sr_tensor, hr_tensor, scale, raw_gray)[0].as_dict())
+        peak = peak_of(pixel_format.bit_depth or 8)
+        record.update(score_batch(sr_tensor, hr_tensor, scale, raw_gray, peak)[0].as_dict())
     for metric in extra:
         for column, values in metric(sr_tensor, hr_tensor, scale).items():
             record[column] = values[0]

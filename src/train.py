@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from src.data.datamodule import SRDataModule
+from src.data.formats import resolve_auto_channels
 from src.metrics.baseline import bicubic_scores
 from src.models.checkpoint import CheckpointError, read_checkpoint
 from src.models.loading import metric_options
@@ -55,6 +56,7 @@ def resolve_precision(cfg: DictConfig, model: SRModule) -> None:
 
 def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     """Instantiate the data module, the SR module and the trainer from a composed config."""
+    resolve_auto_channels(cfg)
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
     model: SRModule = hydra.utils.instantiate(
         cfg.model, val_set_names=datamodule.val_set_names, **metric_options(cfg)

@@ -56,3 +56,17 @@ def test_gan_step_benchmark_times_both_steps(capsys: pytest.CaptureFixture[str],
     gan_step.main()
     out = capsys.readouterr().out
     assert "| PSNR (L1, no critic) |" in out and "GAN step / PSNR step:" in out
+
+
+def test_high_depth_benchmark_measures_every_format(
+    capsys: pytest.CaptureFixture[str], monkeypatch
+):
+    from bench import high_depth
+
+    monkeypatch.setattr("sys.argv", ["bench.high_depth", "--size", "64", "--repeats", "1"])
+    high_depth.main()
+    table = capsys.readouterr().out
+    for name in high_depth.FORMATS:
+        assert f"| {name} |" in table
+    # Bytes per HR pixel kept (HR + LR at x2): 1.25 per channel-byte.
+    assert "| 16-bit gray | " in table and " 2.50 |" in table and " 3.75 |" in table

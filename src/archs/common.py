@@ -9,14 +9,23 @@ DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
 class MeanShift(nn.Module):
-    """Subtract (``sign=-1``) or add back (``sign=+1``) a fixed RGB mean; holds no weights."""
+    """Subtract (``sign=-1``) or add back (``sign=+1``) a fixed RGB mean; holds no weights.
+    A single-channel network (``channels=1``) shifts by the mean of the three."""
 
     mean: torch.Tensor
 
-    def __init__(self, rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN, sign: int = -1):
+    def __init__(
+        self,
+        rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN,
+        sign: int = -1,
+        channels: int = 3,
+    ):
         super().__init__()
         self.sign = sign
-        self.register_buffer("mean", torch.tensor(rgb_mean).view(1, 3, 1, 1), persistent=False)
+        mean = torch.tensor(rgb_mean)
+        if channels == 1:
+            mean = mean.mean().reshape(1)
+        self.register_buffer("mean", mean.view(1, channels, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.sign * self.mean.to(x.dtype)

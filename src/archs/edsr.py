@@ -44,8 +44,8 @@ class EDSR(nn.Module):
     ):
         super().__init__()
         self.scale = scale
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
+        self.sub_mean = MeanShift(sign=-1, channels=num_channels)
+        self.add_mean = MeanShift(sign=+1, channels=num_channels)
         self.head = nn.Conv2d(num_channels, num_features, 3, padding=1)
         self.body = nn.Sequential(
             *(ResidualBlock(num_features, res_scale) for _ in range(num_blocks)),

@@ -78,10 +78,11 @@ class RRDBNet(nn.Module):
         num_blocks: int = 23,
         growth_rate: int = 32,
         residual_scale: float = 0.2,
+        num_channels: int = 3,
     ):
         super().__init__()
         self.scale = scale
-        self.conv_first = _conv3x3(3, num_features)
+        self.conv_first = _conv3x3(num_channels, num_features)
         self.body = nn.Sequential(
             *(RRDB(num_features, growth_rate, residual_scale) for _ in range(num_blocks))
         )
@@ -91,7 +92,7 @@ class RRDBNet(nn.Module):
         for name in self.up_conv_names:
             self.add_module(name, _conv3x3(num_features, num_features))
         self.conv_hr = _conv3x3(num_features, num_features)
-        self.conv_last = _conv3x3(num_features, 3)
+        self.conv_last = _conv3x3(num_features, num_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.conv_first(x)

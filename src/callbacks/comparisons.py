@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from src.data.images import write_rgb
-from src.metrics.paper import psnr_y
+from src.metrics.paper import batch_peak, psnr_y
 from src.ops.imresize import imresize
 
 GAP = 4
@@ -28,7 +28,10 @@ PANEL_WIDTH = 512
 
 
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
+    """(3, H, W) or (1, H, W) float in [0, 1] -> (H, W, 3) uint8, for display (16-bit data is
+    shown with 8 bits; its scores are not)."""
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
     pixels = (image.detach().float().clamp(0, 1) * 255.0).round().byte()
     return pixels.permute(1, 2, 0).cpu().numpy()
 
@@ -165,7 +168,8 @@ class ComparisonImages(pl.Callback):
             bicubic = imresize(batch["lr"][i : i + 1].float(), scale=float(scale)).clamp(0, 1)
             hr = batch["hr"][i : i + 1]
             raw_gray = batch.get("gray") if getattr(pl_module, "gray", "") == "raw" else None
-            bicubic_psnr = float(psnr_y(bicubic, hr.float(), scale, raw_gray)[0])
+            peak = batch_peak(batch)
+            bicubic_psnr = float(psnr_y(bicubic, hr.float(), scale, raw_gray, peak)[0])
             sr_psnr = outputs["scores"][i].psnr_y
             panels = {
                 f"bicubic {bicubic_psnr:.2f} dB": to_uint8_image(bicubic[0]),

@@ -31,12 +31,13 @@ from src.data.cache import CacheSettings, cache_settings, check_memory_cap
 from src.data.checks import fit_patches
 from src.data.datasets import PatchDataset, ValidationImages, ValidationItem, make_pairs
 from src.data.degradations import BicubicDegradation, Degradation
-from src.data.images import ImageReadError, NamedImage
+from src.data.images import ImageReadError, NamedImage, PixelFormat
 from src.data.samplers import ResumableIndexSampler, UnpaddedDistributedSampler
 from src.data.sources import (
     ImageSource,
     OnBadImage,
     fetch_missing,
+    set_pixel_format,
     source_files,
     source_readers,
 )
@@ -90,6 +91,8 @@ class SRDataModule(pl.LightningDataModule):
         cache: CacheSettings | Mapping[str, Any] | None = None,
         val_workers: int = 0,
         sharpen_target: Mapping[str, Any] | None = None,
+        bit_depth: int | str = "auto",
+        channels: int | str = 3,
     ):
         """``root``, ``sets``, ``lr_source``, ``hr_root`` and ``lr_root`` are short command-line
         keys (``data.root``, ``data.sets``, ...) that configs interpolate into their sources; the
@@ -99,7 +102,10 @@ class SRDataModule(pl.LightningDataModule):
         0 decodes the validation images once at set-up and keeps them (training validates
         many times); more reads them on demand in that many loader workers (one pass).
         ``sharpen_target`` (``weight``, ``kernel_size``, ``threshold``; null: off) trains against
-        Real-ESRGAN's unsharp-masked HR, kept beside the plain one as ``hr_plain``."""
+        Real-ESRGAN's unsharp-masked HR, kept beside the plain one as ``hr_plain``.
+        ``bit_depth`` (auto, 8, 16) and ``channels`` (1, 3; auto is resolved from the files
+        before the module is built) are the :class:`~src.data.images.PixelFormat` every source
+        read from files decodes to."""
         super().__init__()
         self.root = root
         self.sets = sets
@@ -123,8 +129,28 @@ class SRDataModule(pl.LightningDataModule):
             raise UserError(f"data.val_workers must be 0 or more, got {val_workers}")
         self.val_workers = val_workers
         self.sharpen_target = sharpening(sharpen_target)
+        self.pixel_format = PixelFormat.from_config(bit_depth, channels)
+        self._give_sources_the_format()
         self.train_data: PatchDataset | None = None
         self.val_data: ValidationImages | None = None
+
+    def _give_sources_the_format(self) -> None:
+        """Every source decodes to the data's pixel format; one that only decodes 8-bit RGB
+        (bundled photos, benchmark sets) is refused for 16-bit or single-channel data."""
+        sources = [*self.val_sets, *([self.train_set] if self.train_set else [])]
+        keeps_8bit_rgb = self.pixel_format.channels == 3 and self.pixel_format.bit_depth != 16
+        for source in sources:
+            if not set_pixel_format(source, self.pixel_format) and not keeps_8bit_rgb:
+                raise UserError(
+                    f"data.bit_depth={self.pixel_format.bit_depth or 'auto'} "
+                    f"data.channels={self.pixel_format.channels}: {source.name} is decoded to "
+                    f"8-bit RGB only; use a folder of images (data=folder, data=paired)"
+                )
+        if self.cache.on_disk and not keeps_8bit_rgb:
+            raise UserError(
+                "data.cache.on_disk=true stores 8-bit RGB; 16-bit or single-channel data is "
+                "kept in memory (cache=memory)"
+            )
 
     @property
     def val_set_names(self) -> list[str]:

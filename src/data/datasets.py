@@ -1,7 +1,9 @@
 """Torch datasets of LR/HR pairs: random training patches and whole validation images.
 
-Both yield ``{"lr", "hr", "name", "set", "gray"}`` with float32 CHW tensors in [0, 1] (``gray``:
-the HR file had one channel); validation items also carry ``index``, their place in the whole
+Both yield ``{"lr", "hr", "name", "set", "gray", "bit_depth"}`` with float32 CHW tensors in
+[0, 1], divided by the top of the data's range (255, or 65535 for 16-bit data; ``gray``: the HR
+file had one channel; ``bit_depth``: 8 or 16, which sets the peak of PSNR and SSIM);
+validation items also carry ``index``, their place in the whole
 validation list (results are put back in that order after a multi-process evaluation).
 Randomness is a function of ``(seed, index)`` only, so a given index always yields the same
 patch, whatever the number of DataLoader workers or the point where a run was resumed.
@@ -24,11 +26,12 @@ import torch
 from torch.utils.data import Dataset
 
 from src.data.checks import refuse_or_skip
-from src.data.degradations import Degradation, on_device
-from src.data.images import ImageReadError, NamedImage
+from src.data.degradations import Degradation, check_bit_depth, on_device
+from src.data.images import PEAK_OF_DEPTH, ImageReadError, NamedImage, bit_depth_of
 from src.data.sources import ImageReader, OnBadImage
 from src.data.synthetic import SEED_BOUND
 from src.ops.imresize import modcrop
+from src.utils.errors import UserError
 
 Sample = dict[str, torch.Tensor | str]
 
@@ -65,8 +68,27 @@ def make_pair(
                 f"mod-cropped to x{scale} needs {expected[1]}x{expected[0]}"
             )
     elif degradation.deterministic or always_degrade:
+        check_bit_depth(degradation, bit_depth_of(hr), set_name)
         lr = degradation(hr, scale, np.random.default_rng((seed, index)))
     return ImagePair(image.name, set_name, hr, lr, image.gray)
+
+
+def check_one_bit_depth(pairs: list[ImagePair]) -> None:
+    """Refuse a set whose images do not all have the same bit depth (``data.bit_depth=auto``
+    keeps each file's own), listing a few files of each depth."""
+    by_set: dict[str, dict[int, list[str]]] = {}
+    for pair in pairs:
+        by_set.setdefault(pair.set_name, {}).setdefault(bit_depth_of(pair.hr), []).append(pair.name)
+    for set_name, depths in by_set.items():
+        if len(depths) > 1:
+            listing = "; ".join(
+                f"{depth}-bit: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+                for depth, names in sorted(depths.items())
+            )
+            raise UserError(
+                f"{set_name} mixes bit depths ({listing}); set data.bit_depth=8 or 16 to "
+                f"decode every file to one"
+            )
 
 
 def make_pairs(
@@ -78,15 +100,25 @@ def make_pairs(
     always_degrade: bool = False,
 ) -> list[ImagePair]:
     """:func:`make_pair` of each image, indexed by its place in ``images``."""
-    return [
+    pairs = [
         make_pair(image, set_name, scale, degradation, seed, index, always_degrade)
         for index, image in enumerate(images)
     ]
+    check_one_bit_depth(pairs)
+    return pairs
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().div_(255.0)
+    """(H, W, C) uint8 or uint16 -> (C, H, W) float32 in [0, 1]."""
+    chw = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    if chw.dtype == np.uint16:
+        return torch.from_numpy(chw.astype(np.float32)).div_(float(PEAK_OF_DEPTH[16]))
+    return torch.from_numpy(chw).float().div_(255.0)
+
+
+def depth_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """The bit depth of a pixel array as a sample field (collated into one per image)."""
+    return torch.tensor(bit_depth_of(pixels))
 
 
 def d4_transform(image: np.ndarray, index: int) -> np.ndarray:
@@ -116,6 +148,8 @@ class PatchDataset(Dataset[Sample]):
                 f"image(s) smaller than the HR patch of {hr_patch} px "
                 f"(lr_patch_size={lr_patch_size} x scale {scale}): {', '.join(small)}"
             )
+        for pair in {p.set_name: p for p in pairs if p.lr is None}.values():
+            check_bit_depth(degradation, bit_depth_of(pair.hr), pair.set_name)
         self.pairs = pairs
         self.scale = scale
         self.lr_patch_size = lr_patch_size
@@ -154,6 +188,7 @@ class PatchDataset(Dataset[Sample]):
             "name": pair.name,
             "set": pair.set_name,
             "gray": torch.tensor(pair.gray),
+            "bit_depth": depth_tensor(hr),
             # The patch's own seed: a batch degradation draws everything about it from this.
             "seed": torch.tensor(int(rng.integers(SEED_BOUND)), dtype=torch.int64),
         }
@@ -236,6 +271,7 @@ class ValidationImages(Dataset[Sample]):
             problems, on_bad_image, "unreadable validation image(s)", "Fix or remove these files"
         )
         pairs = [r[0] for r in results if not isinstance(r, dict)]
+        check_one_bit_depth(pairs)
         noted: dict[str, list[str]] = {}
         for result in results:
             if not isinstance(result, dict) and result[1]:
@@ -271,6 +307,7 @@ class ValidationImages(Dataset[Sample]):
             "name": pair.name,
             "set": pair.set_name,
             "gray": torch.tensor(pair.gray),
+            "bit_depth": depth_tensor(pair.hr),
             "index": torch.tensor(index),
         }
         if note:

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 import albumentations as A
 import numpy as np
 
-from src.ops.imresize import imresize_uint8
+from src.ops.imresize import imresize_array, imresize_uint8
+from src.utils.errors import UserError
 
 
 class Degradation(Protocol):
@@ -64,13 +65,26 @@ def describe(value: Any) -> Any:
     return {"type": kind, "repr": repr(value)}
 
 
+def check_bit_depth(degradation: Any, bit_depth: int, set_name: str) -> None:
+    """Refuse a degradation that cannot make LR of ``bit_depth`` images without rounding them to
+    8 bits (the albumentations and Real-ESRGAN pipelines work on uint8)."""
+    if bit_depth not in getattr(degradation, "bit_depths", (8,)):
+        raise UserError(
+            f"{set_name}: {type(degradation).__name__} makes LR of 8-bit images only, and this "
+            f"set is {bit_depth}-bit; use degradation=bicubic (MATLAB-exact at 16 bits) or "
+            f"data.bit_depth=8"
+        )
+
+
 class BicubicDegradation:
-    """MATLAB ``imresize(hr, 1/scale, 'bicubic')``: the degradation of the benchmark tables."""
+    """MATLAB ``imresize(hr, 1/scale, 'bicubic')``: the degradation of the benchmark tables.
+    16-bit HR gives 16-bit LR, rounded to 16-bit levels between the passes as MATLAB does."""
 
     deterministic = True
+    bit_depths = (8, 16)
 
     def __call__(self, hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:
-        return imresize_uint8(hr, 1.0 / scale)
+        return imresize_array(hr, 1.0 / scale)
 
 
 class AlbumentationsDegradation:

@@ -1,8 +1,12 @@
-"""Decoding images into uint8 RGB arrays, once, with errors that name the file.
+"""Decoding images into pixel arrays of a chosen format, once, with errors that name the file.
 
-Every image that enters SR Lab passes through :func:`read_rgb`: 16-bit images are reduced to
-8 bits, grayscale is expanded to three equal channels (the convention for Set14's ``bridge``),
-and an alpha channel is dropped. Anything unreadable raises :class:`ImageReadError`.
+Every image that enters SR Lab passes through :func:`to_format`, which gives it the
+:class:`PixelFormat` of its data set: by default 8-bit RGB (16-bit files rounded to 8 bits,
+grayscale expanded to three equal channels, the convention for Set14's ``bridge``); with
+``data.bit_depth=16`` or ``auto`` a 16-bit file stays uint16, and with ``data.channels=1`` a
+single-channel file stays (H, W, 1). An alpha channel is always dropped. Anything unreadable, or
+a file that does not fit the format without losing information (a colour image in a
+single-channel set), raises :class:`ImageReadError`.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import numpy as np
 
 from src.utils.errors import UserError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 # What decoding makes of a file (part of the key of on-disk caches of decoded pixels).
 DECODED_PIXELS = "uint8 RGB: 16-bit rounded to 8, gray expanded to 3 channels, alpha dropped"
+# The top of each bit depth's range: pixels are divided by it into [0, 1].
+PEAK_OF_DEPTH = {8: 255, 16: 65535}
+DTYPE_OF_DEPTH = {8: np.uint8, 16: np.uint16}
 
 
 class ImageReadError(UserError, ValueError):
@@ -27,8 +35,43 @@ class ImageReadError(UserError, ValueError):
 
 
 @dataclass(frozen=True)
+class PixelFormat:
+    """What a data set's images are decoded to: ``bit_depth`` 8 or 16, or None for each
+    file's own depth (``data.bit_depth=auto``); ``channels`` 3 (RGB) or 1 (single-channel)."""
+
+    bit_depth: int | None = 8
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.bit_depth not in (None, *PEAK_OF_DEPTH):
+            raise UserError(f"data.bit_depth must be auto, 8 or 16, got {self.bit_depth!r}")
+        if self.channels not in (1, 3):
+            raise UserError(f"data.channels must be 1 or 3, got {self.channels!r}")
+
+    @classmethod
+    def from_config(cls, bit_depth: int | str, channels: int | str) -> PixelFormat:
+        """From ``data.bit_depth`` (auto, 8, 16) and a resolved ``data.channels`` (1, 3)."""
+        depth = None if bit_depth == "auto" else bit_depth
+        if isinstance(depth, str) and depth.isdigit():
+            depth = int(depth)
+        if channels == "auto":
+            raise UserError("data.channels=auto must be resolved from the files before use")
+        return cls(depth if depth is None else int(depth), int(channels))
+
+
+# The default format: what SR Lab has always decoded to.
+RGB8 = PixelFormat()
+
+
+def bit_depth_of(pixels: np.ndarray) -> int:
+    """8 or 16: the bit depth of a uint8 or uint16 pixel array."""
+    return 16 if pixels.dtype == np.uint16 else 8
+
+
+@dataclass(frozen=True)
 class NamedImage:
-    """A decoded image: ``pixels`` is an (H, W, 3) uint8 RGB array; ``lr`` a given LR, if any;
+    """A decoded image: ``pixels`` is an (H, W, C) array of its set's :class:`PixelFormat`
+    (uint8 or uint16; C = 3, RGB, or 1); ``lr`` a given LR, if any;
     ``gray`` says the file itself had one channel (scoring conventions differ for those);
     ``path`` names the file it came from, for messages (empty when it did not come from one);
     ``note``, when not empty, is a warning about it that the user should see."""
@@ -43,28 +86,60 @@ class NamedImage:
 
 def to_rgb_uint8(pixels: np.ndarray, source: str) -> np.ndarray:
     """Normalise a decoded array to (H, W, 3) uint8 RGB; ``source`` names it in errors."""
-    if pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    elif pixels.dtype == np.bool_:
-        pixels = pixels.astype(np.uint8) * 255
-    elif pixels.dtype != np.uint8:
-        raise ImageReadError(f"{source}: unsupported pixel type {pixels.dtype} (need 8 or 16 bit)")
+    return to_format(pixels, source, RGB8)
+
+
+def to_format(pixels: np.ndarray, source: str, pixel_format: PixelFormat) -> np.ndarray:
+    """Normalise a decoded array to (H, W, C) of ``pixel_format``; ``source`` names it in
+    errors. 16 to 8 bits rounds to the nearest level; 8 to 16 bits multiplies by 257 (exact)."""
+    pixels = _with_depth(pixels, source, pixel_format.bit_depth)
     if pixels.ndim == 2:
-        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4):
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
         raise ImageReadError(f"{source}: unsupported image shape {pixels.shape}")
-    if pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    return np.ascontiguousarray(pixels[:, :, :3])
+    colour = pixels[:, :, :3] if pixels.shape[2] >= 3 else pixels[:, :, :1]  # alpha dropped
+    if pixel_format.channels == 3:
+        return np.ascontiguousarray(
+            np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour
+        )
+    if colour.shape[2] == 3:
+        if not (
+            np.array_equal(colour[:, :, 0], colour[:, :, 1])
+            and np.array_equal(colour[:, :, 0], colour[:, :, 2])
+        ):
+            raise ImageReadError(
+                f"{source}: a colour image in a single-channel set (data.channels=1); convert "
+                f"it to grayscale yourself or use data.channels=3"
+            )
+        colour = colour[:, :, :1]
+    return np.ascontiguousarray(colour)
+
+
+def _with_depth(pixels: np.ndarray, source: str, bit_depth: int | None) -> np.ndarray:
+    if pixels.dtype == np.bool_:
+        pixels = pixels.astype(np.uint8) * 255
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f"{source}: unsupported pixel type {pixels.dtype} (need 8 or 16 bit)")
+    depth = bit_depth_of(pixels)
+    if bit_depth is None or bit_depth == depth:
+        return pixels
+    if bit_depth == 8:
+        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return pixels.astype(np.uint16) * np.uint16(257)
 
 
 def decode(path: str | Path) -> np.ndarray:
-    """Decode ``path`` as stored (RGB order, any depth and channel count), or raise naming it."""
+    """Decode ``path`` as stored (RGB order, any depth and channel count; a DICOM slice as its
+    modality values on the uint16 grid, :mod:`src.data.dicom`), or raise naming it."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        from src.data.dicom import read_dicom  # pydicom only for DICOM files
+
+        return read_dicom(path)
     raw = np.fromfile(path, dtype=np.uint8)
     pixels = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
     if pixels is None:
@@ -80,11 +155,16 @@ def is_single_channel(pixels: np.ndarray) -> bool:
     return pixels.ndim == 2 or pixels.shape[2] == 1
 
 
-def read_named(path: Path) -> NamedImage:
+def read_named(path: Path, pixel_format: PixelFormat = RGB8) -> NamedImage:
     """Decode ``path`` into a :class:`NamedImage` named by its stem."""
     raw = decode(path)
-    rgb = to_rgb_uint8(raw, str(path))
-    return NamedImage(path.stem, rgb, gray=is_single_channel(raw), path=str(path))
+    pixels = to_format(raw, str(path), pixel_format)
+    return NamedImage(path.stem, pixels, gray=is_single_channel(raw), path=str(path))
+
+
+def read_pixels(path: str | Path, pixel_format: PixelFormat = RGB8) -> np.ndarray:
+    """Decode ``path`` to an (H, W, C) array of ``pixel_format``, or raise naming it."""
+    return to_format(decode(path), str(path), pixel_format)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -93,10 +173,14 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def write_rgb(path: str | Path, pixels: np.ndarray) -> None:
-    """Encode an (H, W, 3) uint8 RGB array to ``path``; the extension picks the format."""
+    """Encode an (H, W, 3) RGB or (H, W, 1) single-channel array, uint8 or uint16, to ``path``
+    (written whole, then renamed); the extension picks the format."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    stored = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+    if stored.ndim == 3:
+        stored = cv2.cvtColor(stored, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(path.suffix or ".png", stored)
     if not ok:
         raise OSError(f"could not encode {path}")
     tmp = path.with_name(f".{path.name}.tmp")

@@ -25,12 +25,30 @@ from src.data.images import ImageReadError, decode, header_only_pil
 from src.utils.errors import UserError
 from src.utils.files import remove_stale
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+IMAGE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".gif",
+    ".dcm",
+    ".dicom",
+)
 # Container -> the codec written for it (both ship with OpenCV's FFmpeg build).
 VIDEO_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
-OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+OUTPUT_FORMATS = {
+    "png": ".png",
+    "jpg": ".jpg",
+    "jpeg": ".jpg",
+    "webp": ".webp",
+    "tiff": ".tiff",
+    "dcm": ".dcm",
+}
 # Formats that store 16-bit samples; the others get 8 bits.
-SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".dicom")
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 EXIF_ORIENTATION_TAG = 0x0112
 GLOB_CHARS = "*?["

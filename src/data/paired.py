@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from src.data.checks import refuse_or_skip, size_text
-from src.data.images import ImageReadError, NamedImage, list_images, read_named, read_rgb
+from src.data.images import ImageReadError, NamedImage, list_images, read_named, read_pixels
 from src.data.sources import DatasetNotFoundError, FolderSplit, ImageReader
 
 
@@ -53,8 +53,8 @@ class PairedFolderImages(FolderSplit):
                 f"{hr_path}: no LR image for it in {lr_dir} (looked for "
                 f"{' or '.join(f'{stem}.*' for stem in stems)})"
             )
-        hr = read_named(hr_path)
-        lr = read_rgb(lr_path)
+        hr = read_named(hr_path, self.pixel_format)
+        lr = read_pixels(lr_path, self.pixel_format)
         s = self.scale
         height, width = hr.pixels.shape[0] // s, hr.pixels.shape[1] // s
         if lr.shape[:2] != (height, width):

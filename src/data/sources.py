@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from src.data.images import (
+    RGB8,
     ImageReadError,
     NamedImage,
+    PixelFormat,
     is_single_channel,
     list_images,
     read_named,
@@ -105,13 +107,16 @@ def split_files(files: list[Path], split: Split, val_count: int, seed: int) -> l
 
 
 def read_each(
-    files: list[Path], on_bad_image: OnBadImage, skipped: list[str]
+    files: list[Path],
+    on_bad_image: OnBadImage,
+    skipped: list[str],
+    pixel_format: PixelFormat = RGB8,
 ) -> Iterator[NamedImage]:
     """Decode ``files`` one by one; a bad one raises, or (``skip``) is left out with its
     problem appended to ``skipped``."""
     for path in files:
         try:
-            image = read_named(path)
+            image = read_named(path, pixel_format)
         except ImageReadError as error:
             if on_bad_image == "error":
                 raise
@@ -129,10 +134,12 @@ def warn_skipped(skipped: list[str]) -> None:
         )
 
 
-def decode_all(files: list[Path], on_bad_image: OnBadImage) -> list[NamedImage]:
+def decode_all(
+    files: list[Path], on_bad_image: OnBadImage, pixel_format: PixelFormat = RGB8
+) -> list[NamedImage]:
     """Decode ``files``; bad ones raise, or are skipped with one warning listing them."""
     skipped: list[str] = []
-    images = list(read_each(files, on_bad_image, skipped))
+    images = list(read_each(files, on_bad_image, skipped, pixel_format))
     warn_skipped(skipped)
     return images
 
@@ -165,12 +172,14 @@ def archive_to_fetch(
 @dataclass(kw_only=True)
 class FolderSplit:
     """What folder sources share: which of the folder's files they use (all, or one side of a
-    seeded train/val split) and what to do with unreadable images."""
+    seeded train/val split), what to do with unreadable images, and the pixel format images
+    are decoded to (set by the data module from ``data.bit_depth`` and ``data.channels``)."""
 
     split: Split = "all"
     val_count: int = 0
     split_seed: int = 0
     on_bad_image: OnBadImage = "error"
+    pixel_format: PixelFormat = field(default_factory=PixelFormat)
 
     def chosen(self, files: list[Path]) -> list[Path]:
         """This source's side of the split of ``files``."""
@@ -224,10 +233,10 @@ class FolderImages(FolderSplit):
         return self.chosen(files)
 
     def readers(self) -> list[ImageReader]:
-        return [partial(read_named, path) for path in self.files()]
+        return [partial(read_named, path, self.pixel_format) for path in self.files()]
 
     def load(self) -> list[NamedImage]:
-        images = decode_all(self.files(), self.on_bad_image)
+        images = decode_all(self.files(), self.on_bad_image, self.pixel_format)
         if not images:
             raise DatasetNotFoundError(
                 f"{self.name}: no readable image in {Path(self.root).resolve()}"
@@ -254,6 +263,18 @@ class ConcatImages:
 
     def load(self) -> list[NamedImage]:
         return [image for source in self.sources for image in source.load()]
+
+
+def set_pixel_format(source: ImageSource, pixel_format: PixelFormat) -> bool:
+    """Give ``source`` (each part of a :class:`ConcatImages`) the data set's pixel format;
+    False when some part decodes only to 8-bit RGB (bundled photos, benchmark sets)."""
+    every_part = True
+    for part in getattr(source, "sources", [source]):
+        if hasattr(part, "pixel_format"):
+            part.pixel_format = pixel_format
+        else:
+            every_part = False
+    return every_part
 
 
 def fetch_missing(source: ImageSource) -> None:

@@ -15,6 +15,12 @@ separable window applied as two 1-D passes (OpenCV's ``sepFilter2D`` on a CPU), 
 and on RGB; its values equal torchmetrics' valid-region SSIM to float rounding on every
 benchmark image (``tests/test_ssim_separable.py``). ``make bench-eval`` times the scorer.
 
+16-bit and single-channel data (``data.bit_depth=16``, ``data.channels=1``) keep the same
+formulas at their own precision: values on the 0..65535 grid, PSNR with a peak of 65535, SSIM's
+constants K1 and K2 times that peak, Y with its offset scaled alike (16 x 257); a single-channel
+image is scored on its value (the Y and RGB columns then hold the same number). The 8-bit path
+computes exactly what it did before (``peak=255``).
+
 Grayscale HR images (Set14's ``bridge``) are expanded to three equal channels and scored on that
 Y: the convention of the IMDN, PAN, RCAN and SwinIR evaluations (``gray="expand"``). The bicubic,
 SRCNN and VDSR rows that tables copy from older papers scored such images on the raw gray values
@@ -23,8 +29,9 @@ instead (``gray="raw"``): 20 log10(255/219) = 1.32 dB lower on that image, 0.094
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
@@ -52,20 +59,43 @@ class ImageScores:
 METRIC_NAMES: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 
+def peak_of(bit_depth: int) -> float:
+    """The top of the 0..peak integer grid of a bit depth (255, 65535)."""
+    return float(2**bit_depth - 1)
+
+
+def batch_peak(batch: Mapping[str, Any]) -> float:
+    """The scoring peak of a validation batch: from its ``bit_depth`` field (8 when absent)."""
+    depths = batch.get("bit_depth")
+    if depths is None:
+        return PEAK
+    values = {int(depth) for depth in torch.as_tensor(depths).reshape(-1).tolist()}
+    if len(values) != 1:
+        raise ValueError(f"a batch mixes bit depths {sorted(values)}")
+    return peak_of(values.pop())
+
+
+def to_levels(image: torch.Tensor, peak: float = PEAK) -> torch.Tensor:
+    """Map [0, 1] floats to float64 values on the 0..peak integer grid (what saving a PNG of
+    that depth does)."""
+    return image.to(torch.float64, copy=True).mul_(peak).round_().clamp_(0.0, peak)
+
+
 def to_uint8_levels(image: torch.Tensor) -> torch.Tensor:
     """Map [0, 1] floats to float64 values on the 0..255 integer grid (what saving a PNG does)."""
-    return image.to(torch.float64, copy=True).mul_(255.0).round_().clamp_(0.0, 255.0)
+    return to_levels(image, PEAK)
 
 
-def rgb_to_y(levels: torch.Tensor) -> torch.Tensor:
-    """BT.601 studio-swing luma of (N, 3, H, W) RGB given on the 0..255 scale, in float64."""
+def rgb_to_y(levels: torch.Tensor, peak: float = PEAK) -> torch.Tensor:
+    """BT.601 studio-swing luma of (N, 3, H, W) RGB given on the 0..peak scale, in float64."""
     r, g, b = levels.to(torch.float64).unbind(dim=-3)
-    # 16 + (w0 r + w1 g + w2 b) / 255 in that order, in place after the first product.
+    # 16 + (w0 r + w1 g + w2 b) / 255 in that order, in place after the first product; the
+    # offset is 16 levels of 255, i.e. 16 x peak / 255 (exactly 16.0 at 8 bits).
     y = r * Y_WEIGHTS[0]
     term = g * Y_WEIGHTS[1]
     y += term
     y += torch.mul(b, Y_WEIGHTS[2], out=term)
-    return y.div_(255.0).add_(16.0).unsqueeze(-3)
+    return y.div_(255.0).add_(16.0 * peak / PEAK).unsqueeze(-3)
 
 
 def crop_border(image: torch.Tensor, border: int) -> torch.Tensor:
@@ -75,9 +105,16 @@ def crop_border(image: torch.Tensor, border: int) -> torch.Tensor:
     return image[..., border:-border, border:-border]
 
 
-def psnr(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (peak 255) of (N, C, H, W) tensors on the 0..255 scale."""
-    value = peak_signal_noise_ratio(preds, target, data_range=PEAK, dim=(1, 2, 3), reduction="none")
+def psnr(preds: torch.Tensor, target: torch.Tensor, peak: float = PEAK) -> torch.Tensor:
+    """Per-image PSNR of (N, C, H, W) tensors on the 0..peak scale.
+
+    At 8 bits torchmetrics' PSNR (the numbers SR Lab has always reported); at other peaks the
+    same formula in float64 throughout, because torchmetrics holds the peak as a float32 tensor
+    and takes its log there: at 65535 that is 2e-6 dB off the exact value."""
+    if peak != PEAK:
+        mse = (preds.to(torch.float64) - target.to(torch.float64)).square_().mean(dim=(1, 2, 3))
+        return 10.0 * torch.log10(peak**2 / mse)
+    value = peak_signal_noise_ratio(preds, target, data_range=peak, dim=(1, 2, 3), reduction="none")
     return torch.as_tensor(value).reshape(-1)
 
 
@@ -88,9 +125,12 @@ def gray_levels(levels: torch.Tensor) -> torch.Tensor:
     return ((Y_WEIGHTS[0] * r + Y_WEIGHTS[1] * g + Y_WEIGHTS[2] * b) / total).unsqueeze(-3)
 
 
-def luma(levels: torch.Tensor, raw_gray: torch.Tensor | None) -> torch.Tensor:
-    """Y of (N, 3, H, W) levels; images flagged in ``raw_gray`` get their gray value instead."""
-    y = rgb_to_y(levels)
+def luma(levels: torch.Tensor, raw_gray: torch.Tensor | None, peak: float = PEAK) -> torch.Tensor:
+    """Y of (N, 3, H, W) levels; images flagged in ``raw_gray`` get their gray value instead,
+    and single-channel (N, 1, H, W) images are their own value."""
+    if levels.shape[-3] == 1:
+        return levels
+    y = rgb_to_y(levels, peak)
     if raw_gray is None or not bool(raw_gray.any()):
         return y
     mask = raw_gray.to(device=levels.device, dtype=torch.bool).view(-1, 1, 1, 1)
@@ -98,34 +138,44 @@ def luma(levels: torch.Tensor, raw_gray: torch.Tensor | None) -> torch.Tensor:
 
 
 def psnr_y(
-    sr: torch.Tensor, hr: torch.Tensor, border: int, raw_gray: torch.Tensor | None = None
+    sr: torch.Tensor,
+    hr: torch.Tensor,
+    border: int,
+    raw_gray: torch.Tensor | None = None,
+    peak: float = PEAK,
 ) -> torch.Tensor:
-    """PSNR_Y alone of (N, 3, H, W) images in [0, 1], under the same convention as
+    """PSNR_Y alone of (N, C, H, W) images in [0, 1], under the same convention as
     :func:`score_batch` (for captions, where SSIM would cost ten times more)."""
-    sr_levels = crop_border(to_uint8_levels(sr), border)
-    hr_levels = crop_border(to_uint8_levels(hr), border)
-    return psnr(luma(sr_levels, raw_gray), luma(hr_levels, raw_gray))
+    sr_levels = crop_border(to_levels(sr, peak), border)
+    hr_levels = crop_border(to_levels(hr, peak), border)
+    return psnr(luma(sr_levels, raw_gray, peak), luma(hr_levels, raw_gray, peak), peak)
 
 
 def score_batch(
-    sr: torch.Tensor, hr: torch.Tensor, border: int, raw_gray: torch.Tensor | None = None
+    sr: torch.Tensor,
+    hr: torch.Tensor,
+    border: int,
+    raw_gray: torch.Tensor | None = None,
+    peak: float = PEAK,
 ) -> list[ImageScores]:
-    """Score (N, 3, H, W) SR against HR, both floats in [0, 1], under the papers' convention.
+    """Score (N, C, H, W) SR against HR, both floats in [0, 1], under the papers' convention.
 
     ``raw_gray`` (N booleans) marks grayscale-file images to score on the gray value itself
-    (the ``gray="raw"`` convention); by default every image is scored on BT.601 Y.
+    (the ``gray="raw"`` convention); by default every RGB image is scored on BT.601 Y, and a
+    single-channel one (C = 1) on its value. ``peak`` is the top of the data's integer grid:
+    255, or 65535 for 16-bit data (:func:`peak_of`).
     """
     if sr.shape != hr.shape:
         raise ValueError(f"SR shape {tuple(sr.shape)} differs from HR shape {tuple(hr.shape)}")
     # Cropped first and in the standard layout (a network's output may be channels-last): every
     # later pass then walks contiguous planes.
-    sr_levels = to_uint8_levels(crop_border(sr, border).contiguous())
-    hr_levels = to_uint8_levels(crop_border(hr, border).contiguous())
-    sr_y, hr_y = luma(sr_levels, raw_gray), luma(hr_levels, raw_gray)
+    sr_levels = to_levels(crop_border(sr, border).contiguous(), peak)
+    hr_levels = to_levels(crop_border(hr, border).contiguous(), peak)
+    sr_y, hr_y = luma(sr_levels, raw_gray, peak), luma(hr_levels, raw_gray, peak)
     columns = (
-        psnr(sr_y, hr_y),
-        ssim(sr_y, hr_y),
-        psnr(sr_levels, hr_levels),
-        ssim(sr_levels, hr_levels),
+        psnr(sr_y, hr_y, peak),
+        ssim(sr_y, hr_y, peak),
+        psnr(sr_levels, hr_levels, peak),
+        ssim(sr_levels, hr_levels, peak),
     )
     return [ImageScores(*(float(c[i]) for c in columns)) for i in range(sr.shape[0])]

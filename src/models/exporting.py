@@ -34,7 +34,7 @@ from src.models.onnx_runtime import (
     OnnxNetwork,
 )
 from src.models.sr_module import SRModule
-from src.ops.inference import measure_bytes_per_lr_pixel
+from src.ops.inference import input_channels, measure_bytes_per_lr_pixel
 from src.utils.errors import UserError
 
 DEFAULT_OPSET = 18
@@ -122,7 +122,7 @@ def export_onnx(
         ) from None
     module.eval()
     graph = InferenceGraph(module).eval()
-    sample = torch.rand(1, 3, sample_size, sample_size)
+    sample = torch.rand(1, input_channels(module.net), sample_size, sample_size)
     dynamic = torch.export.Dim.DYNAMIC
     with torch.no_grad(), quiet_exporter():
         try:
@@ -163,7 +163,7 @@ def onnx_max_difference(path: Path, graph: nn.Module) -> float:
     network = OnnxNetwork(path)
     worst = 0.0
     for shape in VERIFY_SHAPES:
-        lr = torch.rand(shape)
+        lr = torch.rand(shape[0], network.channels, *shape[2:])
         expected, got = graph(lr), network(lr)
         if got.shape != expected.shape:
             raise ExportError(

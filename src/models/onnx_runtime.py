@@ -59,6 +59,9 @@ class OnnxNetwork:
         if len(inputs) != 1 or len(outputs) != 1:
             raise CheckpointError(f"{self.path}: expected one input and one output")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        stated_channels = inputs[0].shape[1] if len(inputs[0].shape) == 4 else None
+        # RGB unless the graph fixes another channel count (a single-channel network's).
+        self.channels = stated_channels if isinstance(stated_channels, int) else 3
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         stated = self.metadata.get(META_BYTES_PER_PIXEL)
         # Read by src.ops.inference for tile="auto": torch cannot see inside onnxruntime.
@@ -72,7 +75,7 @@ class OnnxNetwork:
         return torch.from_numpy(np.asarray(sr)).to(lr.device)
 
     def _measure_scale(self) -> int:
-        lr = torch.rand(1, 3, SCALE_PROBE, SCALE_PROBE)
+        lr = torch.rand(1, self.channels, SCALE_PROBE, SCALE_PROBE)
         height = self(lr).shape[-2]
         if height % SCALE_PROBE:
             raise CheckpointError(f"{self.path}: output size is not a whole multiple of the input")

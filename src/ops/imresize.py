@@ -2,7 +2,10 @@
 
 Published super-resolution numbers use LR = MATLAB ``imresize(modcrop(HR, s), 1/s, 'bicubic')`` on
 uint8 RGB. ``imresize`` reproduces that bit for bit (Set5 ``LR_bicubic`` with 0 differing pixels)
-and is also the bicubic resampler used inside networks on floating-point batches, on any device.
+and is also what makes LR of 16-bit data: uint16 input is resized as MATLAB resizes a uint16
+image, rounded to the 0..65535 grid after each pass (MATLAB keeps the class between passes),
+never to 8 bits. It is also the bicubic resampler used inside networks on floating-point
+batches, on any device.
 
 Each 1-D pass is a weighted sum of a few input rows or columns; the taps (weights and mirrored
 indices) are computed once per (length, scale) in float64 and cached. When the scale is a ratio
@@ -24,10 +27,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["imresize", "imresize_uint8", "modcrop"]
+__all__ = ["imresize", "imresize_array", "imresize_uint8", "modcrop"]
 
 _KERNEL_WIDTH = 4.0  # support of the bicubic kernel, in input pixels, before antialiasing
-_UINT8_MAX = 255.0
+# The integer pixel types imresize rounds to, with the top of their range.
+_INTEGER_MAX = {torch.uint8: 255.0, torch.uint16: 65535.0}
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -68,8 +72,16 @@ def imresize_uint8(image: np.ndarray, scale: float) -> np.ndarray:
     """MATLAB ``imresize(image, scale, 'bicubic')`` of an HW or HWC uint8 numpy image."""
     if image.dtype != np.uint8:
         raise TypeError(f"imresize_uint8 expects a uint8 array, got {image.dtype}")
+    return imresize_array(image, scale)
+
+
+def imresize_array(image: np.ndarray, scale: float) -> np.ndarray:
+    """MATLAB ``imresize(image, scale, 'bicubic')`` of an HW or HWC uint8 or uint16 numpy image,
+    in the same type."""
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"imresize_array expects a uint8 or uint16 array, got {image.dtype}")
     if image.ndim not in (2, 3):
-        raise ValueError(f"imresize_uint8 expects an HW or HWC array, got shape {image.shape}")
+        raise ValueError(f"imresize expects an HW or HWC array, got shape {image.shape}")
     with one_thread(image.shape[0] * image.shape[1]):
         if image.ndim == 2:
             return imresize(torch.from_numpy(image), scale=scale).numpy()
@@ -86,13 +98,17 @@ def imresize(
 
     Give exactly one of ``scale`` (one factor, or (height, width) factors; the output is
     ``ceil(H*scale) x ceil(W*scale)``) or ``size`` (output (height, width)).
-    uint8 input gives uint8 output, computed in float64 and rounded as MATLAB does after each pass.
+    uint8 (uint16) input gives uint8 (uint16) output, computed in float64 and rounded as MATLAB
+    does after each pass.
     Floating input gives the same dtype, computed in that dtype on its device, neither rounded nor
     clipped (MATLAB's double behaviour).
     """
     if image.dim() < 2 or image.shape[-2] == 0 or image.shape[-1] == 0:
         raise ValueError(f"imresize needs a non-empty (..., H, W) tensor, got {tuple(image.shape)}")
-    quantise = _is_uint8(image)
+    top = _integer_top(image)
+    quantise = top is not None
+    if image.dtype == torch.uint16:
+        image = image.to(torch.float64)  # few torch kernels take uint16; exact for 0..65535
     in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
     (out_h, out_w), (scale_h, scale_w) = _output_plan(in_h, in_w, scale, size)
 
@@ -102,29 +118,35 @@ def imresize(
         passes.reverse()
 
     # uint8 is gathered as is and promoted to float64 by the weights (exact for 0..255).
+    integer_type = _integer_type(top)
     compute_dtype = torch.float64 if quantise else image.dtype
     work = image
     for dim, in_len, out_len, dim_scale in passes:
         if in_len == out_len and dim_scale == 1.0:
             continue  # the bicubic taps are exactly (0, 1, 0): an identity pass
         work = _resize_dim(work, dim, out_len, dim_scale, compute_dtype)
-        if quantise:
-            # MATLAB keeps the class between passes: the intermediate image is uint8, so it is
-            # rounded here too. Skipping this puts about 15% of the pixels off by one.
-            work = _round_to_uint8_range(work)
+        if top is not None:
+            # MATLAB keeps the class between passes: the intermediate image is uint8 (uint16),
+            # so it is rounded here too. Skipping this puts about 15% of 8-bit pixels off by one.
+            work = _round_to_integer_range(work, top)
 
     if work is image:
-        return image.clone()
-    return work.to(torch.uint8) if quantise else work
+        work = image.clone()
+    return work.to(integer_type) if integer_type is not None else work
 
 
-def _is_uint8(image: torch.Tensor) -> bool:
-    """True for uint8 (MATLAB-rounded path), False for floating input; anything else is refused."""
-    if image.dtype == torch.uint8:
-        return True
+def _integer_top(image: torch.Tensor) -> float | None:
+    """The top of an integer image's range (MATLAB-rounded path), None for floating input;
+    other types are refused."""
+    if image.dtype in _INTEGER_MAX:
+        return _INTEGER_MAX[image.dtype]
     if image.is_floating_point():
-        return False
-    raise TypeError(f"imresize supports uint8 and floating tensors, got {image.dtype}")
+        return None
+    raise TypeError(f"imresize supports uint8, uint16 and floating tensors, got {image.dtype}")
+
+
+def _integer_type(top: float | None) -> torch.dtype | None:
+    return next((dtype for dtype, value in _INTEGER_MAX.items() if value == top), None)
 
 
 def _output_plan(
@@ -339,12 +361,13 @@ def _phased_sum(x: torch.Tensor, dim: int, phases: _Phases, dtype: torch.dtype) 
     return torch.stack(outputs, dim=dim).reshape(out_shape)
 
 
-def _round_to_uint8_range(x: torch.Tensor) -> torch.Tensor:
-    """MATLAB's double -> uint8 cast, kept in floating point: saturate, round half up.
+def _round_to_integer_range(x: torch.Tensor, top: float) -> torch.Tensor:
+    """MATLAB's double -> uint8 (uint16) cast, kept in floating point: saturate to 0..top,
+    round half up.
 
     ``floor(x + 0.5)`` would be wrong just below a half (the addition itself rounds up), and
     ``torch.round`` rounds ties to even, so the fraction is compared exactly instead.
     """
-    x = x.clamp_(0.0, _UINT8_MAX)
+    x = x.clamp_(0.0, top)
     whole = torch.floor(x)
     return whole.add_((x - whole).ge_(0.5).to(x.dtype))

@@ -50,6 +50,15 @@ class TileError(UserError, ValueError):
     """A tile setting that cannot work: an unknown value, or a memory budget too small."""
 
 
+def input_channels(net: torch.nn.Module) -> int:
+    """The channels a network takes: its first convolution's input channels (3 for a network
+    without one, such as bicubic, which takes any)."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return int(module.in_channels)
+    return 3
+
+
 def _starts(length: int, tile: int) -> Iterator[int]:
     """Start offsets of the cores that cover ``length`` pixels in steps of ``tile``."""
     yield from range(0, length, tile)

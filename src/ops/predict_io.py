@@ -1,15 +1,18 @@
 """Upscaling image and video files: colour handling around the shared inference path, and the
 loop of ``src.predict`` (skip existing outputs, keep going past bad files, report).
 
-An :data:`Upscaler` maps a (1, 3, h, w) RGB tensor in [0, 1] to (1, 3, h*s, w*s); it is
+An :data:`Upscaler` maps a (1, C, h, w) tensor in [0, 1] to (1, C, h*s, w*s), C = 3 (RGB) or 1
+for a single-channel network (``data.channels=1``); it is
 ``SRModule.forward`` or :func:`src.ops.inference.upscale` around an onnxruntime session, so
 tiling and self-ensemble are the shared path's. Around it:
 
 * grayscale runs as three equal channels and comes back as BT.601 luma (0.299 R + 0.587 G +
-  0.114 B), one channel again;
+  0.114 B), one channel again; through a single-channel network it runs as it is, and a colour
+  image is refused there;
 * alpha is upscaled separately with the MATLAB-exact bicubic (:func:`src.ops.imresize.imresize`)
   and re-attached;
-* 16-bit images run in float (value / 65535) and are written back as 16-bit.
+* 16-bit images run in float (value / 65535) and are written back as 16-bit (PNG, TIFF); a
+  format that holds 8 bits only (JPEG, WebP) gets 8 bits, and the run says so for that file.
 
 Before an image is decoded its header says how large it is: one whose upscaling would need more
 memory than ``memory_mb`` (by default 80% of what the system has available) is refused with a
@@ -31,8 +34,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from src.data.dicom import is_dicom, write_dicom
 from src.data.images import ImageReadError
 from src.data.media import (
+    SIXTEEN_BIT_SUFFIXES,
     ImageHeader,
     MediaError,
     VideoWriter,
@@ -48,7 +53,8 @@ from src.ops.imresize import imresize
 from src.utils.errors import UserError
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+# In float64: in float32 three equal channels come back up to one 16-bit level off.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float64)
 MAX_LISTED = 10
 # Per-file problems: reported, and the run goes on with the next file.
 FILE_ERRORS = (ImageReadError, OSError, cv2.error)
@@ -56,7 +62,7 @@ FILE_ERRORS = (ImageReadError, OSError, cv2.error)
 
 # --- one image -------------------------------------------------------------------------------
 def run_rgb(upscaler: Upscaler, rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1] -> (H*s, W*s, 3) float32 in [0, 1] through ``upscaler``."""
+    """(H, W, C) float32 in [0, 1] -> (H*s, W*s, C) float32 in [0, 1] through ``upscaler``."""
     lr = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
     with torch.no_grad():
         sr = upscaler(lr)
@@ -69,11 +75,19 @@ def upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized.clamp(0.0, 1.0).numpy()
 
 
-def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
-    """Upscale an (H, W) gray or (H, W, 3|4) RGB(A) uint8/uint16 image, keeping its kind."""
+def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray, channels: int = 3) -> np.ndarray:
+    """Upscale an (H, W) gray or (H, W, 3|4) RGB(A) uint8/uint16 image, keeping its kind, by a
+    network of ``channels`` (3 or 1) channels."""
     peak = float(np.iinfo(pixels.dtype).max)
     unit = pixels.astype(np.float32) / peak
     gray = unit.ndim == 2
+    if channels == 1:
+        if not gray:
+            raise ImageReadError(
+                f"a {unit.shape[2]}-channel image, and the network takes one channel "
+                f"(a single-channel model); convert it to grayscale first"
+            )
+        return quantize(run_rgb(upscaler, unit[:, :, None])[:, :, 0], pixels.dtype)
     rgb = np.repeat(unit[:, :, None], 3, axis=2) if gray else unit[:, :, :3]
     sr = run_rgb(upscaler, rgb)
     if gray:
@@ -176,7 +190,12 @@ def check_image_fits(
 
 
 def upscale_image_file(
-    upscaler: Upscaler, source: Path, target: Path, report: Report, budget: int | None = None
+    upscaler: Upscaler,
+    source: Path,
+    target: Path,
+    report: Report,
+    budget: int | None = None,
+    channels: int = 3,
 ) -> None:
     header = read_header(source)
     check_image_fits(source, header, report.scale, budget)
@@ -184,13 +203,30 @@ def upscale_image_file(
         report.notes.append(f"{source}: {header.frames} frames; only the first is upscaled")
         tqdm.write(f"note: {report.notes[-1]}", file=sys.stderr)
     pixels = read_image(source)
-    write_image(target, upscale_pixels(upscaler, pixels))
+    if pixels.dtype == np.uint16 and target.suffix.lower() not in SIXTEEN_BIT_SUFFIXES:
+        report.notes.append(
+            f"{target}: 16-bit result written with 8 bits ({target.suffix} holds no more); "
+            f"output_format=png or tiff keeps 16"
+        )
+        tqdm.write(f"note: {report.notes[-1]}", file=sys.stderr)
+    upscaled = upscale_pixels(upscaler, pixels, channels)
+    if is_dicom(target):
+        if not is_dicom(source):
+            raise MediaError(f"{source}: DICOM output needs a DICOM input (its tags are kept)")
+        write_dicom(target, upscaled, source, report.scale)
+    else:
+        write_image(target, upscaled)
     report.images += 1
     report.count(pixels.shape[0] * pixels.shape[1])
 
 
 def upscale_video_file(
-    upscaler: Upscaler, source: Path, target: Path, report: Report, progress: bool
+    upscaler: Upscaler,
+    source: Path,
+    target: Path,
+    report: Report,
+    progress: bool,
+    channels: int = 3,
 ) -> None:
     """Upscale every frame; the frame rate is kept, the output appears only when complete."""
     capture, info = open_video(source)
@@ -209,7 +245,7 @@ def upscale_video_file(
             desc=source.name,
         )
         for frame in bar:
-            writer.write(upscale_pixels(upscaler, frame))
+            writer.write(upscale_pixels(upscaler, frame, channels))
             frames += 1
         if frames == 0:
             raise MediaError(f"{source}: no frame could be decoded")
@@ -233,9 +269,10 @@ def upscale_files(
     overwrite: bool = False,
     progress: bool = True,
     budget: int | None = None,
+    channels: int = 3,
 ) -> Report:
-    """Upscale each input into ``output_dir``; bad files (and images over ``budget`` bytes to
-    upscale) are reported and the rest go on."""
+    """Upscale each input into ``output_dir`` by a network of ``channels`` channels; bad files
+    (and images over ``budget`` bytes to upscale) are reported and the rest go on."""
     report = Report(scale)
     targets = plan(inputs, output_dir, output_format)
     started = time.perf_counter()
@@ -247,9 +284,9 @@ def upscale_files(
             continue
         try:
             if is_video(source):
-                upscale_video_file(upscaler, source, target, report, progress)
+                upscale_video_file(upscaler, source, target, report, progress, channels)
             else:
-                upscale_image_file(upscaler, source, target, report, budget)
+                upscale_image_file(upscaler, source, target, report, budget, channels)
         except FILE_ERRORS as error:
             report.failed.append(source)
             tqdm.write(f"error: {explain(error, source)}", file=sys.stderr)

@@ -137,6 +137,8 @@ class DataSettings:
     val_workers: NonNegativeInt
     num_patches: PositiveInt | None
     augment: bool
+    bit_depth: Literal["auto", 8, 16]
+    channels: Literal["auto", 1, 3]
 
 
 @dataclass
@@ -169,7 +171,7 @@ class PredictSettings:
     self_ensemble: bool
     overwrite: bool
     progress: bool
-    output_format: Literal["png", "jpg", "jpeg", "webp", "tiff"] | None
+    output_format: Literal["png", "jpg", "jpeg", "webp", "tiff", "dcm"] | None
     device: str
     memory_mb: PositiveFloat | Literal["auto"]
 
@@ -188,6 +190,7 @@ class ScoreSettings:
     pred: str
     gt: str | None
     gray: Literal["expand", "raw"]
+    channels: Literal[1, 3]
     metric_weights: str
     name: str | None
 

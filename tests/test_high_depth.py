@@ -1,0 +1,288 @@
+"""16-bit and single-channel data end to end: decoding, the MATLAB resize at 16 bits, scores at
+the data's own peak, training and validating on a folder of 16-bit gray images, and predictions
+written back at 16 bits with one channel."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from src.data.datasets import make_pairs, to_tensor
+from src.data.degradations import BicubicDegradation
+from src.data.dicom import MODALITY_OFFSET, read_dicom
+from src.data.images import ImageReadError, NamedImage, PixelFormat, read_named, to_format
+from src.metrics.paper import score_batch
+from src.ops.imresize import imresize, imresize_array
+from src.ops.predict_io import quantize, upscale_pixels
+from src.utils.errors import UserError
+from tests.helpers import TINY, run_module
+
+
+def gray16(seed: int, size: int = 72) -> np.ndarray:
+    """A smooth 16-bit gray image using the whole 0..65535 range (a CT-like test card)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = 0.5 + 0.3 * np.sin(6 * x + seed) * np.cos(4 * y) + 0.05 * rng.standard_normal(x.shape)
+    return np.clip(image * 65535, 0, 65535).astype(np.uint16)
+
+
+@pytest.fixture
+def gray16_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for index in range(4):
+        cv2.imwrite(str(folder / f"slice{index}.png"), gray16(index))
+    return folder
+
+
+# --- decoding ---------------------------------------------------------------------------------
+def test_a_16bit_gray_file_stays_16bit_with_one_channel(gray16_folder: Path) -> None:
+    image = read_named(gray16_folder / "slice0.png", PixelFormat(None, 1))
+    assert image.pixels.dtype == np.uint16 and image.pixels.shape == (72, 72, 1)
+    assert np.array_equal(image.pixels[:, :, 0], gray16(0))
+
+
+def test_the_default_format_is_still_8bit_rgb(gray16_folder: Path) -> None:
+    pixels = read_named(gray16_folder / "slice0.png").pixels
+    assert pixels.dtype == np.uint8 and pixels.shape == (72, 72, 3)
+
+
+def test_8bit_files_in_a_16bit_set_are_scaled_by_257() -> None:
+    levels = np.array([[0, 1, 128, 255]], np.uint8)
+    assert to_format(levels, "x", PixelFormat(16, 1))[0, :, 0].tolist() == [0, 257, 32896, 65535]
+
+
+def test_a_colour_file_in_a_single_channel_set_is_refused() -> None:
+    colour = np.zeros((4, 4, 3), np.uint8)
+    colour[..., 0] = 9
+    with pytest.raises(ImageReadError, match="colour image in a single-channel set"):
+        to_format(colour, "photo.png", PixelFormat(8, 1))
+
+
+def test_a_set_mixing_bit_depths_is_one_error_listing_them() -> None:
+    images = [
+        NamedImage("deep", to_format(gray16(0), "deep", PixelFormat(None, 1))),
+        NamedImage("flat", np.zeros((72, 72, 1), np.uint8)),
+    ]
+    with pytest.raises(UserError, match=r"ct mixes bit depths \(8-bit: flat; 16-bit: deep\)"):
+        make_pairs(images, "ct", 2, BicubicDegradation(), seed=0)
+
+
+def test_16bit_pixels_become_unit_floats_at_their_own_peak() -> None:
+    pixels = np.array([[[0], [32768], [65535]]], np.uint16)
+    assert torch.allclose(to_tensor(pixels)[0, 0], torch.tensor([0.0, 32768 / 65535, 1.0]))
+
+
+# --- the resize at 16 bits --------------------------------------------------------------------
+def test_16bit_resize_rounds_to_16bit_levels_between_passes() -> None:
+    """MATLAB resizes a uint16 image in double and casts to uint16 after each pass: the same
+    as the float resize of one dimension at a time, rounded half up to 0..65535 each time."""
+    hr = gray16(3, size=40)[:, :36]
+    lr = imresize_array(hr, 0.5)
+    assert lr.dtype == np.uint16 and lr.shape == (20, 18)
+    work = torch.from_numpy(hr.astype(np.float64))
+    for size in ((20, 36), (20, 18)):  # equal scales: height first, as MATLAB does
+        work = imresize(work, size=size)
+        work = torch.floor(work.clamp(0, 65535) + 0.5)
+    assert np.array_equal(lr, work.numpy().astype(np.uint16))
+    assert len(np.unique(lr)) > 256  # not limited to 8-bit levels
+
+
+# --- scores at the data's precision -----------------------------------------------------------
+def test_psnr_at_peak_65535_equals_the_hand_computation() -> None:
+    hr = gray16(1, size=40).astype(np.float64)
+    sr = np.clip(hr + np.random.default_rng(0).normal(0, 300, hr.shape), 0, 65535).round()
+    border = 2
+    mse = np.mean((sr - hr)[border:-border, border:-border] ** 2)
+    expected = 10 * math.log10(65535.0**2 / mse)
+    scores = score_batch(
+        torch.from_numpy(sr / 65535)[None, None],
+        torch.from_numpy(hr / 65535)[None, None],
+        border,
+        peak=65535.0,
+    )[0]
+    assert scores.psnr_y == pytest.approx(expected, abs=1e-9)
+    assert scores.psnr_rgb == scores.psnr_y  # one channel: the value is scored
+    assert 0.0 < scores.ssim_y < 1.0
+
+
+def test_8bit_scores_are_unchanged_by_the_peak_argument() -> None:
+    rng = np.random.default_rng(5)
+    hr = torch.from_numpy(rng.integers(0, 256, (1, 3, 30, 30)) / 255.0)
+    sr = (hr + torch.from_numpy(rng.normal(0, 0.02, hr.shape))).clamp(0, 1)
+    assert score_batch(sr, hr, 2) == score_batch(sr, hr, 2, peak=255.0)
+
+
+# --- prediction -------------------------------------------------------------------------------
+def test_a_single_channel_network_upscales_gray_and_refuses_colour() -> None:
+    def doubler(lr: torch.Tensor) -> torch.Tensor:
+        assert lr.shape[1] == 1
+        return torch.nn.functional.interpolate(lr, scale_factor=2, mode="nearest")
+
+    gray = gray16(2, size=20)
+    out = upscale_pixels(doubler, gray, channels=1)
+    assert out.dtype == np.uint16 and out.shape == (40, 40)
+    assert np.array_equal(out[::2, ::2], gray)
+    with pytest.raises(ImageReadError, match="network takes one channel"):
+        upscale_pixels(doubler, np.zeros((4, 4, 3), np.uint16), channels=1)
+
+
+# --- the recipe, end to end -------------------------------------------------------------------
+@pytest.mark.parametrize("channels", ["1", "auto"])
+def test_16bit_gray_folder_trains_validates_and_predicts_16bit_gray(
+    gray16_folder: Path, tmp_path: Path, channels: str
+) -> None:
+    run_dir = tmp_path / "train"
+    result = run_module(
+        "src.train",
+        [
+            "data=folder",
+            f"data.root={gray16_folder}",
+            "data.bit_depth=16",
+            f"data.channels={channels}",
+            "model=edsr",
+            *TINY,
+            "trainer.max_steps=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best PSNR_Y" in result.stdout
+    results = sorted(run_dir.rglob("metrics.csv"))
+    assert results, list(run_dir.rglob("*"))
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    net_config = stored["srlab"]["model_config"]["net"]
+    assert net_config["num_channels"] == 1
+    assert stored["state_dict"]["net.head.weight"].shape[1] == 1
+
+    out = tmp_path / "sr"
+    predicted = run_module(
+        "src.predict",
+        [
+            f"ckpt_path={checkpoint}",
+            f"input={gray16_folder / 'slice1.png'}",
+            f"output={out}",
+            "progress=false",
+            f"hydra.run.dir={tmp_path / 'predict'}",
+        ],
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    written = cv2.imread(str(out / "slice1.png"), cv2.IMREAD_UNCHANGED)
+    assert written.dtype == np.uint16 and written.shape == (144, 144)
+    assert len(np.unique(written)) > 256
+
+
+def test_eval_scores_a_16bit_gray_folder_at_peak_65535(gray16_folder: Path, tmp_path: Path) -> None:
+    """The bicubic model on the 16-bit set: src.eval's per-image PSNR equals PSNR at peak 65535
+    computed here from the same LR and the MATLAB bicubic upscale."""
+    result = run_module(
+        "src.eval",
+        [
+            "model=bicubic",
+            "data=folder",
+            f"data.root={gray16_folder}",
+            "data.bit_depth=16",
+            "data.channels=1",
+            "comparisons=0",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads((tmp_path / "results.json").read_text())
+    images = records["images"] if isinstance(records, dict) else records
+    first = images[0]
+    hr = read_named(gray16_folder / f"{first['name']}.png", PixelFormat(16, 1)).pixels[:, :, 0]
+    lr = imresize_array(hr, 0.5)
+    lr_unit = torch.from_numpy(lr.astype(np.float32)) / 65535  # as the data module feeds it
+    sr = imresize(lr_unit, scale=2.0).clamp(0, 1)
+    sr_levels = (sr.double() * 65535).round().numpy()
+    diff = (sr_levels - hr.astype(np.float64))[2:-2, 2:-2]
+    expected = 10 * math.log10(65535.0**2 / np.mean(diff**2))
+    assert first["psnr_y"] == pytest.approx(expected, abs=1e-6)
+
+
+# --- DICOM ------------------------------------------------------------------------------------
+def pydicom_file(name: str) -> Path:
+    pydicom_data = pytest.importorskip("pydicom.data")
+    return Path(pydicom_data.get_testdata_file(name))
+
+
+def test_a_ct_slice_is_read_as_hounsfield_units_on_the_16bit_grid() -> None:
+    import pydicom
+
+    path = pydicom_file("CT_small.dcm")
+    dataset = pydicom.dcmread(path)
+    hounsfield = dataset.pixel_array * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
+    pixels = read_named(path, PixelFormat(16, 1)).pixels[:, :, 0]
+    assert pixels.dtype == np.uint16
+    assert np.array_equal(pixels.astype(np.int64) - MODALITY_OFFSET, hounsfield.astype(np.int64))
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_dicom_read_upscale_write_keeps_the_tags_and_divides_the_spacing(
+    name: str, tmp_path: Path
+) -> None:
+    import pydicom
+
+    source = pydicom_file(name)
+    out = tmp_path / "sr"
+    result = run_module(
+        "src.predict",
+        [
+            "model=bicubic",
+            "scale=2",
+            f"input={source}",
+            f"output={out}",
+            "progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after = pydicom.dcmread(source), pydicom.dcmread(out / name)
+    assert (after.Rows, after.Columns) == (2 * before.Rows, 2 * before.Columns)
+    assert [float(v) for v in after.PixelSpacing] == pytest.approx(
+        [float(v) / 2 for v in before.PixelSpacing]
+    )
+    assert after.SOPInstanceUID != before.SOPInstanceUID
+    assert after.file_meta.MediaStorageSOPInstanceUID == after.SOPInstanceUID
+    changed = {"Rows", "Columns", "PixelSpacing", "PixelData", "SOPInstanceUID"}
+    for element in before:
+        if element.keyword and element.keyword not in changed:
+            assert after[element.tag].value == element.value, element.keyword
+    assert "SR Lab x2" in after.DerivationDescription
+    # The pixels: MATLAB bicubic of the modality values, stored back through slope/intercept.
+    lr = read_dicom(source).astype(np.float32) / 65535
+    expected = quantize(imresize(torch.from_numpy(lr), scale=2.0).clamp(0, 1).numpy(), np.uint16)
+    assert np.array_equal(read_dicom(out / name), expected)
+
+
+def test_a_folder_of_dicom_slices_is_a_16bit_single_channel_data_set(tmp_path: Path) -> None:
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"ct{index}.dcm").write_bytes(pydicom_file("CT_small.dcm").read_bytes())
+    result = run_module(
+        "src.eval",
+        [
+            "model=bicubic",
+            "data=folder",
+            f"data.root={folder}",
+            "data.channels=auto",
+            "comparisons=0",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data.channels=auto: 1" in result.stdout + result.stderr
+    records = json.loads((tmp_path / "run" / "results.json").read_text())
+    images = records["images"] if isinstance(records, dict) else records
+    assert images and all(record["psnr_y"] > 40 for record in images)
