@@ -11,9 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.atd import ATD
+from src.archs.dat import DAT
+from src.archs.drct import DRCT
 from src.archs.drrn import DRRN
 from src.archs.espcn import ESPCN
 from src.archs.fsrcnn import FSRCNN
+from src.archs.hat import HAT
+from src.archs.hit_srf import HiTSRF
+from src.archs.plksr import PLKSR
 from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
 from src.archs.rlfn import RLFN
@@ -21,6 +27,7 @@ from src.archs.rrdbnet import RRDBNet
 from src.archs.safmn import SAFMN
 from src.archs.span import SPAN
 from src.archs.srcnn import SRCNN
+from src.archs.srformer import SRFormer
 from src.archs.srvgg_compact import SRVGGNetCompact
 from src.archs.swinir import RSTB, SwinIR, SwinTransformerBlock, shifted_window_mask
 from src.archs.vdsr import VDSR
@@ -56,8 +63,98 @@ TINY: dict[str, Factory] = {
     "rlfn": lambda s: RLFN(s, num_features=8),
     "span": lambda s: SPAN(s, num_features=8),
     "safmn": lambda s: SAFMN(s, dim=8, n_blocks=1),
+    "hat": lambda s: HAT(
+        s,
+        embed_dim=12,
+        depths=(2,),
+        num_heads=(2,),
+        window_size=4,
+        squeeze_factor=4,
+        num_features=8,
+    ),
+    "drct": lambda s: DRCT(
+        s, embed_dim=12, depths=(2,), num_heads=(3,), window_size=4, gc=4, num_features=8
+    ),
+    "srformer": lambda s: SRFormer(
+        s, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, num_features=8
+    ),
+    "srformer_light": lambda s: SRFormer(
+        s, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, upsampler="pixelshuffledirect"
+    ),
+    "atd": lambda s: ATD(
+        s,
+        embed_dim=12,
+        depths=(2,),
+        num_heads=(2,),
+        window_size=4,
+        category_size=8,
+        num_tokens=4,
+        reducted_dim=4,
+        convffn_kernel_size=3,
+        num_features=8,
+    ),
+    "atd_light": lambda s: ATD(
+        s,
+        embed_dim=12,
+        depths=(2,),
+        num_heads=(2,),
+        window_size=4,
+        category_size=8,
+        num_tokens=4,
+        reducted_dim=4,
+        convffn_kernel_size=3,
+        upsampler="pixelshuffledirect",
+    ),
+    "hit_srf": lambda s: HiTSRF(
+        s, embed_dim=48, depths=(2,), num_heads=(2,), base_win_size=4, hier_win_ratios=(0.5, 2)
+    ),
+    "dat": lambda s: DAT(
+        s,
+        embed_dim=96,
+        depth=(2, 2),
+        num_heads=(4, 4),
+        split_size=(4, 8),
+        expansion_factor=2.0,
+        num_features=16,
+    ),
+    "dat_light": lambda s: DAT(
+        s,
+        embed_dim=96,
+        depth=(4,),
+        num_heads=(4,),
+        split_size=(4, 8),
+        expansion_factor=2.0,
+        resi_connection="3conv",
+        upsampler="pixelshuffledirect",
+    ),
+    "plksr": lambda s: PLKSR(s, dim=8, n_blocks=1, kernel_size=5),
+    "plksr_tiny": lambda s: PLKSR(s, dim=8, n_blocks=1, kernel_size=5, use_ea=False),
 }
-PIXEL_SHUFFLE_X8 = ("rcan", "rdn", "swinir", "rrdbnet")
+PIXEL_SHUFFLE_X8 = ("rcan", "rdn", "swinir", "rrdbnet", "hat", "drct", "srformer", "atd", "dat")
+# Parameters that get no gradient in exact arithmetic, in the authors' design too (only rounding
+# noise reaches them), by network: DAT's last position-bias bias (one constant per head, which
+# the softmax cancels) and the biases of its convolutions followed by BatchNorm (cancelled by
+# the mean subtraction).
+GRADIENT_FREE: dict[str, tuple[str, ...]] = {
+    name: (
+        "pos.pos3.2.bias",
+        "dwconv.0.bias",
+        "channel_interaction.1.bias",
+        "spatial_interaction.0.bias",
+    )
+    for name in ("dat", "dat_light")
+}
+# Window-attention networks pad to their window inside and crop back: any input size works.
+WINDOWED = (
+    "swinir",
+    "swinir_light",
+    "hat",
+    "drct",
+    "srformer",
+    "srformer_light",
+    "atd",
+    "atd_light",
+)
 
 # Real sizes: (factory, scale, reference parameter count, where the reference comes from).
 REAL: dict[str, tuple[Factory, int, int, str]] = {
@@ -90,6 +187,13 @@ REAL: dict[str, tuple[Factory, int, int, str]] = {
     "rrdbnet": (RRDBNet, 4, 16_700_000, "ESRGAN generator: about 16.7M"),
     "rlfn": (RLFN, 4, 543_000, "RLFN paper: 543K at x4 (527K at x2)"),
     "safmn": (SAFMN, 4, 240_000, "SAFMN paper: 240K at x4 (228K at x2)"),
+    "hat": (HAT, 4, 20_800_000, "HAT README: 20.8M at x4"),
+    "drct": (DRCT, 4, 14_130_000, "DRCT README: 14.13M at x4"),
+    "atd": (ATD, 4, 20_260_000, "ATD paper: 20.26M at x4"),
+    "srformer": (SRFormer, 2, 10_400_000, "SRFormer README: 10.40M at x2"),
+    "plksr": (PLKSR, 4, 7_390_000, "PLKSR: 7.39M at x4"),
+    "hit_srf": (HiTSRF, 4, 866_000, "HiT-SR README: HiT-SRF 866K at x4"),
+    "dat": (DAT, 4, 14_800_000, "DAT README: 14.80M at x4"),
     "srvgg_compact": (
         lambda s: SRVGGNetCompact(s, num_conv=32),
         4,
@@ -126,8 +230,8 @@ def test_x8(name: str) -> None:
 
 
 @pytest.mark.parametrize("size", [(13, 11), (4, 9), (3, 5), (1, 6), (8, 8)])
-@pytest.mark.parametrize("name", ["swinir", "swinir_light"])
-def test_swinir_any_input_size(name: str, size: tuple[int, int]) -> None:
+@pytest.mark.parametrize("name", WINDOWED)
+def test_window_networks_take_any_input_size(name: str, size: tuple[int, int]) -> None:
     with torch.no_grad():
         out = TINY[name](2).eval()(_input(*size))
     assert out.shape == (1, 3, 2 * size[0], 2 * size[1])
@@ -148,7 +252,12 @@ def test_one_training_step_updates_every_weight(name: str) -> None:
     optimizer.step()
 
     assert torch.isfinite(loss)
-    unchanged = [key for key, value in net.named_parameters() if torch.equal(value, before[key])]
+    exempt = GRADIENT_FREE.get(name, ())
+    unchanged = [
+        key
+        for key, value in net.named_parameters()
+        if torch.equal(value, before[key]) and not key.endswith(exempt)
+    ]
     assert not unchanged, f"not updated by a training step: {unchanged}"
 
 
