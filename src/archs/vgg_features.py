@@ -6,19 +6,20 @@ itself is not needed (it cannot be imported beside this project's CPU torch buil
 have their usual names (``conv1_1``, ``relu1_1``, ``pool1``, ..., ``conv5_4``) and
 :meth:`VGGFeatures.forward` returns the outputs of the ones asked for, stopping at the deepest.
 Inputs are RGB in [0, 1]; they are normalised by ImageNet's mean and standard deviation first,
-as the networks were trained.
+as the networks were trained. The pooling layers can be replaced (DISTS's L2 pooling) by a module
+built from the width of the features they pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal, cast
 
 import torch
 from torch import nn
 
 
-# Convolution widths per block; "M" closes a block with a max pool.
+# Convolution widths per block; "M" closes a block with a pooling layer.
 def blocks(*depths: int) -> list[int | str]:
     """Five blocks of 64, 128, 256, 512 and 512 channels with ``depths`` convolutions each."""
     layout: list[int | str] = []
@@ -34,6 +35,12 @@ LAYOUTS: dict[str, list[int | str]] = {
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Variant = Literal["vgg16", "vgg19"]
+Pooling = Callable[[int], nn.Module]
+
+
+def max_pool(channels: int) -> nn.Module:
+    """torchvision's pooling layer: 2x2 max, stride 2 (the same for every width)."""
+    return nn.MaxPool2d(kernel_size=2, stride=2)
 
 
 def layer_names(variant: Variant) -> list[str]:
@@ -53,7 +60,13 @@ def layer_names(variant: Variant) -> list[str]:
 class VGGFeatures(nn.Module):
     """``features`` of VGG up to the deepest of ``layers``; returns {name: output}."""
 
-    def __init__(self, layers: Iterable[str], variant: Variant = "vgg19", normalize: bool = True):
+    def __init__(
+        self,
+        layers: Iterable[str],
+        variant: Variant = "vgg19",
+        normalize: bool = True,
+        pool: Pooling = max_pool,
+    ):
         super().__init__()
         names = layer_names(variant)
         wanted = list(dict.fromkeys(layers))
@@ -66,7 +79,7 @@ class VGGFeatures(nn.Module):
         channels = 3
         for entry in LAYOUTS[variant]:
             if entry == "M":
-                modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                modules.append(pool(channels))
             else:
                 width = int(entry)
                 modules += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=False)]

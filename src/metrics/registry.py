@@ -7,7 +7,11 @@ it needs the HR reference:
   computed (``val/psnr_y`` picks the best checkpoint), listed for the record;
 * ``niqe``: no-reference naturalness of the SR image's Y (:mod:`src.metrics.niqe`), lower better;
 * ``lpips`` (AlexNet) and ``lpips_vgg``: learned perceptual distance to HR on RGB
-  (:mod:`src.metrics.lpips`), lower better; their weight files are set by ``metric_weights``.
+  (:mod:`src.metrics.lpips`), lower better;
+* ``dists``: deep structure and texture similarity to HR on RGB (:mod:`src.metrics.dists`),
+  lower better.
+
+The learned metrics' weight files (LPIPS's and DISTS's) are set by ``metric_weights``.
 
 Every metric sees the SR image rounded to 8 bits and both images with ``border`` pixels cropped,
 the convention of the paper scores.
@@ -19,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from src.metrics.paper import METRIC_NAMES, crop_border, rgb_to_y, to_uint8_levels
 from src.utils.errors import UserError
@@ -44,6 +49,7 @@ EXTRA = {
     "niqe": MetricInfo("niqe", ("niqe",), False, False),
     "lpips": MetricInfo("lpips", ("lpips",), False, True),
     "lpips_vgg": MetricInfo("lpips_vgg", ("lpips_vgg",), False, True),
+    "dists": MetricInfo("dists", ("dists",), False, True),
 }
 KNOWN = {**PAPER, **EXTRA}
 LOWER_IS_BETTER = {
@@ -85,16 +91,28 @@ def niqe_metric() -> ExtraMetric:
     return ExtraMetric(EXTRA["niqe"], compute)
 
 
-def lpips_metric(name: str, weights: str, cache_dir: str) -> ExtraMetric:
-    from src.metrics.lpips import LPIPS
-
-    network = LPIPS("alex" if name == "lpips" else "vgg", weights, cache_dir, "metric_weights")
+def learned_metric(name: str, network: nn.Module, prepare: Callable[[], None]) -> ExtraMetric:
+    """A metric computed in fp32 by a fixed network on the images' device."""
 
     def compute(sr: torch.Tensor, hr: torch.Tensor) -> Columns:
         network.to(sr.device)
         return {name: network(sr.float(), hr.float()).tolist()}
 
-    return ExtraMetric(EXTRA[name], compute, network.prepare)
+    return ExtraMetric(EXTRA[name], compute, prepare)
+
+
+def lpips_metric(name: str, weights: str, cache_dir: str) -> ExtraMetric:
+    from src.metrics.lpips import LPIPS
+
+    network = LPIPS("alex" if name == "lpips" else "vgg", weights, cache_dir, "metric_weights")
+    return learned_metric(name, network, network.prepare)
+
+
+def dists_metric(weights: str, cache_dir: str) -> ExtraMetric:
+    from src.metrics.dists import DISTS
+
+    network = DISTS(weights, cache_dir, "metric_weights")
+    return learned_metric("dists", network, network.prepare)
 
 
 def build_metrics(
@@ -110,6 +128,8 @@ def build_metrics(
             built.append(niqe_metric())
         elif name in ("lpips", "lpips_vgg"):
             built.append(lpips_metric(name, weights, cache_dir))
+        elif name == "dists":
+            built.append(dists_metric(weights, cache_dir))
     return built
 
 

@@ -52,6 +52,15 @@ PUBLISHED: dict[str, RemoteArchive] = {
         filename="lpips_v0.1_vgg.pth",
         size=7_289,
     ),
+    # The sha256 that the authors' PyPI wheel DISTS_pytorch-0.1 records for this file in its
+    # RECORD, checked against the wheel (whose own sha256 is
+    # 73e54ce13e7cf3ca962ee8e433d129884ec3dc75e00a27af90525e1da760ac61).
+    "dists": RemoteArchive(
+        url="https://github.com/dingkeyan93/DISTS/raw/master/DISTS_pytorch/weights.pt",
+        sha256="f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218",
+        filename="dists_weights.pt",
+        size=12_288,
+    ),
 }
 DEFAULT_CACHE = Path(".cache") / "weights"
 
