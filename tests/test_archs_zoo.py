@@ -19,6 +19,7 @@ from src.archs.espcn import ESPCN
 from src.archs.fsrcnn import FSRCNN
 from src.archs.hat import HAT
 from src.archs.hit_srf import HiTSRF
+from src.archs.omnisr import OmniSR
 from src.archs.plksr import PLKSR
 from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
@@ -127,6 +128,7 @@ TINY: dict[str, Factory] = {
         resi_connection="3conv",
         upsampler="pixelshuffledirect",
     ),
+    "omnisr": lambda s: OmniSR(s, num_feat=8, res_num=1, block_num=1, window_size=4),
     "plksr": lambda s: PLKSR(s, dim=8, n_blocks=1, kernel_size=5),
     "plksr_tiny": lambda s: PLKSR(s, dim=8, n_blocks=1, kernel_size=5, use_ea=False),
 }
@@ -194,6 +196,7 @@ REAL: dict[str, tuple[Factory, int, int, str]] = {
     "plksr": (PLKSR, 4, 7_390_000, "PLKSR: 7.39M at x4"),
     "hit_srf": (HiTSRF, 4, 866_000, "HiT-SR README: HiT-SRF 866K at x4"),
     "dat": (DAT, 4, 14_800_000, "DAT README: 14.80M at x4"),
+    "omnisr": (OmniSR, 4, 792_000, "Omni-SR paper: 792K at x4 (less 12,880 position/norm terms)"),
     "srvgg_compact": (
         lambda s: SRVGGNetCompact(s, num_conv=32),
         4,
