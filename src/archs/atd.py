@@ -49,22 +49,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from src.archs.common import MeanShift, PixelShuffleUpsampler
-from src.archs.swinir import UPSAMPLERS, PatchEmbed
+from src.archs.swin_skeleton import ResidualGroup, SwinSkeleton, check_settings
 from src.archs.window import (
-    image_to_tokens,
+    ConvFFN,
+    attend_in_windows,
     init_linear,
     relative_position_index,
     shifted_window_mask,
-    tokens_to_image,
-    window_partition,
-    window_reverse,
 )
 
 # The authors' bound on AC-MSA's learned logit scale (exp of it at most 100).
@@ -173,35 +170,6 @@ class CategoryAttention(nn.Module):
         return self.proj(restored)
 
 
-class DepthwiseConv(nn.Module):
-    """Depthwise conv + GELU applied to a token sequence on its image grid."""
-
-    def __init__(self, channels: int, kernel_size: int):
-        super().__init__()
-        self.depthwise_conv = nn.Sequential(
-            nn.Conv2d(
-                channels, channels, kernel_size, padding=(kernel_size - 1) // 2, groups=channels
-            ),
-            nn.GELU(),
-        )
-
-    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return image_to_tokens(self.depthwise_conv(tokens_to_image(tokens, size)))
-
-
-class ConvFFN(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int, kernel_size: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.dwconv = DepthwiseConv(hidden_dim, kernel_size)
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        x = self.act(self.fc1(x))
-        return self.fc2(x + self.dwconv(x, size))
-
-
 class ATDTransformerLayer(nn.Module):
     """Shared QKV projection, SW-MSA + TDCA + AC-MSA on one residual, then the ConvFFN; all but
     a group's last layer also refine the dictionary."""
@@ -242,17 +210,10 @@ class ATDTransformerLayer(nn.Module):
         index: torch.Tensor,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        h, w = size
-        image = qkv.view(qkv.shape[0], h, w, qkv.shape[-1])
-        if self.shift:
-            image = torch.roll(image, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        windows = self.attn_win(
-            window_partition(image, self.window_size), index, mask if self.shift else None
-        )
-        image = window_reverse(windows, self.window_size, h, w)
-        if self.shift:
-            image = torch.roll(image, shifts=(self.shift, self.shift), dims=(1, 2))
-        return image.reshape(qkv.shape[0], h * w, -1)
+        image = qkv.view(qkv.shape[0], *size, qkv.shape[-1])
+        attend = partial(self.attn_win, index=index, mask=mask if self.shift else None)
+        image = attend_in_windows(image, self.window_size, self.shift, attend)
+        return image.reshape(qkv.shape[0], size[0] * size[1], -1)
 
     def forward(
         self,
@@ -297,26 +258,7 @@ class ATDLayerGroup(nn.Module):
         return x
 
 
-class ATDB(nn.Module):
-    """Residual ATD block: a layer group, a 3x3 conv on the image grid, a skip."""
-
-    def __init__(self, dim: int, group: ATDLayerGroup):
-        super().__init__()
-        self.residual_group = group
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        size: tuple[int, int],
-        index: torch.Tensor,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        out = self.residual_group(tokens, size, index, mask)
-        return tokens + image_to_tokens(self.conv(tokens_to_image(out, size)))
-
-
-class ATD(nn.Module):
+class ATD(SwinSkeleton):
     """ATD for classical and lightweight SR; RGB in [0, 1] in and out."""
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
@@ -342,26 +284,14 @@ class ATD(nn.Module):
     ):
         """``checkpoint_layers`` recomputes each residual group in the backward pass instead
         of storing its activations (activation checkpointing): slower steps, far less memory."""
-        super().__init__()
-        if len(depths) != len(num_heads):
-            raise ValueError(f"{len(depths)} depths but {len(num_heads)} num_heads entries")
-        if any(embed_dim % heads for heads in num_heads):
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by every num_heads entry")
-        if upsampler not in UPSAMPLERS:
-            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
-        self.scale = scale
+        check_settings(embed_dim, depths, num_heads, upsampler)
+        super().__init__(scale, checkpoint_layers)
         self.window_size = window_size
         self.shift = window_size // 2
-        self.upsampler = upsampler
-        self.checkpoint_layers = checkpoint_layers
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
         self.register_buffer(
             "relative_position_index_SA", relative_position_index(window_size), persistent=False
         )
-
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = PatchEmbed(embed_dim)
+        self._build_head(embed_dim)
         self.layers = nn.ModuleList()
         for depth, heads in zip(depths, num_heads, strict=True):
             layers = [
@@ -380,41 +310,17 @@ class ATD(nn.Module):
                 )
                 for index in range(depth)
             ]
-            self.layers.append(ATDB(embed_dim, ATDLayerGroup(num_tokens, embed_dim, layers)))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
-
-        if upsampler == "pixelshuffle":
-            self.conv_before_upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, num_features, 3, padding=1), nn.LeakyReLU(inplace=True)
-            )
-            self.upsample: nn.Sequential = PixelShuffleUpsampler(scale, num_features)
-            self.conv_last = nn.Conv2d(num_features, 3, 3, padding=1)
-        else:
-            self.upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, 3 * scale**2, 3, padding=1), nn.PixelShuffle(scale)
-            )
+            group = ATDLayerGroup(num_tokens, embed_dim, layers)
+            self.layers.append(ResidualGroup(embed_dim, group))
+        self._build_tail(embed_dim, upsampler, num_features)
         self.apply(init_linear)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[-2], x.shape[-1])
-        mask = shifted_window_mask(*size, self.window_size, self.shift, x.device)
-        index = self.relative_position_index_SA
-        tokens = self.patch_embed(x)
-        for layer in self.layers:
-            if self.checkpoint_layers and torch.is_grad_enabled():
-                tokens = checkpoint(layer, tokens, size, index, mask, use_reentrant=False)
-            else:
-                tokens = layer(tokens, size, index, mask)
-        return tokens_to_image(self.norm(tokens), size)
+    def layer_context(
+        self, size: tuple[int, int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = shifted_window_mask(*size, self.window_size, self.shift, device)
+        return self.relative_position_index_SA, mask
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = self.sub_mean(mirror_pad_to_multiple(x, self.window_size))
-        features = self.conv_first(x)
-        features = features + self.conv_after_body(self.forward_features(features))
-        if self.upsampler == "pixelshuffle":
-            out = self.conv_last(self.upsample(self.conv_before_upsample(features)))
-        else:
-            out = self.upsample(features)
-        return self.add_mean(out)[..., : h * self.scale, : w * self.scale]
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Mirror-pad (edge repeated) to a window multiple, as the authors' ``forward`` does."""
+        return mirror_pad_to_multiple(x, self.window_size)

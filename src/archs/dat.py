@@ -43,78 +43,25 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from src.archs.common import MeanShift, PixelShuffleUpsampler
+from src.archs.swin_skeleton import SwinSkeleton, check_depths, check_upsampler
 from src.archs.window import (
+    DynamicPositionBias,
     drop_path,
     drop_path_rates,
     image_to_tokens,
     init_linear,
+    rectangle_position_index,
+    rectangle_shift_mask,
+    relative_offsets,
     tokens_to_image,
 )
 
-UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
 RESIDUAL_CONVS = ("1conv", "3conv")
-# The authors' mask value between tokens that a cyclic shift brought together.
-_MASKED = -100.0
 
 Size = tuple[int, int]
 # The shifted-window masks of the two spatial branches (rectangles and their transposes).
 ShiftMasks = tuple[torch.Tensor, torch.Tensor]
-
-
-def relative_offsets(height: int, width: int) -> torch.Tensor:
-    """((2h-1)(2w-1), 2) float (dy, dx) offsets between two tokens of an h x w window, row-major;
-    the input of the dynamic position bias."""
-    dy, dx = torch.meshgrid(
-        torch.arange(1 - height, height), torch.arange(1 - width, width), indexing="ij"
-    )
-    return torch.stack((dy, dx), dim=-1).reshape(-1, 2).float()
-
-
-def rectangle_position_index(height: int, width: int) -> torch.Tensor:
-    """(n, n) index into :func:`relative_offsets` for every pair of tokens of an h x w window."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    ).flatten(1)
-    relative = coords[:, :, None] - coords[:, None, :]
-    return (relative[0] + height - 1) * (2 * width - 1) + relative[1] + width - 1
-
-
-def rectangle_shift_mask(
-    size: Size, window: Size, shift: Size, device: torch.device
-) -> torch.Tensor:
-    """(num_windows, n, n) additive mask keeping attention within the regions that a cyclic
-    shift of (h, w)-sized windows by ``shift`` glued together; windows in row-major order."""
-    (h, w), (window_h, window_w), (shift_h, shift_w) = size, window, shift
-    rows = (slice(0, -window_h), slice(-window_h, -shift_h), slice(-shift_h, None))
-    cols = (slice(0, -window_w), slice(-window_w, -shift_w), slice(-shift_w, None))
-    regions = torch.zeros(h, w, device=device)
-    for index, (row, col) in enumerate((row, col) for row in rows for col in cols):
-        regions[row, col] = index
-    labels = regions.view(h // window_h, window_h, w // window_w, window_w)
-    labels = labels.permute(0, 2, 1, 3).reshape(-1, window_h * window_w)
-    different = labels[:, None, :] != labels[:, :, None]
-    return torch.zeros_like(different, dtype=torch.float32).masked_fill(different, _MASKED)
-
-
-class DynamicPosBias(nn.Module):
-    """MLP from a (dy, dx) offset to one bias per head (CrossFormer's dynamic position bias)."""
-
-    def __init__(self, hidden: int, num_heads: int):
-        super().__init__()
-        self.pos_proj = nn.Linear(2, hidden)
-        self.pos1 = self._stage(hidden, hidden)
-        self.pos2 = self._stage(hidden, hidden)
-        self.pos3 = self._stage(hidden, num_heads)
-
-    @staticmethod
-    def _stage(hidden: int, out_features: int) -> nn.Sequential:
-        return nn.Sequential(nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, out_features))
-
-    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
-        return self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))
 
 
 class RectangleWindowAttention(nn.Module):
@@ -129,7 +76,7 @@ class RectangleWindowAttention(nn.Module):
         self.window = window
         self.num_heads = num_heads
         # The authors divide by four twice (once in the caller, once in the bias module).
-        self.pos = DynamicPosBias(dim // 4 // 4, num_heads)
+        self.pos = DynamicPositionBias(dim // 4 // 4, num_heads)
         self.register_buffer("rpe_biases", relative_offsets(*window), persistent=False)
         self.register_buffer(
             "relative_position_index", rectangle_position_index(*window), persistent=False
@@ -351,7 +298,7 @@ def is_shifted(group: int, block: int) -> bool:
     return (block // 2 + group) % 2 == 1
 
 
-class DAT(nn.Module):
+class DAT(SwinSkeleton):
     """Dual Aggregation Transformer for classical and lightweight SR; RGB in [0, 1] in and out."""
 
     # Stored in the authors' files, rebuilt here from the settings (see import_weights).
@@ -374,9 +321,7 @@ class DAT(nn.Module):
     ):
         """``checkpoint_layers`` recomputes each residual group in the backward pass instead of
         storing its activations (activation checkpointing): slower steps, far less memory."""
-        super().__init__()
-        if len(depth) != len(num_heads):
-            raise ValueError(f"{len(depth)} depth but {len(num_heads)} num_heads entries")
+        check_depths(depth, num_heads)
         if any(heads % 2 or (embed_dim // 2) % (heads // 2) for heads in num_heads):
             raise ValueError(
                 f"every num_heads entry must be even and split embed_dim {embed_dim} evenly "
@@ -384,16 +329,11 @@ class DAT(nn.Module):
             )
         if len(split_size) != 2 or min(split_size) < 2:
             raise ValueError(f"split_size must be (height, width), each 2 or more: {split_size}")
-        if upsampler not in UPSAMPLERS:
-            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
+        check_upsampler(upsampler)
         if resi_connection not in RESIDUAL_CONVS:
             raise ValueError(f"resi_connection must be one of {RESIDUAL_CONVS}")
-        self.scale = scale
-        self.checkpoint_layers = checkpoint_layers
+        super().__init__(scale, checkpoint_layers)
         self.split_size: Size = (split_size[0], split_size[1])
-        self.upsampler = upsampler
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
 
         self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
         self.before_RG = nn.Sequential(ImageToTokens(), nn.LayerNorm(embed_dim))
@@ -415,19 +355,8 @@ class DAT(nn.Module):
                     resi_connection,
                 )
             )
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = residual_conv(embed_dim, resi_connection)
-
-        if upsampler == "pixelshuffle":
-            self.conv_before_upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, num_features, 3, padding=1), nn.LeakyReLU(inplace=True)
-            )
-            self.upsample: nn.Sequential = PixelShuffleUpsampler(scale, num_features)
-            self.conv_last = nn.Conv2d(num_features, 3, 3, padding=1)
-        else:
-            self.upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, 3 * scale**2, 3, padding=1), nn.PixelShuffle(scale)
-            )
+        conv_after_body = residual_conv(embed_dim, resi_connection)
+        self._build_tail(embed_dim, upsampler, num_features, conv_after_body)
         self.apply(init_linear)
 
     def _attention(
@@ -449,22 +378,12 @@ class DAT(nn.Module):
             rectangle_shift_mask(padded, (width, height), (width // 2, height // 2), device),
         )
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[-2], x.shape[-1])
-        masks = self.shift_masks(size, x.device)
-        tokens = self.before_RG(x)
-        for layer in self.layers:
-            if self.checkpoint_layers and torch.is_grad_enabled():
-                tokens = checkpoint(layer, tokens, size, masks, use_reentrant=False)
-            else:
-                tokens = layer(tokens, size, masks)
-        return tokens_to_image(self.norm(tokens), size)
+    def layer_context(self, size: Size, device: torch.device) -> tuple[ShiftMasks]:
+        return (self.shift_masks(size, device),)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.conv_first(self.sub_mean(x))
-        features = features + self.conv_after_body(self.forward_features(features))
-        if self.upsampler == "pixelshuffle":
-            out = self.conv_last(self.upsample(self.conv_before_upsample(features)))
-        else:
-            out = self.upsample(features)
-        return self.add_mean(out)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.before_RG(x)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """No padding here: the spatial attention pads its q/k/v and crops back."""
+        return x

@@ -32,15 +32,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from src.archs.common import MeanShift, PixelShuffleUpsampler
-from src.archs.swinir import PatchEmbed, SwinTransformerBlock
+from src.archs.swin_skeleton import SwinSkeleton, check_depths
+from src.archs.swinir import SwinTransformerBlock
 from src.archs.window import (
     drop_path_rates,
     image_to_tokens,
     init_linear,
-    pad_to_multiple,
     shifted_window_mask,
     tokens_to_image,
 )
@@ -107,7 +105,7 @@ class RDG(nn.Module):
         return features[-1] * GROUP_RESIDUAL_SCALE + tokens
 
 
-class DRCT(nn.Module):
+class DRCT(SwinSkeleton):
     """DRCT for classical SR; RGB in [0, 1] in and out."""
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
@@ -130,53 +128,24 @@ class DRCT(nn.Module):
         """``gc``: growth channels each dense layer adds. ``checkpoint_layers`` recomputes each
         group in the backward pass instead of storing its activations (slower, far less
         memory)."""
-        super().__init__()
-        if len(depths) != len(num_heads):
-            raise ValueError(f"{len(depths)} depths but {len(num_heads)} num_heads entries")
-        self.scale = scale
+        check_depths(depths, num_heads)
+        super().__init__(scale, checkpoint_layers)
         self.window_size = window_size
         self.shift = window_size // 2
-        self.checkpoint_layers = checkpoint_layers
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
-
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = PatchEmbed(embed_dim)
+        self._build_head(embed_dim)
         rates = drop_path_rates(drop_path_rate, sum(depths))
         group_starts = [sum(depths[:index]) for index in range(len(depths))]
         self.layers = nn.ModuleList(
             RDG(embed_dim, heads, window_size, mlp_ratio, gc, qkv_bias, rates[start])
             for heads, start in zip(num_heads, group_starts, strict=True)
         )
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
-
-        self.conv_before_upsample = nn.Sequential(
-            nn.Conv2d(embed_dim, num_features, 3, padding=1), nn.LeakyReLU(inplace=True)
-        )
-        self.upsample = PixelShuffleUpsampler(scale, num_features)
-        self.conv_last = nn.Conv2d(num_features, 3, 3, padding=1)
+        self._build_tail(embed_dim, num_features=num_features)
         self.apply(init_linear)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[-2], x.shape[-1])
-        mask = (
-            shifted_window_mask(*size, self.window_size, self.shift, x.device)
-            if self.shift
-            else None
-        )
-        tokens = self.patch_embed(x)
-        for layer in self.layers:
-            if self.checkpoint_layers and torch.is_grad_enabled():
-                tokens = checkpoint(layer, tokens, size, mask, use_reentrant=False)
-            else:
-                tokens = layer(tokens, size, mask)
-        return tokens_to_image(self.norm(tokens), size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = self.sub_mean(pad_to_multiple(x, self.window_size))
-        features = self.conv_first(x)
-        features = features + self.conv_after_body(self.forward_features(features))
-        out = self.conv_last(self.upsample(self.conv_before_upsample(features)))
-        return self.add_mean(out)[..., : h * self.scale, : w * self.scale]
+    def layer_context(
+        self, size: tuple[int, int], device: torch.device
+    ) -> tuple[torch.Tensor | None]:
+        """The shifted-window mask, when the window is large enough to shift."""
+        if not self.shift:
+            return (None,)
+        return (shifted_window_mask(*size, self.window_size, self.shift, device),)

@@ -27,24 +27,27 @@ which are rebuilt here from the window size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from src.archs.common import MeanShift, PixelShuffleUpsampler
-from src.archs.swinir import PatchEmbed
+from src.archs.swin_skeleton import (
+    BlockSequence,
+    ResidualGroup,
+    SwinSkeleton,
+    block_groups,
+    check_settings,
+)
 from src.archs.window import (
     Mlp,
     WindowAttention,
+    attend_in_windows,
     drop_path,
-    drop_path_rates,
     image_to_tokens,
     init_linear,
-    pad_to_multiple,
     shifted_window_mask,
-    tokens_to_image,
     window_partition,
     window_reverse,
 )
@@ -130,21 +133,11 @@ class HAB(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def _window_attention(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, C) -> (B, H, W, C)."""
-        h, w = image.shape[1:3]
-        if self.shift:
-            image = torch.roll(image, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        windows = self.attn(window_partition(image, self.window_size), mask if self.shift else None)
-        image = window_reverse(windows, self.window_size, h, w)
-        if self.shift:
-            image = torch.roll(image, shifts=(self.shift, self.shift), dims=(1, 2))
-        return image
-
     def forward(self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor) -> torch.Tensor:
         normed = self.norm1(x)
         image = normed.view(x.shape[0], *size, x.shape[-1])
-        attended = self._window_attention(image, mask).reshape(x.shape)
+        attend = partial(self.attn, mask=mask if self.shift else None)
+        attended = attend_in_windows(image, self.window_size, self.shift, attend).reshape(x.shape)
         convolved = image_to_tokens(self.conv_block(image.permute(0, 3, 1, 2)))
         rate, training = self.drop_path_rate, self.training
         x = x + drop_path(attended, rate, training) + self.conv_scale * convolved
@@ -227,36 +220,18 @@ class OCAB(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class AttenBlocks(nn.Module):
+class AttenBlocks(BlockSequence):
     """The blocks of one group: HABs alternating regular and shifted windows, then an OCAB."""
 
     def __init__(self, blocks: Sequence[HAB], overlap_attn: OCAB):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
+        super().__init__(blocks)
         self.overlap_attn = overlap_attn
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, size, mask)
-        return self.overlap_attn(x, size)
+        return self.overlap_attn(super().forward(x, size, mask), size)
 
 
-class RHAG(nn.Module):
-    """Residual hybrid attention group: the blocks, a 3x3 conv on the image grid, a skip."""
-
-    def __init__(self, dim: int, residual_group: AttenBlocks):
-        super().__init__()
-        self.residual_group = residual_group
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(
-        self, tokens: torch.Tensor, size: tuple[int, int], mask: torch.Tensor
-    ) -> torch.Tensor:
-        out = self.residual_group(tokens, size, mask)
-        return tokens + image_to_tokens(self.conv(tokens_to_image(out, size)))
-
-
-class HAT(nn.Module):
+class HAT(SwinSkeleton):
     """Hybrid attention transformer for classical SR; RGB in [0, 1] in and out."""
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
@@ -281,70 +256,39 @@ class HAT(nn.Module):
     ):
         """``checkpoint_layers`` recomputes each residual group in the backward pass instead of
         storing its activations (activation checkpointing): slower steps, far less memory."""
-        super().__init__()
-        if len(depths) != len(num_heads):
-            raise ValueError(f"{len(depths)} depths but {len(num_heads)} num_heads entries")
-        if any(embed_dim % heads for heads in num_heads):
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by every num_heads entry")
+        check_settings(embed_dim, depths, num_heads)
         if embed_dim < max(compress_ratio, squeeze_factor):
             raise ValueError(
                 f"embed_dim {embed_dim} leaves no channels after compress_ratio "
                 f"{compress_ratio} or squeeze_factor {squeeze_factor}"
             )
-        self.scale = scale
+        super().__init__(scale, checkpoint_layers)
         self.window_size = window_size
         self.shift = window_size // 2
-        self.checkpoint_layers = checkpoint_layers
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
+        self._build_head(embed_dim)
 
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = PatchEmbed(embed_dim)
-        rates = iter(drop_path_rates(drop_path_rate, sum(depths)))
+        def make_block(heads: int, index: int, rate: float) -> HAB:
+            return HAB(
+                embed_dim,
+                heads,
+                window_size,
+                shift=self.shift if index % 2 else 0,
+                compress_ratio=compress_ratio,
+                squeeze_factor=squeeze_factor,
+                conv_scale=conv_scale,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path_rate=rate,
+            )
+
+        groups = block_groups(depths, num_heads, drop_path_rate, make_block)
         self.layers = nn.ModuleList()
-        for depth, heads in zip(depths, num_heads, strict=True):
-            blocks = [
-                HAB(
-                    embed_dim,
-                    heads,
-                    window_size,
-                    shift=0 if index % 2 == 0 else self.shift,
-                    compress_ratio=compress_ratio,
-                    squeeze_factor=squeeze_factor,
-                    conv_scale=conv_scale,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    drop_path_rate=next(rates),
-                )
-                for index in range(depth)
-            ]
+        for blocks, heads in zip(groups, num_heads, strict=True):
             overlap = OCAB(embed_dim, heads, window_size, overlap_ratio, mlp_ratio, qkv_bias)
-            self.layers.append(RHAG(embed_dim, AttenBlocks(blocks, overlap)))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
-
-        self.conv_before_upsample = nn.Sequential(
-            nn.Conv2d(embed_dim, num_features, 3, padding=1), nn.LeakyReLU(inplace=True)
-        )
-        self.upsample = PixelShuffleUpsampler(scale, num_features)
-        self.conv_last = nn.Conv2d(num_features, 3, 3, padding=1)
+            self.layers.append(ResidualGroup(embed_dim, AttenBlocks(blocks, overlap)))
+        self._build_tail(embed_dim, num_features=num_features)
         self.apply(init_linear)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[-2], x.shape[-1])
-        mask = shifted_window_mask(*size, self.window_size, self.shift, x.device)
-        tokens = self.patch_embed(x)
-        for layer in self.layers:
-            if self.checkpoint_layers and torch.is_grad_enabled():
-                tokens = checkpoint(layer, tokens, size, mask, use_reentrant=False)
-            else:
-                tokens = layer(tokens, size, mask)
-        return tokens_to_image(self.norm(tokens), size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = self.sub_mean(pad_to_multiple(x, self.window_size))
-        features = self.conv_first(x)
-        features = features + self.conv_after_body(self.forward_features(features))
-        out = self.conv_last(self.upsample(self.conv_before_upsample(features)))
-        return self.add_mean(out)[..., : h * self.scale, : w * self.scale]
+    def layer_context(self, size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor]:
+        """The shifted-window mask, always built."""
+        return (shifted_window_mask(*size, self.window_size, self.shift, device),)

@@ -37,14 +37,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.archs.common import MeanShift
-from src.archs.swinir import PatchEmbed
+from src.archs.swin_skeleton import (
+    BlockSequence,
+    ResidualGroup,
+    SwinSkeleton,
+    block_groups,
+    check_depths,
+)
 from src.archs.window import (
+    ConvFFN,
+    DynamicPositionBias,
     drop_path,
-    drop_path_rates,
-    image_to_tokens,
     init_linear,
     pad_to_multiple,
+    relative_offsets,
     tokens_to_image,
     window_partition,
     window_reverse,
@@ -71,13 +77,6 @@ def hierarchical_windows(base_win_size: int, ratios: Sequence[float]) -> list[in
     return windows
 
 
-def relative_offsets(window_size: int) -> torch.Tensor:
-    """((2w-1)^2, 2) every (row, column) offset between two tokens of a window, row-major."""
-    span = torch.arange(1 - window_size, window_size)
-    grid = torch.stack(torch.meshgrid(span, span, indexing="ij"))
-    return grid.flatten(1).transpose(0, 1).float()
-
-
 def pooled_position_index(window_size: int, group_size: int) -> torch.Tensor:
     """(w^2, groups^2) index into the offset table box-averaged over ``group_size`` x
     ``group_size`` blocks (side ``2w - group_size``): the mean bias between each query token
@@ -90,24 +89,6 @@ def pooled_position_index(window_size: int, group_size: int) -> torch.Tensor:
     side = 2 * window_size - group_size
     index = rows[:, None, :, None] * side + rows[None, :, None, :]
     return index.reshape(window_size * window_size, groups * groups)
-
-
-def _norm_relu_linear(in_features: int, out_features: int) -> nn.Sequential:
-    return nn.Sequential(nn.LayerNorm(in_features), nn.ReLU(), nn.Linear(in_features, out_features))
-
-
-class DynamicPositionBias(nn.Module):
-    """An MLP from a relative (row, column) offset to one bias per head."""
-
-    def __init__(self, pos_dim: int, num_heads: int):
-        super().__init__()
-        self.pos_proj = nn.Linear(2, pos_dim)
-        self.pos1 = _norm_relu_linear(pos_dim, pos_dim)
-        self.pos2 = _norm_relu_linear(pos_dim, pos_dim)
-        self.pos3 = _norm_relu_linear(pos_dim, num_heads)
-
-    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
-        return self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))
 
 
 class DualFeatureExtraction(nn.Module):
@@ -145,7 +126,9 @@ class SpatialChannelCorrelation(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.spatial_linear = nn.Linear(self.group_size**2, 1)
         self.pos = DynamicPositionBias(dim // POSITION_DIM_DIVISOR, num_heads)
-        self.register_buffer("relative_offsets", relative_offsets(window_size), persistent=False)
+        self.register_buffer(
+            "relative_offsets", relative_offsets(window_size, window_size), persistent=False
+        )
         self.register_buffer(
             "relative_position_index",
             pooled_position_index(window_size, self.group_size),
@@ -193,35 +176,6 @@ class SpatialChannelCorrelation(nn.Module):
         return self.proj(window_reverse(out, self.window_size, h, w))
 
 
-class DepthwiseConv(nn.Module):
-    """5x5 depthwise conv + GELU on tokens laid back on the image grid."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.depthwise_conv = nn.Sequential(
-            nn.Conv2d(channels, channels, FFN_KERNEL, padding=FFN_KERNEL // 2, groups=channels),
-            nn.GELU(),
-        )
-
-    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return image_to_tokens(self.depthwise_conv(tokens_to_image(tokens, size)))
-
-
-class ConvFFN(nn.Module):
-    """linear, GELU, a residual depthwise conv, linear."""
-
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.dwconv = DepthwiseConv(hidden_dim)
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        hidden = self.act(self.fc1(tokens))
-        return self.fc2(hidden + self.dwconv(hidden, size))
-
-
 class HierarchicalTransformerBlock(nn.Module):
     """SCC in this block's window, then the conv feed-forward; post-norm residuals."""
 
@@ -240,7 +194,7 @@ class HierarchicalTransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.correlation = SpatialChannelCorrelation(dim, window_size, base_win_size, num_heads)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = ConvFFN(dim, int(dim * mlp_ratio))
+        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), FFN_KERNEL)
 
     def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         h, w = size
@@ -251,31 +205,7 @@ class HierarchicalTransformerBlock(nn.Module):
         return tokens + drop_path(self.norm2(self.mlp(tokens, size)), rate, training)
 
 
-class BlockGroup(nn.Module):
-    def __init__(self, blocks: Sequence[HierarchicalTransformerBlock]):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        for block in self.blocks:
-            tokens = block(tokens, size)
-        return tokens
-
-
-class RHTB(nn.Module):
-    """Residual hierarchical transformer block: a group of blocks, a 3x3 conv, a skip."""
-
-    def __init__(self, dim: int, blocks: Sequence[HierarchicalTransformerBlock]):
-        super().__init__()
-        self.residual_group = BlockGroup(blocks)
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        out = tokens_to_image(self.residual_group(tokens, size), size)
-        return tokens + image_to_tokens(self.conv(out))
-
-
-class HiTSRF(nn.Module):
+class HiTSRF(SwinSkeleton):
     """HiT-SRF for lightweight SR; RGB in [0, 1] in and out (the DIV2K mean is subtracted
     inside, as the authors trained it)."""
 
@@ -295,9 +225,7 @@ class HiTSRF(nn.Module):
     ):
         """``base_win_size`` is one side: the authors' code takes an (h, w) pair, but all
         released models use 8 x 8 and only square windows are built here."""
-        super().__init__()
-        if len(depths) != len(num_heads):
-            raise ValueError(f"{len(depths)} depths but {len(num_heads)} num_heads entries")
+        check_depths(depths, num_heads)
         if any(embed_dim % (2 * heads) for heads in num_heads):
             raise ValueError(f"embed_dim {embed_dim} must split into 2 x num_heads equal parts")
         if embed_dim // POSITION_DIM_DIVISOR < MIN_POSITION_DIM:
@@ -310,38 +238,22 @@ class HiTSRF(nn.Module):
         windows = hierarchical_windows(base_win_size, hier_win_ratios)
         if max(depths) > len(windows):
             raise ValueError(f"depth {max(depths)} exceeds the {len(windows)} hier_win_ratios")
-        self.scale = scale
+        super().__init__(scale)
         self.window_sizes = windows[: max(depths)]
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
+        self._build_head(embed_dim)
 
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = PatchEmbed(embed_dim)
-        rates = iter(drop_path_rates(drop_path_rate, sum(depths)))
-        self.layers = nn.ModuleList()
-        for depth, heads in zip(depths, num_heads, strict=True):
-            blocks = [
-                HierarchicalTransformerBlock(
-                    embed_dim, heads, windows[index], base_win_size, mlp_ratio, next(rates)
-                )
-                for index in range(depth)
-            ]
-            self.layers.append(RHTB(embed_dim, blocks))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
-        self.upsample = nn.Sequential(
-            nn.Conv2d(embed_dim, 3 * scale**2, 3, padding=1), nn.PixelShuffle(scale)
+        def make_block(heads: int, index: int, rate: float) -> HierarchicalTransformerBlock:
+            return HierarchicalTransformerBlock(
+                embed_dim, heads, windows[index], base_win_size, mlp_ratio, rate
+            )
+
+        groups = block_groups(depths, num_heads, drop_path_rate, make_block)
+        self.layers = nn.ModuleList(
+            ResidualGroup(embed_dim, BlockSequence(blocks)) for blocks in groups
         )
+        self._build_tail(embed_dim, upsampler="pixelshuffledirect")
         self.apply(init_linear)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[-2], x.shape[-1])
-        tokens = self.patch_embed(x)
-        for layer in self.layers:
-            tokens = layer(tokens, size)
-        return tokens_to_image(self.norm(tokens), size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.conv_first(self.sub_mean(x))
-        features = features + self.conv_after_body(self.forward_features(features))
-        return self.add_mean(self.upsample(features))
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """No padding here: each block pads to its own window and crops back."""
+        return x

@@ -35,24 +35,24 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from src.archs.common import MeanShift, PixelShuffleUpsampler
+from src.archs.swin_skeleton import (
+    BlockSequence,
+    ResidualGroup,
+    SwinSkeleton,
+    block_groups,
+    check_settings,
+)
 from src.archs.window import (
-    drop_path,
-    drop_path_rates,
-    image_to_tokens,
+    ConvFFN,
+    ShiftedWindowBlock,
     init_linear,
-    pad_to_multiple,
+    region_mask,
     relative_position_index,
-    tokens_to_image,
-    window_partition,
-    window_reverse,
+    shifted_region_labels,
 )
 
-UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
-# The authors' mask value between a query and a key from different regions of a shifted window.
-_MASKED = -100.0
+FFN_KERNEL = 5
 
 
 def aligned_relative_position_index(window_size: int) -> torch.Tensor:
@@ -64,30 +64,16 @@ def aligned_relative_position_index(window_size: int) -> torch.Tensor:
     return relative_position_index(half)[permuted_token]
 
 
-def _region_labels(h: int, w: int, window_size: int, shift: int) -> torch.Tensor:
-    """(num_windows, window_size^2) labels of the 3 x 3 regions that a cyclic shift glues
-    together, read window by window."""
-    regions = torch.zeros(1, h, w, 1)
-    bounds = (slice(0, -window_size), slice(-window_size, -shift), slice(-shift, None))
-    label = 0
-    for rows in bounds:
-        for cols in bounds:
-            regions[:, rows, cols, :] = label
-            label += 1
-    return window_partition(regions, window_size)[0, ..., 0]
-
-
 def permuted_window_mask(
     h: int, w: int, window_size: int, shift: int, device: torch.device
 ) -> torch.Tensor:
     """(num_windows, n, n / 4) additive mask between the queries of each shifted window and its
     permuted keys. On the half-size key grid the region boundary sits at ``ceil(shift / 2)``
     from the edge, as the authors round it for odd shifts (window 22)."""
-    queries = _region_labels(h, w, window_size, shift)
-    keys = _region_labels(h // 2, w // 2, window_size // 2, -(-shift // 2))
-    different = queries[:, :, None] != keys[:, None, :]
-    mask = torch.zeros(different.shape).masked_fill(different, _MASKED)
-    return mask.to(device)
+    queries = shifted_region_labels((h, w), (window_size, window_size), (shift, shift), device)
+    half, key_shift = window_size // 2, -(-shift // 2)
+    keys = shifted_region_labels((h // 2, w // 2), (half, half), (key_shift, key_shift), device)
+    return region_mask(queries, keys)
 
 
 class PSA(nn.Module):
@@ -139,35 +125,7 @@ class PSA(nn.Module):
         return self.proj(out.transpose(2, 3).reshape(b, num_windows, n, c))
 
 
-class DepthwiseConv(nn.Module):
-    """5x5 depthwise conv + GELU on the token grid."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.depthwise_conv = nn.Sequential(
-            nn.Conv2d(channels, channels, 5, padding=2, groups=channels), nn.GELU()
-        )
-
-    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return image_to_tokens(self.depthwise_conv(tokens_to_image(tokens, size)))
-
-
-class ConvFFN(nn.Module):
-    """Linear, GELU, a depthwise-conv residual on the image grid, linear."""
-
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.dwconv = DepthwiseConv(hidden_dim)
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        hidden = self.act(self.fc1(x))
-        return self.fc2(hidden + self.dwconv(hidden, size))
-
-
-class PSABlock(nn.Module):
+class PSABlock(ShiftedWindowBlock):
     """Pre-norm (shifted) permuted window attention and ConvFFN, each with a residual."""
 
     def __init__(
@@ -180,76 +138,12 @@ class PSABlock(nn.Module):
         qkv_bias: bool,
         drop_path_rate: float,
     ):
-        super().__init__()
-        self.window_size = window_size
-        self.shift = shift
-        self.drop_path_rate = drop_path_rate
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = PSA(dim, window_size, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = ConvFFN(dim, int(dim * mlp_ratio))
+        attn = PSA(dim, window_size, num_heads, qkv_bias)
+        mlp = ConvFFN(dim, int(dim * mlp_ratio), FFN_KERNEL)
+        super().__init__(dim, window_size, shift, drop_path_rate, attn, mlp)
 
-    def _attention(
-        self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        h, w = size
-        image = x.view(x.shape[0], h, w, x.shape[-1])
-        if self.shift:
-            image = torch.roll(image, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        windows = window_partition(image, self.window_size)
-        windows = self.attn(windows, mask if self.shift else None)
-        image = window_reverse(windows, self.window_size, h, w)
-        if self.shift:
-            image = torch.roll(image, shifts=(self.shift, self.shift), dims=(1, 2))
-        return image.reshape(x.shape)
-
-    def forward(
-        self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        rate, training = self.drop_path_rate, self.training
-        x = x + drop_path(self._attention(self.norm1(x), size, mask), rate, training)
-        return x + drop_path(self.mlp(self.norm2(x), size), rate, training)
-
-
-class PSALayer(nn.Module):
-    """A run of PSA blocks alternating regular and shifted windows."""
-
-    def __init__(self, blocks: Sequence[PSABlock]):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(
-        self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, size, mask)
-        return x
-
-
-class PSAGroup(nn.Module):
-    """A PSA layer, a 3x3 conv on the image grid, and a skip (the authors' ``PSA_Group``)."""
-
-    def __init__(self, dim: int, blocks: Sequence[PSABlock]):
-        super().__init__()
-        self.residual_group = PSALayer(blocks)
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(
-        self, tokens: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        out = self.residual_group(tokens, size, mask)
-        return tokens + image_to_tokens(self.conv(tokens_to_image(out, size)))
-
-
-class PatchEmbed(nn.Module):
-    """Image grid to a token sequence (patch size 1), with layer norm."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(image_to_tokens(x))
+    def feed_forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.mlp(x, size)
 
 
 def _check_settings(
@@ -259,19 +153,14 @@ def _check_settings(
     window_size: int,
     upsampler: str,
 ) -> None:
-    if len(depths) != len(num_heads):
-        raise ValueError(f"{len(depths)} depths but {len(num_heads)} num_heads entries")
-    if any(embed_dim % heads for heads in num_heads):
-        raise ValueError(f"embed_dim {embed_dim} is not divisible by every num_heads entry")
+    check_settings(embed_dim, depths, num_heads, upsampler)
     if embed_dim % 4:
         raise ValueError(f"embed_dim must be a multiple of 4 for permuted keys, got {embed_dim}")
     if window_size < 2 or window_size % 2:
         raise ValueError(f"window_size must be even for 2x2 permuted keys, got {window_size}")
-    if upsampler not in UPSAMPLERS:
-        raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
 
 
-class SRFormer(nn.Module):
+class SRFormer(SwinSkeleton):
     """SRFormer for classical and lightweight SR; RGB in [0, 1] in and out."""
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
@@ -293,67 +182,22 @@ class SRFormer(nn.Module):
     ):
         """``checkpoint_layers`` recomputes each PSA group in the backward pass instead of
         storing its activations (activation checkpointing): slower steps, far less memory."""
-        super().__init__()
         _check_settings(embed_dim, depths, num_heads, window_size, upsampler)
-        self.scale = scale
-        self.checkpoint_layers = checkpoint_layers
+        super().__init__(scale, checkpoint_layers)
         self.window_size = window_size
         self.shift = window_size // 2
-        self.upsampler = upsampler
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
+        self._build_head(embed_dim)
 
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = PatchEmbed(embed_dim)
-        rates = iter(drop_path_rates(drop_path_rate, sum(depths)))
-        self.layers = nn.ModuleList()
-        for depth, heads in zip(depths, num_heads, strict=True):
-            blocks = [
-                PSABlock(
-                    embed_dim,
-                    heads,
-                    window_size,
-                    shift=0 if index % 2 == 0 else self.shift,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    drop_path_rate=next(rates),
-                )
-                for index in range(depth)
-            ]
-            self.layers.append(PSAGroup(embed_dim, blocks))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
+        def make_block(heads: int, index: int, rate: float) -> PSABlock:
+            shift = self.shift if index % 2 else 0
+            return PSABlock(embed_dim, heads, window_size, shift, mlp_ratio, qkv_bias, rate)
 
-        if upsampler == "pixelshuffle":
-            self.conv_before_upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, num_features, 3, padding=1), nn.LeakyReLU(inplace=True)
-            )
-            self.upsample: nn.Sequential = PixelShuffleUpsampler(scale, num_features)
-            self.conv_last = nn.Conv2d(num_features, 3, 3, padding=1)
-        else:
-            self.upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, 3 * scale**2, 3, padding=1), nn.PixelShuffle(scale)
-            )
+        groups = block_groups(depths, num_heads, drop_path_rate, make_block)
+        self.layers = nn.ModuleList(
+            ResidualGroup(embed_dim, BlockSequence(blocks)) for blocks in groups
+        )
+        self._build_tail(embed_dim, upsampler, num_features)
         self.apply(init_linear)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[-2], x.shape[-1])
-        mask = permuted_window_mask(*size, self.window_size, self.shift, x.device)
-        tokens = self.patch_embed(x)
-        for layer in self.layers:
-            if self.checkpoint_layers and torch.is_grad_enabled():
-                tokens = checkpoint(layer, tokens, size, mask, use_reentrant=False)
-            else:
-                tokens = layer(tokens, size, mask)
-        return tokens_to_image(self.norm(tokens), size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = self.sub_mean(pad_to_multiple(x, self.window_size))
-        features = self.conv_first(x)
-        features = features + self.conv_after_body(self.forward_features(features))
-        if self.upsampler == "pixelshuffle":
-            out = self.conv_last(self.upsample(self.conv_before_upsample(features)))
-        else:
-            out = self.upsample(features)
-        return self.add_mean(out)[..., : h * self.scale, : w * self.scale]
+    def layer_context(self, size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor]:
+        return (permuted_window_mask(*size, self.window_size, self.shift, device),)

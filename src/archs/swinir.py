@@ -24,27 +24,27 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from src.archs.common import MeanShift, PixelShuffleUpsampler
+from src.archs.swin_skeleton import (
+    BlockSequence,
+    ResidualGroup,
+    SwinSkeleton,
+    block_groups,
+    check_settings,
+)
 from src.archs.window import (
     Mlp,
+    ShiftedWindowBlock,
     WindowAttention,
-    drop_path,
-    drop_path_rates,
-    image_to_tokens,
     init_linear,
-    pad_to_multiple,
     shifted_window_mask,
-    tokens_to_image,
-    window_partition,
-    window_reverse,
 )
 
-UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
+# The residual Swin transformer block: a run of Swin blocks, a 3x3 conv, a skip.
+RSTB = ResidualGroup
 
 
-class SwinTransformerBlock(nn.Module):
+class SwinTransformerBlock(ShiftedWindowBlock):
     """Pre-norm (shifted) window attention and MLP, each with a residual."""
 
     def __init__(
@@ -57,80 +57,12 @@ class SwinTransformerBlock(nn.Module):
         qkv_bias: bool,
         drop_path_rate: float,
     ):
-        super().__init__()
-        self.window_size = window_size
-        self.shift = shift
-        self.drop_path_rate = drop_path_rate
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def _attention(
-        self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        h, w = size
-        image = x.view(x.shape[0], h, w, x.shape[-1])
-        if self.shift:
-            image = torch.roll(image, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        windows = window_partition(image, self.window_size)
-        windows = self.attn(windows, mask if self.shift else None)
-        image = window_reverse(windows, self.window_size, h, w)
-        if self.shift:
-            image = torch.roll(image, shifts=(self.shift, self.shift), dims=(1, 2))
-        return image.reshape(x.shape)
-
-    def forward(
-        self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        rate, training = self.drop_path_rate, self.training
-        x = x + drop_path(self._attention(self.norm1(x), size, mask), rate, training)
-        return x + drop_path(self.mlp(self.norm2(x)), rate, training)
+        attn = WindowAttention(dim, window_size, num_heads, qkv_bias)
+        mlp = Mlp(dim, int(dim * mlp_ratio))
+        super().__init__(dim, window_size, shift, drop_path_rate, attn, mlp)
 
 
-class SwinLayer(nn.Module):
-    """A run of Swin blocks alternating regular and shifted windows."""
-
-    def __init__(self, blocks: Sequence[SwinTransformerBlock]):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(
-        self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, size, mask)
-        return x
-
-
-class RSTB(nn.Module):
-    """Residual Swin transformer block: a Swin layer, a 3x3 conv on the image grid, a skip."""
-
-    def __init__(self, dim: int, blocks: Sequence[SwinTransformerBlock]):
-        super().__init__()
-        self.residual_group = SwinLayer(blocks)
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
-
-    def forward(
-        self, tokens: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        out = self.residual_group(tokens, size, mask)
-        out = self.conv(tokens_to_image(out, size))
-        return tokens + image_to_tokens(out)
-
-
-class PatchEmbed(nn.Module):
-    """Image grid to a token sequence (patch size 1), with layer norm."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(image_to_tokens(x))
-
-
-class SwinIR(nn.Module):
+class SwinIR(SwinSkeleton):
     """SwinIR for classical and lightweight SR; RGB in [0, 1] in and out."""
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
@@ -153,76 +85,27 @@ class SwinIR(nn.Module):
         """``checkpoint_layers`` recomputes each residual Swin group in the backward pass
         instead of storing its activations (activation checkpointing): slower steps, far less
         memory."""
-        super().__init__()
-        if len(depths) != len(num_heads):
-            raise ValueError(f"{len(depths)} depths but {len(num_heads)} num_heads entries")
-        if any(embed_dim % heads for heads in num_heads):
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by every num_heads entry")
-        if upsampler not in UPSAMPLERS:
-            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
-        self.scale = scale
-        self.checkpoint_layers = checkpoint_layers
+        check_settings(embed_dim, depths, num_heads, upsampler)
+        super().__init__(scale, checkpoint_layers)
         self.window_size = window_size
         self.shift = window_size // 2
-        self.upsampler = upsampler
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
+        self._build_head(embed_dim)
 
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
-        self.patch_embed = PatchEmbed(embed_dim)
-        rates = iter(drop_path_rates(drop_path_rate, sum(depths)))
-        self.layers = nn.ModuleList()
-        for depth, heads in zip(depths, num_heads, strict=True):
-            blocks = [
-                SwinTransformerBlock(
-                    embed_dim,
-                    heads,
-                    window_size,
-                    shift=0 if index % 2 == 0 else self.shift,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    drop_path_rate=next(rates),
-                )
-                for index in range(depth)
-            ]
-            self.layers.append(RSTB(embed_dim, blocks))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
+        def make_block(heads: int, index: int, rate: float) -> SwinTransformerBlock:
+            shift = self.shift if index % 2 else 0
+            return SwinTransformerBlock(
+                embed_dim, heads, window_size, shift, mlp_ratio, qkv_bias, rate
+            )
 
-        if upsampler == "pixelshuffle":
-            self.conv_before_upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, num_features, 3, padding=1), nn.LeakyReLU(inplace=True)
-            )
-            self.upsample: nn.Sequential = PixelShuffleUpsampler(scale, num_features)
-            self.conv_last = nn.Conv2d(num_features, 3, 3, padding=1)
-        else:
-            self.upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, 3 * scale**2, 3, padding=1), nn.PixelShuffle(scale)
-            )
+        groups = block_groups(depths, num_heads, drop_path_rate, make_block)
+        self.layers = nn.ModuleList(RSTB(embed_dim, BlockSequence(blocks)) for blocks in groups)
+        self._build_tail(embed_dim, upsampler, num_features)
         self.apply(init_linear)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[-2], x.shape[-1])
-        mask = (
-            shifted_window_mask(*size, self.window_size, self.shift, x.device)
-            if self.shift
-            else None
-        )
-        tokens = self.patch_embed(x)
-        for layer in self.layers:
-            if self.checkpoint_layers and torch.is_grad_enabled():
-                tokens = checkpoint(layer, tokens, size, mask, use_reentrant=False)
-            else:
-                tokens = layer(tokens, size, mask)
-        return tokens_to_image(self.norm(tokens), size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        x = self.sub_mean(pad_to_multiple(x, self.window_size))
-        features = self.conv_first(x)
-        features = features + self.conv_after_body(self.forward_features(features))
-        if self.upsampler == "pixelshuffle":
-            out = self.conv_last(self.upsample(self.conv_before_upsample(features)))
-        else:
-            out = self.upsample(features)
-        return self.add_mean(out)[..., : h * self.scale, : w * self.scale]
+    def layer_context(
+        self, size: tuple[int, int], device: torch.device
+    ) -> tuple[torch.Tensor | None]:
+        """The shifted-window mask, when the window is large enough to shift."""
+        if not self.shift:
+            return (None,)
+        return (shifted_window_mask(*size, self.window_size, self.shift, device),)

@@ -1,10 +1,15 @@
 """Window-attention building blocks shared by the Swin-style networks (SwinIR, HAT, DRCT,
-SRFormer, ...): window partitioning and its inverse, the relative position index, the shifted-window
-mask, Swin's window attention and MLP, stochastic depth, token/image reshapes, and the padding to a
-window multiple that lets these networks take any input size.
+SRFormer, ATD, DAT, HiT-SRF): window partitioning and its inverse, attention within (shifted)
+windows, relative position indices and offsets, the dynamic position bias, the shifted-window
+masks, Swin's window attention, the MLP and the convolutional FFN, stochastic depth, token/image
+reshapes, and the padding to a window multiple that lets these networks take any input size.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +42,58 @@ def window_reverse(windows: torch.Tensor, window_size: int, h: int, w: int) -> t
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
+def rectangle_position_index(height: int, width: int) -> torch.Tensor:
+    """(n, n) index into the (2h-1)(2w-1) offsets of an h x w window (row-major, as
+    :func:`relative_offsets`) for every pair of its tokens."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    ).flatten(1)
+    relative = coords[:, :, None] - coords[:, None, :]
+    return (relative[0] + height - 1) * (2 * width - 1) + relative[1] + width - 1
+
+
 def relative_position_index(window_size: int) -> torch.Tensor:
     """(n, n) index into the (2w-1)^2 bias table for every pair of tokens in a window."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
-    ).flatten(1)
-    relative = (coords[:, :, None] - coords[:, None, :]) + (window_size - 1)
-    return relative[0] * (2 * window_size - 1) + relative[1]
+    return rectangle_position_index(window_size, window_size)
+
+
+def relative_offsets(height: int, width: int) -> torch.Tensor:
+    """((2h-1)(2w-1), 2) float (dy, dx) offsets between two tokens of an h x w window, row-major;
+    the input of the dynamic position bias."""
+    dy, dx = torch.meshgrid(
+        torch.arange(1 - height, height), torch.arange(1 - width, width), indexing="ij"
+    )
+    return torch.stack((dy, dx), dim=-1).reshape(-1, 2).float()
+
+
+def shifted_region_labels(
+    size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> torch.Tensor:
+    """(num_windows, n) labels of the 3 x 3 regions that a cyclic shift of (h, w)-sized windows
+    by ``shift`` glues together, read window by window (row-major)."""
+    (h, w), (window_h, window_w), (shift_h, shift_w) = size, window, shift
+    rows = (slice(0, -window_h), slice(-window_h, -shift_h), slice(-shift_h, None))
+    cols = (slice(0, -window_w), slice(-window_w, -shift_w), slice(-shift_w, None))
+    regions = torch.zeros(h, w, device=device)
+    for label, (row, col) in enumerate(itertools.product(rows, cols)):
+        regions[row, col] = label
+    labels = regions.view(h // window_h, window_h, w // window_w, window_w)
+    return labels.permute(0, 2, 1, 3).reshape(-1, window_h * window_w)
+
+
+def region_mask(query_labels: torch.Tensor, key_labels: torch.Tensor) -> torch.Tensor:
+    """(num_windows, n_query, n_key) additive mask between tokens of different regions."""
+    different = query_labels[:, :, None] != key_labels[:, None, :]
+    return torch.zeros_like(different, dtype=torch.float32).masked_fill(different, _MASKED)
+
+
+def rectangle_shift_mask(
+    size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> torch.Tensor:
+    """(num_windows, n, n) additive mask keeping attention within the regions that a cyclic
+    shift of (h, w)-sized windows by ``shift`` glued together."""
+    labels = shifted_region_labels(size, window, shift, device)
+    return region_mask(labels, labels)
 
 
 def shifted_window_mask(
@@ -51,16 +101,25 @@ def shifted_window_mask(
 ) -> torch.Tensor:
     """(num_windows, n, n) additive mask keeping attention within the regions that a cyclic
     shift glued together."""
-    regions = torch.zeros(1, h, w, 1, device=device)
-    bounds = (slice(0, -window_size), slice(-window_size, -shift), slice(-shift, None))
-    label = 0
-    for rows in bounds:
-        for cols in bounds:
-            regions[:, rows, cols, :] = label
-            label += 1
-    labels = window_partition(regions, window_size).squeeze(0).squeeze(-1)
-    different = labels[:, None, :] != labels[:, :, None]
-    return torch.zeros_like(different, dtype=torch.float32).masked_fill(different, _MASKED)
+    return rectangle_shift_mask((h, w), (window_size, window_size), (shift, shift), device)
+
+
+def attend_in_windows(
+    image: torch.Tensor,
+    window_size: int,
+    shift: int,
+    attend: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """(B, H, W, C) -> (B, H, W, C'): ``attend`` maps the (B, num_windows, n, C) windows to
+    (B, num_windows, n, C'); with a ``shift`` the image is cyclically shifted first and back
+    after (Swin's SW-MSA)."""
+    h, w = image.shape[1:3]
+    if shift:
+        image = torch.roll(image, shifts=(-shift, -shift), dims=(1, 2))
+    image = window_reverse(attend(window_partition(image, window_size)), window_size, h, w)
+    if shift:
+        image = torch.roll(image, shifts=(shift, shift), dims=(1, 2))
+    return image
 
 
 class WindowAttention(nn.Module):
@@ -105,6 +164,93 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class ShiftedWindowBlock(nn.Module):
+    """Pre-norm (shifted) window attention and a feed-forward network, each with a residual;
+    ``attn`` maps (B, num_windows, n, C) windows and a mask (or None) to windows."""
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: int,
+        shift: int,
+        drop_path_rate: float,
+        attn: nn.Module,
+        mlp: nn.Module,
+    ):
+        super().__init__()
+        self.window_size = window_size
+        self.shift = shift
+        self.drop_path_rate = drop_path_rate
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = mlp
+
+    def _attention(
+        self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        image = x.view(x.shape[0], *size, x.shape[-1])
+        attend = partial(self.attn, mask=mask if self.shift else None)
+        return attend_in_windows(image, self.window_size, self.shift, attend).reshape(x.shape)
+
+    def feed_forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.mlp(x)
+
+    def forward(
+        self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        rate, training = self.drop_path_rate, self.training
+        x = x + drop_path(self._attention(self.norm1(x), size, mask), rate, training)
+        return x + drop_path(self.feed_forward(self.norm2(x), size), rate, training)
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise conv + GELU applied to a token sequence on its image grid."""
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        self.depthwise_conv = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels),
+            nn.GELU(),
+        )
+
+    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return image_to_tokens(self.depthwise_conv(tokens_to_image(tokens, size)))
+
+
+class ConvFFN(nn.Module):
+    """Linear, GELU, a residual depthwise conv + GELU on the image grid, linear."""
+
+    def __init__(self, dim: int, hidden_dim: int, kernel_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.dwconv = DepthwiseConv(hidden_dim, kernel_size)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        hidden = self.act(self.fc1(x))
+        return self.fc2(hidden + self.dwconv(hidden, size))
+
+
+def _norm_relu_linear(in_features: int, out_features: int) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(in_features), nn.ReLU(), nn.Linear(in_features, out_features))
+
+
+class DynamicPositionBias(nn.Module):
+    """MLP from a (dy, dx) offset to one bias per head (CrossFormer's dynamic position bias)."""
+
+    def __init__(self, hidden: int, num_heads: int):
+        super().__init__()
+        self.pos_proj = nn.Linear(2, hidden)
+        self.pos1 = _norm_relu_linear(hidden, hidden)
+        self.pos2 = _norm_relu_linear(hidden, hidden)
+        self.pos3 = _norm_relu_linear(hidden, num_heads)
+
+    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
+        return self.pos3(self.pos2(self.pos1(self.pos_proj(offsets))))
 
 
 def image_to_tokens(x: torch.Tensor) -> torch.Tensor:
