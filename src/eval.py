@@ -83,6 +83,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
         "tile": cfg.tile,
         "seconds": round(seconds, 2),
         "timing": timer.summary(),
+        "scoring": sorted({str(record.get("scoring", "")) for record in module.val_scores}),
     }
     if not trainer.is_global_zero:
         return summaries  # under DDP every rank holds all scores; rank 0 writes and prints them
@@ -93,6 +94,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
             f"  {set_name}: {timing['images']} images, {timing['megapixels']:.1f} MP in "
             f"{timing['seconds']:.1f} s ({timing['ms_per_megapixel']:.0f} ms/MP)"
         )
+    say(f"scored as the papers do, crop {module.scale}: {'; '.join(meta['scoring'])}")
     say(markdown_table(summaries))
     say(f"results: {', '.join(str(f) for f in files)}")
     return summaries

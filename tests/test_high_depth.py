@@ -13,6 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from src.archs.edsr import EDSR
+from src.archs.rcan import RCAN
+from src.archs.rdn import RDN
+from src.archs.rrdbnet import RRDBNet
+from src.archs.srvgg_compact import SRVGGNetCompact
 from src.data.datasets import make_pairs, to_tensor
 from src.data.degradations import BicubicDegradation
 from src.data.dicom import MODALITY_OFFSET, read_dicom
@@ -136,6 +141,26 @@ def test_the_bicubic_baseline_of_a_16bit_set_is_scored_at_its_peak() -> None:
     assert bicubic_scores([batch], 2)["psnr_y"] == pytest.approx(expected, abs=1e-9)
 
 
+SINGLE_CHANNEL_NETWORKS = {
+    "edsr": lambda: EDSR(2, num_blocks=1, num_features=8, num_channels=1),
+    "rcan": lambda: RCAN(
+        2, num_groups=1, num_blocks=1, num_features=16, reduction=4, num_channels=1
+    ),
+    "rdn": lambda: RDN(
+        2, num_blocks=2, num_layers=2, growth_rate=8, num_features=16, num_channels=1
+    ),
+    "rrdbnet": lambda: RRDBNet(2, num_features=8, num_blocks=1, growth_rate=4, num_channels=1),
+    "srvgg_compact": lambda: SRVGGNetCompact(2, 8, 2, in_channels=1, out_channels=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE_CHANNEL_NETWORKS))
+def test_single_channel_networks_take_and_give_one_channel(name: str) -> None:
+    with torch.no_grad():
+        out = SINGLE_CHANNEL_NETWORKS[name]().eval()(torch.rand(1, 1, 13, 11))
+    assert out.shape == (1, 1, 26, 22) and torch.isfinite(out).all()
+
+
 # --- prediction -------------------------------------------------------------------------------
 def test_a_single_channel_network_upscales_gray_and_refuses_colour() -> None:
     def doubler(lr: torch.Tensor) -> torch.Tensor:
@@ -213,8 +238,10 @@ def test_eval_scores_a_16bit_gray_folder_at_peak_65535(gray16_folder: Path, tmp_
         ],
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "16-bit, on the single-channel value, peak 65535" in result.stdout
     records = json.loads((tmp_path / "results.json").read_text())
-    images = records["images"] if isinstance(records, dict) else records
+    assert records["meta"]["scoring"] == ["16-bit, on the single-channel value, peak 65535"]
+    images = records["images"]
     first = images[0]
     hr = read_named(gray16_folder / f"{first['name']}.png", PixelFormat(16, 1)).pixels[:, :, 0]
     lr = imresize_array(hr, 0.5)

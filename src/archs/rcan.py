@@ -81,18 +81,19 @@ class RCAN(nn.Module):
         num_blocks: int = 20,
         num_features: int = 64,
         reduction: int = 16,
+        num_channels: int = 3,
     ):
         super().__init__()
         self.scale = scale
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
-        self.head = nn.Sequential(_conv3x3(3, num_features))
+        self.sub_mean = MeanShift(sign=-1, channels=num_channels)
+        self.add_mean = MeanShift(sign=+1, channels=num_channels)
+        self.head = nn.Sequential(_conv3x3(num_channels, num_features))
         self.body = nn.Sequential(
             *(ResidualGroup(num_features, num_blocks, reduction) for _ in range(num_groups)),
             _conv3x3(num_features, num_features),
         )
         self.tail = nn.Sequential(
-            PixelShuffleUpsampler(scale, num_features), _conv3x3(num_features, 3)
+            PixelShuffleUpsampler(scale, num_features), _conv3x3(num_features, num_channels)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

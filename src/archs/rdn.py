@@ -49,7 +49,9 @@ class ResidualDenseBlock(nn.Module):
         return x + self.LFF(self.convs(x))
 
 
-def _upsampler(scale: int, num_features: int, growth_rate: int) -> nn.Sequential:
+def _upsampler(
+    scale: int, num_features: int, growth_rate: int, out_channels: int = 3
+) -> nn.Sequential:
     """conv + pixel shuffle per stage (the authors' code works on G channels after the first
     stage), then the output conv."""
     layers: list[nn.Module] = []
@@ -57,7 +59,7 @@ def _upsampler(scale: int, num_features: int, growth_rate: int) -> nn.Sequential
     for factor in upsample_factors(scale):
         layers += [_conv(channels, growth_rate * factor**2), nn.PixelShuffle(factor)]
         channels = growth_rate
-    layers.append(_conv(channels, 3))
+    layers.append(_conv(channels, out_channels))
     return nn.Sequential(*layers)
 
 
@@ -71,10 +73,11 @@ class RDN(nn.Module):
         num_layers: int = 8,
         growth_rate: int = 64,
         num_features: int = 64,
+        num_channels: int = 3,
     ):
         super().__init__()
         self.scale = scale
-        self.SFENet1 = _conv(3, num_features)
+        self.SFENet1 = _conv(num_channels, num_features)
         self.SFENet2 = _conv(num_features, num_features)
         self.RDBs = nn.ModuleList(
             ResidualDenseBlock(num_features, growth_rate, num_layers) for _ in range(num_blocks)
@@ -82,7 +85,7 @@ class RDN(nn.Module):
         self.GFF = nn.Sequential(
             _conv(num_blocks * num_features, num_features, 1), _conv(num_features, num_features)
         )
-        self.UPNet = _upsampler(scale, num_features, growth_rate)
+        self.UPNet = _upsampler(scale, num_features, growth_rate, num_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shallow = self.SFENet1(x)

@@ -75,6 +75,13 @@ def batch_peak(batch: Mapping[str, Any]) -> float:
     return peak_of(values.pop())
 
 
+def convention(bit_depth: int, channels: int) -> str:
+    """How an image of ``bit_depth`` bits and ``channels`` channels is scored, in words (for
+    reports)."""
+    on = "the single-channel value" if channels == 1 else "Y (BT.601) and RGB"
+    return f"{bit_depth}-bit, on {on}, peak {peak_of(bit_depth):.0f}"
+
+
 def to_levels(image: torch.Tensor, peak: float = PEAK) -> torch.Tensor:
     """Map [0, 1] floats to float64 values on the 0..peak integer grid (what saving a PNG of
     that depth does)."""

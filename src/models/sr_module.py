@@ -20,7 +20,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
-from src.metrics.paper import Gray, batch_peak, score_batch
+from src.metrics.paper import Gray, batch_peak, convention, score_batch
 from src.metrics.registry import build_metrics, columns_of
 from src.models.losses import prepare_weights
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
@@ -250,9 +250,9 @@ class SRModule(pl.LightningModule):
             return None  # an unreadable image the data module skipped
         sr = self(batch["lr"]).clamp(0.0, 1.0)
         raw_gray = batch.get("gray") if self.gray == "raw" else None
-        scores = score_batch(
-            sr, batch["hr"], border=self.scale, raw_gray=raw_gray, peak=batch_peak(batch)
-        )
+        peak = batch_peak(batch)
+        scores = score_batch(sr, batch["hr"], border=self.scale, raw_gray=raw_gray, peak=peak)
+        scoring = convention(int(peak).bit_length(), sr.shape[1])
         extra: dict[str, list[float]] = {}
         for metric in self.extra_metrics:
             extra.update(metric(sr, batch["hr"], self.scale))
@@ -262,7 +262,7 @@ class SRModule(pl.LightningModule):
             for group in (self._metrics_for(OVERALL), self._metrics_for(set_name)):
                 for name, value in values.items():
                     cast(MeanMetric, group[name]).update(torch.tensor(value, dtype=torch.float64))
-            record = {"set": set_name, "name": batch["name"][i], **values}
+            record = {"set": set_name, "name": batch["name"][i], **values, "scoring": scoring}
             if "index" in batch:
                 record["index"] = int(batch["index"][i])
             self.val_scores.append(record)
