@@ -4,7 +4,6 @@ import of a file in the authors' layout."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,14 @@ import torch.nn.functional as F
 
 from src.archs.atd import ATD, CategoryAttention, mirror_pad_to_multiple
 from src.archs.window import relative_position_index
-from src.models.pretrained import import_weights
+from tests.arch_checks import (
+    assert_checkpointing_keeps_gradients,
+    assert_near_published,
+    assert_official_file_loads_strictly,
+    assert_scaled_finite_output,
+    layout_fingerprint,
+    parameter_count,
+)
 
 # The released models' settings (LabShuHangGU/Adaptive-Token-Dictionary, options/test/*.yml).
 CLASSICAL: dict[str, Any] = {}  # the constructor's defaults
@@ -124,12 +130,6 @@ def real(model: str, scale: int) -> ATD:
         return ATD(scale, **VARIANTS[model])
 
 
-def fingerprint(state: dict[str, torch.Tensor]) -> tuple[int, int, str]:
-    lines = sorted(f"{key}:{tuple(value.shape)}" for key, value in state.items())
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    return len(lines), sum(value.numel() for value in state.values()), digest
-
-
 def image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
@@ -143,20 +143,14 @@ def test_odd_sized_input_gives_scaled_finite_output(
     scale: int, upsampler: str, size: tuple[int, int]
 ) -> None:
     torch.manual_seed(0)
-    with torch.no_grad():
-        out = tiny(scale, upsampler).eval()(image(*size))
-    assert out.shape == (1, 3, size[0] * scale, size[1] * scale)
-    assert torch.isfinite(out).all()
+    assert_scaled_finite_output(tiny(scale, upsampler), image(*size), scale)
 
 
 @pytest.mark.parametrize("size", [(5, 7), (1, 6), (3, 3), (16, 3)])
 def test_inputs_under_one_window_work(size: tuple[int, int]) -> None:
     """The official network fails below half its 16-pixel window; this one mirrors again."""
     torch.manual_seed(0)
-    with torch.no_grad():
-        out = tiny(2, window_size=16).eval()(image(*size))
-    assert out.shape == (1, 3, 2 * size[0], 2 * size[1])
-    assert torch.isfinite(out).all()
+    assert_scaled_finite_output(tiny(2, window_size=16), image(*size), 2)
 
 
 def test_padding_mirrors_with_the_edge_repeated() -> None:
@@ -169,16 +163,16 @@ def test_padding_mirrors_with_the_edge_repeated() -> None:
 
 @pytest.mark.parametrize("model", list(VARIANTS))
 def test_x4_parameter_count_matches_paper(model: str) -> None:
-    count = sum(p.numel() for p in real(model, 4).parameters())
-    assert abs(count - PAPER_X4[model]) <= 0.02 * PAPER_X4[model]
+    count = parameter_count(real(model, 4))
+    assert_near_published(count, PAPER_X4[model])
     assert count == EXACT[(model, 4)]
 
 
 @pytest.mark.parametrize(("model", "scale"), list(EXACT))
 def test_state_dict_matches_the_official_layout(model: str, scale: int) -> None:
     state = real(model, scale).state_dict()
-    assert fingerprint(state) == OFFICIAL_FINGERPRINTS[(model, scale)]
-    assert sum(p.numel() for p in real(model, scale).parameters()) == EXACT[(model, scale)]
+    assert layout_fingerprint(state) == OFFICIAL_FINGERPRINTS[(model, scale)]
+    assert parameter_count(real(model, scale)) == EXACT[(model, scale)]
 
 
 def test_literal_official_keys() -> None:
@@ -225,14 +219,11 @@ def test_checkpointed_groups_give_the_same_gradients() -> None:
     torch.manual_seed(0)
     plain = tiny(2).train()
     checkpointed = tiny(2).train()
-    checkpointed.load_state_dict(plain.state_dict())
     checkpointed.checkpoint_layers = True
-    lr, hr = image(7, 8), image(14, 16, seed=1)
-    for net in (plain, checkpointed):
-        F.l1_loss(net(lr), hr).backward()
-    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
-        assert a.grad is not None and b.grad is not None, name
-        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    hr = image(14, 16, seed=1)
+    assert_checkpointing_keeps_gradients(
+        plain, checkpointed, image(7, 8), loss=lambda sr: F.l1_loss(sr, hr)
+    )
 
 
 def test_file_in_the_official_layout_imports_strictly(tmp_path: Path) -> None:
@@ -240,12 +231,14 @@ def test_file_in_the_official_layout_imports_strictly(tmp_path: Path) -> None:
     source = tiny(4).eval()
     official = dict(source.state_dict())
     official["relative_position_index_SA"] = relative_position_index(4)
-    path = tmp_path / "003_ATD_SRx4_finetune.pth"
-    torch.save({"params_ema": official}, path)
-    torch.manual_seed(1)
-    target = tiny(4).eval()
     x = image(9, 10)
+    torch.manual_seed(1)  # the weights the file is imported into, before the import
     with torch.no_grad():
-        assert not torch.equal(target(x), source(x))
-        import_weights(target, path)
-        assert torch.equal(target(x), source(x))
+        assert not torch.equal(tiny(4).eval()(x), source(x))
+    assert_official_file_loads_strictly(
+        tmp_path / "003_ATD_SRx4_finetune.pth",
+        {"params_ema": official},
+        source,
+        lambda: tiny(4).eval(),
+        x=x,
+    )

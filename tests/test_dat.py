@@ -4,13 +4,11 @@ layout (recomputed buffers included)."""
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from src.archs.dat import (
     DAT,
@@ -19,7 +17,15 @@ from src.archs.dat import (
     rectangle_shift_mask,
 )
 from src.archs.window import relative_position_index, shifted_window_mask
-from src.models.pretrained import import_weights
+from tests.arch_checks import (
+    assert_checkpointing_keeps_gradients,
+    assert_near_published,
+    assert_official_file_loads_strictly,
+    assert_scaled_finite_output,
+    layout_fingerprint,
+    parameter_count,
+    parameters_without_gradient,
+)
 
 # conf/model name -> the released network's settings (official options/Test/test_DAT*_x4.yml).
 VARIANTS: dict[str, dict] = {
@@ -118,62 +124,44 @@ def build_on_meta(model: str, scale: int) -> DAT:
         return DAT(scale, **VARIANTS[model])
 
 
-def parameter_count(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
 def fingerprint(state: dict[str, torch.Tensor]) -> tuple[int, int, str]:
+    """The layout fingerprint, less the recomputed buffers (as the authors' values are)."""
     kept = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in RECOMPUTED}
-    lines = sorted(f"{key}:{tuple(value.shape)}" for key, value in kept.items())
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    return len(lines), sum(value.numel() for value in kept.values()), digest
+    return layout_fingerprint(kept)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("size", [(13, 11), (37, 53), (5, 3)], ids=str)
 def test_output_is_input_times_scale_and_finite(scale: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    net = tiny(scale).eval()
-    with torch.no_grad():
-        out = net(torch.rand(1, 3, *size))
-    assert out.shape == (1, 3, size[0] * scale, size[1] * scale)
-    assert torch.isfinite(out).all()
+    net = tiny(scale)
+    assert_scaled_finite_output(net, torch.rand(1, 3, *size), scale)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 40), (8, 8)], ids=str)
 def test_lightweight_upsampler_takes_any_size(size: tuple[int, int]) -> None:
     net = tiny(2, upsampler="pixelshuffledirect", resi_connection="3conv")
-    with torch.no_grad():
-        out = net.eval()(torch.rand(2, 3, *size))
-    assert out.shape == (2, 3, 2 * size[0], 2 * size[1])
-    assert torch.isfinite(out).all()
+    assert_scaled_finite_output(net, torch.rand(2, 3, *size), 2)
 
 
 def test_one_training_step_reaches_every_parameter() -> None:
     torch.manual_seed(0)
     net = tiny(2, drop_path_rate=0.0).train()
     net(torch.rand(2, 3, 12, 10)).abs().mean().backward()
-    reached = {k: p.grad is not None and bool(p.grad.any()) for k, p in net.named_parameters()}
-    assert [k for k, ok in reached.items() if not ok and not k.endswith(GRADIENT_FREE)] == []
+    missing = parameters_without_gradient(net)
+    assert [k for k in missing if not k.endswith(GRADIENT_FREE)] == []
 
 
 def test_activation_checkpointing_gives_the_same_gradients() -> None:
     torch.manual_seed(0)
     plain = tiny(2, drop_path_rate=0.0)
     checkpointed = tiny(2, drop_path_rate=0.0, checkpoint_layers=True)
-    checkpointed.load_state_dict(plain.state_dict())
-    x = torch.rand(2, 3, 6, 5)
-    for net in (plain, checkpointed):
-        net(x).square().mean().backward()
-    for (key, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
-        assert a.grad is not None and b.grad is not None
-        torch.testing.assert_close(a.grad, b.grad, msg=key)
+    assert_checkpointing_keeps_gradients(plain, checkpointed, torch.rand(2, 3, 6, 5))
 
 
 @pytest.mark.parametrize("model", list(VARIANTS))
 def test_x4_parameter_count_matches_paper(model: str) -> None:
-    count, published = parameter_count(build_on_meta(model, 4)), PAPER_X4_PARAMETERS[model]
-    assert abs(count - published) / published < 0.02, f"{count:,} parameters, paper {published:,}"
+    assert_near_published(parameter_count(build_on_meta(model, 4)), PAPER_X4_PARAMETERS[model])
 
 
 @pytest.mark.parametrize("model", list(VARIANTS))
@@ -231,10 +219,6 @@ def test_a_file_in_the_official_layout_loads_strictly(tmp_path: Path) -> None:
     state = official_layout(source)
     assert any(key.endswith("attn_mask_1") for key in state)
     assert any(key.endswith("attns.0.rpe_biases") for key in state)
-    path = tmp_path / "DAT_tiny_x3.pth"
-    torch.save({"params": state}, path)
-    torch.manual_seed(1)
-    net = tiny(3)
-    import_weights(net, path)
-    for key, value in source.state_dict().items():
-        assert torch.equal(net.state_dict()[key], value), key
+    assert_official_file_loads_strictly(
+        tmp_path / "DAT_tiny_x3.pth", {"params": state}, source, lambda: tiny(3)
+    )

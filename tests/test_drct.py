@@ -4,7 +4,6 @@ in that layout, recomputed buffers included."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,13 @@ import torch
 
 from src.archs.drct import DRCT, dense_layer_heads
 from src.archs.window import relative_position_index, shifted_window_mask
-from src.models.pretrained import import_weights
+from tests.arch_checks import (
+    assert_near_published,
+    assert_official_file_loads_strictly,
+    assert_scaled_finite_output,
+    layout_fingerprint,
+    parameter_count,
+)
 
 # conf/model name -> the network's group count (options/test/DRCT_SRx4.yml, DRCT-L_SRx4_*.yml).
 GROUPS = {"drct": 6, "drct_l": 12}
@@ -86,19 +91,12 @@ def real(model: str, scale: int) -> DRCT:
         return DRCT(scale, depths=(6,) * groups, num_heads=(6,) * groups)
 
 
-def parameter_count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("size", [(13, 11), (37, 53), (3, 2)])
 def test_any_input_size_gives_scaled_finite_output(scale: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    net = tiny(scale).eval()
-    with torch.no_grad():
-        out = net(torch.rand(1, 3, *size))
-    assert out.shape == (1, 3, size[0] * scale, size[1] * scale)
-    assert torch.isfinite(out).all()
+    net = tiny(scale)
+    assert_scaled_finite_output(net, torch.rand(1, 3, *size), scale)
 
 
 def test_head_rule_follows_the_authors() -> None:
@@ -110,19 +108,15 @@ def test_head_rule_follows_the_authors() -> None:
 
 @pytest.mark.parametrize("model", list(GROUPS))
 def test_x4_parameter_count_matches_readme(model: str) -> None:
-    count, published = parameter_count(real(model, 4)), README_X4_PARAMETERS[model]
-    assert abs(count - published) / published < 0.02, f"{count} parameters, README {published}"
+    count = parameter_count(real(model, 4))
+    assert_near_published(count, README_X4_PARAMETERS[model])
     assert count == OFFICIAL_FINGERPRINTS[(model, 4)][1]
 
 
 @pytest.mark.parametrize(("model", "scale"), list(OFFICIAL_FINGERPRINTS))
 def test_state_dict_layout_is_the_authors(model: str, scale: int) -> None:
     state = real(model, scale).state_dict()
-    lines = sorted(f"{key}:{tuple(value.shape)}" for key, value in state.items())
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    keys, elements, expected_digest = OFFICIAL_FINGERPRINTS[(model, scale)]
-    assert (len(state), sum(value.numel() for value in state.values())) == (keys, elements)
-    assert digest == expected_digest
+    assert layout_fingerprint(state) == OFFICIAL_FINGERPRINTS[(model, scale)]
     if scale == 4:
         for key, shape in OFFICIAL_X4_KEYS.items():
             assert tuple(state[key].shape) == shape, key
@@ -147,12 +141,8 @@ def official_layout(net: DRCT, window_size: int) -> dict[str, torch.Tensor]:
 def test_file_in_the_authors_layout_loads_strictly(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = tiny(2)
-    path = tmp_path / "DRCT_SRx2.pth"
     state = official_layout(source, window_size=4)
     assert len(state) == len(source.state_dict()) + 5 + 2  # one group: 5 indices, 2 masks
-    torch.save({"params_ema": state}, path)
-    torch.manual_seed(1)
-    target = tiny(2)
-    import_weights(target, path)
-    for key, value in source.state_dict().items():
-        assert torch.equal(target.state_dict()[key], value), key
+    assert_official_file_loads_strictly(
+        tmp_path / "DRCT_SRx2.pth", {"params_ema": state}, source, lambda: tiny(2)
+    )

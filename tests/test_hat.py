@@ -4,7 +4,6 @@ authors' state-dict layout (key fingerprint) and strict loading of a file in tha
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,15 @@ import torch
 
 from src.archs.hat import HAT, overlapping_relative_position_index
 from src.archs.window import pad_to_multiple, relative_position_index
-from src.models.pretrained import import_weights
+from tests.arch_checks import (
+    assert_checkpointing_keeps_gradients,
+    assert_near_published,
+    assert_official_file_loads_strictly,
+    assert_scaled_finite_output,
+    layout_fingerprint,
+    parameter_count,
+    parameters_without_gradient,
+)
 
 TINY_WINDOW = 4
 TINY = {
@@ -73,10 +80,6 @@ def real(model: str, scale: int) -> HAT:
         return HAT(scale, depths=(6,) * groups, num_heads=(6,) * groups)
 
 
-def parameter_count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
 def official_buffers(window_size: int, overlap_size: int) -> dict[str, torch.Tensor]:
     """The index buffers the authors' files carry at the top level, by name and shape (import
     drops them, so their values do not matter)."""
@@ -92,11 +95,8 @@ def official_buffers(window_size: int, overlap_size: int) -> dict[str, torch.Ten
 @pytest.mark.parametrize("size", [(13, 11), (37, 53), (3, 5), (1, 6)])
 def test_any_input_size_gives_scaled_finite_output(scale: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    net = tiny(scale).eval()
-    with torch.no_grad():
-        out = net(torch.rand(1, 3, *size))
-    assert out.shape == (1, 3, size[0] * scale, size[1] * scale)
-    assert torch.isfinite(out).all()
+    net = tiny(scale)
+    assert_scaled_finite_output(net, torch.rand(1, 3, *size), scale)
 
 
 def test_padding_goes_bottom_right_and_is_cropped_off() -> None:
@@ -122,21 +122,14 @@ def test_one_training_step_reaches_every_parameter() -> None:
     torch.manual_seed(0)
     net = tiny(2)
     net(torch.rand(2, 3, 12, 12)).abs().mean().backward()
-    missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.any()]
-    assert not missing
+    assert not parameters_without_gradient(net)
 
 
 def test_checkpointed_layers_give_the_same_gradients() -> None:
     torch.manual_seed(0)
     plain = tiny(2, drop_path_rate=0.0)
     checkpointed = tiny(2, drop_path_rate=0.0, checkpoint_layers=True)
-    checkpointed.load_state_dict(plain.state_dict())
-    x = torch.rand(1, 3, 5, 6)
-    for net in (plain, checkpointed):
-        net(x).square().mean().backward()
-    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
-        assert a.grad is not None and b.grad is not None
-        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    assert_checkpointing_keeps_gradients(plain, checkpointed, torch.rand(1, 3, 5, 6))
 
 
 @pytest.mark.parametrize(
@@ -150,8 +143,7 @@ def test_unusable_settings_are_refused(overrides: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("model", list(GROUPS))
 def test_x4_parameter_count_matches_paper(model: str) -> None:
-    count, published = parameter_count(real(model, 4)), PAPER_X4_PARAMETERS[model]
-    assert abs(count - published) / published < 0.02, f"{count:,} parameters, paper {published:,}"
+    assert_near_published(parameter_count(real(model, 4)), PAPER_X4_PARAMETERS[model])
 
 
 @pytest.mark.parametrize(("model", "scale"), list(EXACT_PARAMETERS))
@@ -162,10 +154,7 @@ def test_exact_parameter_count(model: str, scale: int) -> None:
 @pytest.mark.parametrize("model", list(OFFICIAL_X4))
 def test_state_dict_matches_the_official_layout(model: str) -> None:
     state = real(model, 4).state_dict()
-    lines = sorted(f"{key}:{list(value.shape)}" for key, value in state.items())
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    elements = sum(value.numel() for value in state.values())
-    assert (len(lines), elements, digest) == OFFICIAL_X4[model]
+    assert layout_fingerprint(state, shape=list) == OFFICIAL_X4[model]
     for key, shape in OFFICIAL_X4_KEYS.items():
         assert tuple(state[key].shape) == shape, key
 
@@ -181,12 +170,10 @@ def test_a_file_in_the_official_layout_loads_strictly(
     state = dict(source.state_dict())
     if with_index_buffers:
         state |= official_buffers(TINY_WINDOW, TINY_WINDOW + TINY_WINDOW // 2)
-    path = tmp_path / "HAT_SRx4_official.pth"
-    torch.save({container: state}, path)
-
-    torch.manual_seed(1)
-    target = tiny(4).eval()
-    import_weights(target, path)
-    x = torch.rand(1, 3, 7, 9)
-    with torch.no_grad():
-        assert torch.equal(target(x), source(x))
+    assert_official_file_loads_strictly(
+        tmp_path / "HAT_SRx4_official.pth",
+        {container: state},
+        source,
+        lambda: tiny(4).eval(),
+        x=torch.rand(1, 3, 7, 9),
+    )

@@ -5,14 +5,20 @@ a file in the authors' layout."""
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from src.archs.hit_srf import HiTSRF, SpatialChannelCorrelation
-from src.models.pretrained import import_weights
+from tests.arch_checks import (
+    assert_near_published,
+    assert_official_file_loads_strictly,
+    assert_scaled_finite_output,
+    layout_fingerprint,
+    parameter_count,
+    parameters_without_gradient,
+)
 
 # The paper's parameter counts (847K, 855K, 866K; the README gives 866K at x4) and the exact
 # counts of the authors' network (XiangZ-0/HiT-SR, basicsr/archs/hit_srf_arch.py @ 5c35e68)
@@ -51,35 +57,25 @@ def real(scale: int) -> HiTSRF:
     return HiTSRF(scale)
 
 
-def key_lines(net: torch.nn.Module) -> list[str]:
-    return sorted(f"{key}:{tuple(value.shape)}" for key, value in net.state_dict().items())
-
-
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("size", [(13, 11), (37, 53), (3, 5), (1, 1)])
 def test_output_is_input_times_scale_at_any_size(scale: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    net = tiny(scale).eval()
-    with torch.no_grad():
-        out = net(torch.rand(1, 3, *size))
-    assert out.shape == (1, 3, size[0] * scale, size[1] * scale)
-    assert torch.isfinite(out).all()
+    net = tiny(scale)
+    assert_scaled_finite_output(net, torch.rand(1, 3, *size), scale)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_parameter_count_matches_paper(scale: int) -> None:
-    net = real(scale)
-    count = sum(parameter.numel() for parameter in net.parameters())
+    count = parameter_count(real(scale))
     assert count == OFFICIAL_PARAMETERS[scale]
-    assert abs(count - PAPER_PARAMETERS[scale]) <= 0.02 * PAPER_PARAMETERS[scale]
+    assert_near_published(count, PAPER_PARAMETERS[scale])
 
 
 def test_state_dict_has_the_official_keys_and_shapes() -> None:
     net = real(4)
-    lines = key_lines(net)
-    assert len(lines) == OFFICIAL_X4_KEYS
-    assert sum(value.numel() for value in net.state_dict().values()) == OFFICIAL_PARAMETERS[4]
-    assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == OFFICIAL_X4_SHA256
+    official = (OFFICIAL_X4_KEYS, OFFICIAL_PARAMETERS[4], OFFICIAL_X4_SHA256)
+    assert layout_fingerprint(net.state_dict()) == official
     shapes = {key: tuple(value.shape) for key, value in net.state_dict().items()}
     for key, shape in OFFICIAL_X4_SAMPLES.items():
         assert shapes[key] == shape, key
@@ -111,21 +107,20 @@ def test_pooled_position_bias_is_the_mean_over_each_key_group() -> None:
 def test_a_file_in_the_authors_layout_loads_strictly(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = tiny(2).eval()
-    path = tmp_path / "HiT-SRF-2x.pth"
-    torch.save({"params": source.state_dict()}, path)  # BasicSR's save_network layout
-    torch.manual_seed(1)
-    target = tiny(2).eval()
-    import_weights(target, path)
-    x = torch.rand(1, 3, 9, 7)
-    with torch.no_grad():
-        assert torch.equal(target(x), source(x))
+    assert_official_file_loads_strictly(
+        tmp_path / "HiT-SRF-2x.pth",
+        {"params": source.state_dict()},  # BasicSR's save_network layout
+        source,
+        lambda: tiny(2).eval(),
+        x=torch.rand(1, 3, 9, 7),
+    )
 
 
 def test_one_training_step_reaches_every_parameter() -> None:
     torch.manual_seed(0)
     net = tiny(2).train()
     net(torch.rand(2, 3, 12, 12)).abs().mean().backward()
-    dead = [key for key, p in net.named_parameters() if p.grad is None or not p.grad.any()]
+    dead = parameters_without_gradient(net)
     assert not dead, f"no gradient: {dead}"
 
 

@@ -3,15 +3,20 @@ state-dict layout, and strict loading of a file saved in the authors' layout."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from src.archs.omnisr import OmniSR
-from src.models.pretrained import import_weights
 from src.ops.inference import input_channels
+from tests.arch_checks import (
+    assert_near_published,
+    assert_official_file_loads_strictly,
+    assert_scaled_finite_output,
+    layout_fingerprint,
+    parameter_count,
+)
 
 # Parameters of the official network (Francis0625/Omni-SR, components/OmniSR.py at commit
 # 1b11cda8, train_yamls/train_OmniSR_X*_DF2K.yaml), counted by running it.
@@ -49,43 +54,31 @@ def real(scale: int) -> OmniSR:
         return OmniSR(scale)
 
 
-def parameter_count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("size", [(13, 11), (37, 53)])
 def test_odd_sized_input_gives_scaled_finite_output(scale: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    with torch.no_grad():
-        out = tiny(scale).eval()(torch.rand(1, 3, *size))
-    assert out.shape == (1, 3, size[0] * scale, size[1] * scale)
-    assert torch.isfinite(out).all()
+    assert_scaled_finite_output(tiny(scale), torch.rand(1, 3, *size), scale)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (3, 20)])
 def test_inputs_under_one_window_work(size: tuple[int, int]) -> None:
     """Padded to the window of 8; the official network fails under 9 px (its ESA pooling)."""
-    with torch.no_grad():
-        out = tiny(2, window_size=8).eval()(torch.rand(2, 3, *size))
-    assert out.shape == (2, 3, size[0] * 2, size[1] * 2)
-    assert torch.isfinite(out).all()
+    assert_scaled_finite_output(tiny(2, window_size=8), torch.rand(2, 3, *size), 2)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_parameter_count_matches_official_and_paper(scale: int) -> None:
     count, paper = parameter_count(real(scale)), PAPER_PARAMETERS[scale]
     assert count == OFFICIAL_PARAMETERS[scale]
-    assert abs(count - paper) <= 0.02 * paper
+    assert_near_published(count, paper)
     assert round((count - UNCOUNTED_BY_PAPER) / 1000) * 1000 == paper
 
 
 def test_state_dict_matches_the_official_layout() -> None:
     state = real(2).state_dict()
-    lines = sorted(f"{key}:{tuple(value.shape)}" for key, value in state.items())
-    assert len(lines) == OFFICIAL_X2_KEYS
-    assert sum(value.numel() for value in state.values()) == OFFICIAL_PARAMETERS[2]
-    assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == OFFICIAL_X2_SHA256
+    official = (OFFICIAL_X2_KEYS, OFFICIAL_PARAMETERS[2], OFFICIAL_X2_SHA256)
+    assert layout_fingerprint(state) == official
     for key, shape in OFFICIAL_X2_SAMPLE.items():
         assert tuple(state[key].shape) == shape, key
 
@@ -100,13 +93,9 @@ def test_a_file_in_the_authors_layout_loads_strictly(tmp_path: Path, with_buffer
         for name, buffer in source.named_buffers():
             state[name] = buffer
         assert any(key.endswith("rel_pos_indices") for key in state)
-    path = tmp_path / "epoch994_OmniSR.pth"
-    torch.save(state, path)
-    torch.manual_seed(1)
-    target = tiny(3)
-    import_weights(target, path)
-    for key, value in source.state_dict().items():
-        assert torch.equal(target.state_dict()[key], value), key
+    assert_official_file_loads_strictly(
+        tmp_path / "epoch994_OmniSR.pth", state, source, lambda: tiny(3)
+    )
 
 
 def test_without_position_bias_has_no_tables() -> None:

@@ -3,7 +3,6 @@ state-dict layout, strict import of a file in the authors' layout, and ONNX expo
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import hydra
@@ -13,6 +12,13 @@ import torch.nn.functional as F
 
 from src.archs.plksr import PLKSR, PLKBlock
 from src.models.pretrained import PretrainedWeightsError, import_weights
+from tests.arch_checks import (
+    assert_near_published,
+    assert_official_file_loads_strictly,
+    assert_scaled_finite_output,
+    layout_fingerprint,
+    parameter_count,
+)
 from tests.helpers import compose_config
 
 # conf/model name -> the released configuration (the authors' options/test/*.yaml).
@@ -80,13 +86,6 @@ def narrow(model: str, scale: int) -> PLKSR:
     return PLKSR(scale, **{**VARIANTS[model], **NARROW})  # type: ignore[arg-type]
 
 
-def layout(net: torch.nn.Module) -> tuple[int, int, str]:
-    state = net.state_dict()
-    lines = sorted(f"{key}:{tuple(value.shape)}" for key, value in state.items())
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    return len(lines), sum(value.numel() for value in state.values()), digest
-
-
 @pytest.mark.parametrize("model", list(VARIANTS))
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("size", [(13, 11), (37, 53), (3, 2)], ids=["13x11", "37x53", "3x2"])
@@ -95,11 +94,8 @@ def test_output_is_the_input_times_scale_at_any_size(
 ) -> None:
     """3x2 is smaller than the large kernel: the zero padding covers it."""
     torch.manual_seed(0)
-    net = narrow(model, scale).eval()
-    with torch.no_grad():
-        out = net(torch.rand(1, 3, *size))
-    assert out.shape == (1, 3, size[0] * scale, size[1] * scale)
-    assert torch.isfinite(out).all()
+    net = narrow(model, scale)
+    assert_scaled_finite_output(net, torch.rand(1, 3, *size), scale)
 
 
 def test_the_long_skip_is_nearest_upsampling() -> None:
@@ -129,7 +125,7 @@ def test_the_partial_kernel_leaves_the_other_channels_untouched() -> None:
 def test_state_dict_has_the_official_keys_and_shapes(model: str, scale: int) -> None:
     with torch.device("meta"):
         net = build(model, scale)
-    assert layout(net) == OFFICIAL_LAYOUT[(model, scale)]
+    assert layout_fingerprint(net.state_dict()) == OFFICIAL_LAYOUT[(model, scale)]
 
 
 def test_official_key_names_at_x4() -> None:
@@ -145,9 +141,8 @@ def test_official_key_names_at_x4() -> None:
 @pytest.mark.parametrize("model", list(VARIANTS))
 def test_x4_parameter_count_is_the_papers(model: str) -> None:
     with torch.device("meta"):
-        count = sum(p.numel() for p in build(model, 4).parameters())
-    published = PAPER_X4_PARAMETERS[model]
-    assert abs(count - published) <= 0.02 * published, f"{count:,} vs {published:,}"
+        count = parameter_count(build(model, 4))
+    assert_near_published(count, PAPER_X4_PARAMETERS[model])
 
 
 def test_a_file_in_the_authors_layout_loads_strictly(tmp_path: Path) -> None:
@@ -155,12 +150,9 @@ def test_a_file_in_the_authors_layout_loads_strictly(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = narrow("plksr", 4)
     path = tmp_path / "PLKSR_X4_DIV2K.pth"
-    torch.save({"params": source.state_dict()}, path)
-    torch.manual_seed(1)
-    target = narrow("plksr", 4)
-    import_weights(target, path)
-    for key, value in source.state_dict().items():
-        assert torch.equal(target.state_dict()[key], value), key
+    assert_official_file_loads_strictly(
+        path, {"params": source.state_dict()}, source, lambda: narrow("plksr", 4)
+    )
     with pytest.raises(PretrainedWeightsError, match="do not fit PLKSR"):
         import_weights(narrow("plksr_tiny", 4), path)  # no attention convolutions to fill
 

@@ -10,6 +10,12 @@ import torch
 
 from src.archs.smfanet import SMFANet
 from src.models.pretrained import import_weights, read_state_dict
+from tests.arch_checks import (
+    assert_near_published,
+    assert_same_weights,
+    assert_scaled_finite_output,
+    parameter_count,
+)
 from tests.test_benchmarks import run_eval
 
 # conf/model name -> the network's sizes there.
@@ -43,29 +49,19 @@ def build(model: str, scale: int) -> SMFANet:
     return SMFANet(scale, **VARIANTS[model])
 
 
-def parameter_count(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
 @pytest.mark.parametrize("model", list(VARIANTS))
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_odd_sized_input_gives_scaled_finite_output(model: str, scale: int) -> None:
     torch.manual_seed(0)
-    net = build(model, scale).eval()
-    with torch.no_grad():
-        out = net(torch.rand(1, 3, 37, 53))
-    assert out.shape == (1, 3, 37 * scale, 53 * scale)
-    assert torch.isfinite(out).all()
+    net = build(model, scale)
+    assert_scaled_finite_output(net, torch.rand(1, 3, 37, 53), scale)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (7, 40)])
 def test_inputs_under_the_pooling_factor_work(size: tuple[int, int]) -> None:
     """The official network fails below 8 px (and NaNs on one pixel); this one does not."""
-    net = build("smfanet", 2).eval()
-    with torch.no_grad():
-        out = net(torch.rand(2, 3, *size))
-    assert out.shape == (2, 3, size[0] * 2, size[1] * 2)
-    assert torch.isfinite(out).all()
+    net = build("smfanet", 2)
+    assert_scaled_finite_output(net, torch.rand(2, 3, *size), 2)
 
 
 def test_one_training_step_reaches_every_parameter() -> None:
@@ -77,8 +73,7 @@ def test_one_training_step_reaches_every_parameter() -> None:
 
 @pytest.mark.parametrize("model", list(VARIANTS))
 def test_x4_parameter_count_matches_paper(model: str) -> None:
-    count, published = parameter_count(build(model, 4)), PAPER_X4_PARAMETERS[model]
-    assert abs(count - published) / published < 0.005, f"{count} parameters, paper {published}"
+    assert_near_published(parameter_count(build(model, 4)), PAPER_X4_PARAMETERS[model], 0.005)
 
 
 @pytest.mark.shared
@@ -90,8 +85,7 @@ def test_released_x2_file_loads_strictly(model: str, filename: str, shared_weigh
     assert set(state) == set(net.state_dict())
     assert parameter_count(net) == sum(tensor.numel() for tensor in state.values())
     import_weights(net, path)
-    for key, value in net.state_dict().items():
-        assert torch.equal(value, state[key]), key
+    assert_same_weights(net, state)
 
 
 @pytest.mark.shared
