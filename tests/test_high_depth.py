@@ -9,9 +9,11 @@ import math
 from pathlib import Path
 
 import cv2
+import hydra
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from src.archs.edsr import EDSR
 from src.archs.rcan import RCAN
@@ -24,9 +26,10 @@ from src.data.dicom import MODALITY_OFFSET, read_dicom
 from src.data.images import ImageReadError, NamedImage, PixelFormat, read_named, to_format
 from src.metrics.paper import score_batch
 from src.ops.imresize import imresize, imresize_array
+from src.ops.inference import input_channels
 from src.ops.predict_io import quantize, upscale_pixels
 from src.utils.errors import UserError
-from tests.helpers import TINY, run_module
+from tests.helpers import CONF_DIR, TINY, run_module
 
 
 def gray16(seed: int, size: int = 72) -> np.ndarray:
@@ -152,6 +155,32 @@ SINGLE_CHANNEL_NETWORKS = {
     "rrdbnet": lambda: RRDBNet(2, num_features=8, num_blocks=1, growth_rate=4, num_channels=1),
     "srvgg_compact": lambda: SRVGGNetCompact(2, 8, 2, in_channels=1, out_channels=1),
 }
+
+
+def single_channel_configs() -> list[str]:
+    """The model configs whose networks follow data.channels."""
+    return [
+        path.stem
+        for path in sorted((CONF_DIR / "model").glob("*.yaml"))
+        if "data.channels" in path.read_text()
+    ]
+
+
+@pytest.mark.parametrize("model", single_channel_configs())
+def test_every_model_config_that_follows_data_channels_gives_one_channel(model: str) -> None:
+    """Shapes only, on the meta device (no weights are initialised, nothing heavy runs)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", "data.channels=1", "scale=2"])
+    with torch.device("meta"):
+        net = hydra.utils.instantiate(cfg.model.net).eval()
+        out = net(torch.empty(1, 1, 16, 16))
+    assert input_channels(net) == 1
+    assert tuple(out.shape) == (1, 1, 32, 32)
+
+
+def test_single_channel_models_include_the_zoo_families() -> None:
+    configs = set(single_channel_configs())
+    assert {"edsr", "rcan", "rdn", "rrdbnet", "swinir", "hat", "dat", "imdn", "rlfn"} <= configs
 
 
 @pytest.mark.parametrize("name", sorted(SINGLE_CHANNEL_NETWORKS))

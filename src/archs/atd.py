@@ -281,11 +281,12 @@ class ATD(SwinSkeleton):
         num_features: int = 64,
         qkv_bias: bool = True,
         checkpoint_layers: bool = False,
+        in_chans: int = 3,
     ):
         """``checkpoint_layers`` recomputes each residual group in the backward pass instead
         of storing its activations (activation checkpointing): slower steps, far less memory."""
         check_settings(embed_dim, depths, num_heads, upsampler)
-        super().__init__(scale, checkpoint_layers)
+        super().__init__(scale, checkpoint_layers, in_chans)
         self.window_size = window_size
         self.shift = window_size // 2
         self.register_buffer(

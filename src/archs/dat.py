@@ -318,6 +318,7 @@ class DAT(SwinSkeleton):
         qkv_bias: bool = True,
         drop_path_rate: float = 0.1,
         checkpoint_layers: bool = False,
+        in_chans: int = 3,
     ):
         """``checkpoint_layers`` recomputes each residual group in the backward pass instead of
         storing its activations (activation checkpointing): slower steps, far less memory."""
@@ -332,10 +333,10 @@ class DAT(SwinSkeleton):
         check_upsampler(upsampler)
         if resi_connection not in RESIDUAL_CONVS:
             raise ValueError(f"resi_connection must be one of {RESIDUAL_CONVS}")
-        super().__init__(scale, checkpoint_layers)
+        super().__init__(scale, checkpoint_layers, in_chans)
         self.split_size: Size = (split_size[0], split_size[1])
 
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, padding=1)
         self.before_RG = nn.Sequential(ImageToTokens(), nn.LayerNorm(embed_dim))
         rates = iter(drop_path_rates(drop_path_rate, sum(depth)))
         self.layers = nn.ModuleList()

@@ -124,12 +124,13 @@ class DRCT(SwinSkeleton):
         qkv_bias: bool = True,
         drop_path_rate: float = 0.1,
         checkpoint_layers: bool = False,
+        in_chans: int = 3,
     ):
         """``gc``: growth channels each dense layer adds. ``checkpoint_layers`` recomputes each
         group in the backward pass instead of storing its activations (slower, far less
         memory)."""
         check_depths(depths, num_heads)
-        super().__init__(scale, checkpoint_layers)
+        super().__init__(scale, checkpoint_layers, in_chans)
         self.window_size = window_size
         self.shift = window_size // 2
         self._build_head(embed_dim)

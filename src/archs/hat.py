@@ -253,6 +253,7 @@ class HAT(SwinSkeleton):
         qkv_bias: bool = True,
         drop_path_rate: float = 0.1,
         checkpoint_layers: bool = False,
+        in_chans: int = 3,
     ):
         """``checkpoint_layers`` recomputes each residual group in the backward pass instead of
         storing its activations (activation checkpointing): slower steps, far less memory."""
@@ -262,7 +263,7 @@ class HAT(SwinSkeleton):
                 f"embed_dim {embed_dim} leaves no channels after compress_ratio "
                 f"{compress_ratio} or squeeze_factor {squeeze_factor}"
             )
-        super().__init__(scale, checkpoint_layers)
+        super().__init__(scale, checkpoint_layers, in_chans)
         self.window_size = window_size
         self.shift = window_size // 2
         self._build_head(embed_dim)

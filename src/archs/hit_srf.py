@@ -222,6 +222,7 @@ class HiTSRF(SwinSkeleton):
         hier_win_ratios: Sequence[float] = DEFAULT_WINDOW_RATIOS,
         mlp_ratio: float = 2.0,
         drop_path_rate: float = 0.0,
+        in_chans: int = 3,
     ):
         """``base_win_size`` is one side: the authors' code takes an (h, w) pair, but all
         released models use 8 x 8 and only square windows are built here."""
@@ -238,7 +239,7 @@ class HiTSRF(SwinSkeleton):
         windows = hierarchical_windows(base_win_size, hier_win_ratios)
         if max(depths) > len(windows):
             raise ValueError(f"depth {max(depths)} exceeds the {len(windows)} hier_win_ratios")
-        super().__init__(scale)
+        super().__init__(scale, in_chans=in_chans)
         self.window_sizes = windows[: max(depths)]
         self._build_head(embed_dim)
 

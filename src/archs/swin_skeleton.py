@@ -118,17 +118,19 @@ class SwinSkeleton(nn.Module):
     upsample: nn.Sequential
     conv_last: nn.Conv2d
 
-    def __init__(self, scale: int, checkpoint_layers: bool = False):
+    def __init__(self, scale: int, checkpoint_layers: bool = False, in_chans: int = 3):
         """``checkpoint_layers`` recomputes each residual group in the backward pass instead of
-        storing its activations (activation checkpointing): slower steps, far less memory."""
+        storing its activations (activation checkpointing): slower steps, far less memory.
+        ``in_chans`` (the authors' name): 3 for RGB, 1 for single-channel images, in and out."""
         super().__init__()
         self.scale = scale
         self.checkpoint_layers = checkpoint_layers
-        self.sub_mean = MeanShift(sign=-1)
-        self.add_mean = MeanShift(sign=+1)
+        self.in_chans = in_chans
+        self.sub_mean = MeanShift(sign=-1, channels=in_chans)
+        self.add_mean = MeanShift(sign=+1, channels=in_chans)
 
     def _build_head(self, embed_dim: int) -> None:
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, padding=1)
+        self.conv_first = nn.Conv2d(self.in_chans, embed_dim, 3, padding=1)
         self.patch_embed = PatchEmbed(embed_dim)
 
     def _build_tail(
@@ -149,10 +151,11 @@ class SwinSkeleton(nn.Module):
                 nn.Conv2d(embed_dim, num_features, 3, padding=1), nn.LeakyReLU(inplace=True)
             )
             self.upsample = PixelShuffleUpsampler(scale=self.scale, num_features=num_features)
-            self.conv_last = nn.Conv2d(num_features, 3, 3, padding=1)
+            self.conv_last = nn.Conv2d(num_features, self.in_chans, 3, padding=1)
         else:
             self.upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, 3 * self.scale**2, 3, padding=1), nn.PixelShuffle(self.scale)
+                nn.Conv2d(embed_dim, self.in_chans * self.scale**2, 3, padding=1),
+                nn.PixelShuffle(self.scale),
             )
 
     def layer_context(self, size: tuple[int, int], device: torch.device) -> tuple[Any, ...]:

@@ -81,12 +81,13 @@ class SwinIR(SwinSkeleton):
         qkv_bias: bool = True,
         drop_path_rate: float = 0.1,
         checkpoint_layers: bool = False,
+        in_chans: int = 3,
     ):
         """``checkpoint_layers`` recomputes each residual Swin group in the backward pass
         instead of storing its activations (activation checkpointing): slower steps, far less
         memory."""
         check_settings(embed_dim, depths, num_heads, upsampler)
-        super().__init__(scale, checkpoint_layers)
+        super().__init__(scale, checkpoint_layers, in_chans)
         self.window_size = window_size
         self.shift = window_size // 2
         self._build_head(embed_dim)
