@@ -179,10 +179,15 @@ def score_batch(
     sr_levels = to_levels(crop_border(sr, border).contiguous(), peak)
     hr_levels = to_levels(crop_border(hr, border).contiguous(), peak)
     sr_y, hr_y = luma(sr_levels, raw_gray, peak), luma(hr_levels, raw_gray, peak)
-    columns = (
-        psnr(sr_y, hr_y, peak),
-        ssim(sr_y, hr_y, peak),
-        psnr(sr_levels, hr_levels, peak),
-        ssim(sr_levels, hr_levels, peak),
+    on_y = (psnr(sr_y, hr_y, peak), ssim(sr_y, hr_y, peak))
+    # One channel: its value is its "Y" and its "RGB", scored once.
+    on_rgb = (
+        on_y
+        if sr.shape[-3] == 1
+        else (
+            psnr(sr_levels, hr_levels, peak),
+            ssim(sr_levels, hr_levels, peak),
+        )
     )
+    columns = (*on_y, *on_rgb)
     return [ImageScores(*(float(c[i]) for c in columns)) for i in range(sr.shape[0])]
