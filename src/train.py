@@ -26,9 +26,11 @@ from src.metrics.baseline import bicubic_scores
 from src.models.checkpoint import CheckpointError, read_checkpoint
 from src.models.loading import metric_options
 from src.models.sr_module import SRModule
+from src.ops.inference import input_channels
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.config import in_multirun, to_plain
+from src.utils.errors import UserError
 from src.utils.precision import resolve_auto
 from src.utils.run_config import log_run_config, run_hparams
 from src.utils.runtime import (
@@ -54,6 +56,19 @@ def resolve_precision(cfg: DictConfig, model: SRModule) -> None:
         say(f"precision {choice.precision} (trainer.precision=auto: {choice.reason})")
 
 
+def check_channels(datamodule: SRDataModule, model: SRModule) -> None:
+    """Refuse a network whose channel count is not the data's (a single-channel set through an
+    RGB-only network would be broadcast, not trained)."""
+    data_channels = datamodule.pixel_format.channels
+    net_channels = input_channels(model.net)
+    if model.has_trainable_parameters and net_channels != data_channels:
+        raise UserError(
+            f"data.channels={data_channels}, but {type(model.net).__name__} takes "
+            f"{net_channels}-channel images; choose a network that follows data.channels "
+            f"(README: 16-bit and single-channel images)"
+        )
+
+
 def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     """Instantiate the data module, the SR module and the trainer from a composed config."""
     resolve_auto_channels(cfg)
@@ -62,6 +77,7 @@ def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
         cfg.model, val_set_names=datamodule.val_set_names, **metric_options(cfg)
     )
     model.model_config = to_plain(cfg.model)
+    check_channels(datamodule, model)
     resolve_precision(cfg, model)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     loggers = build_loggers(cfg.get("logger"))

@@ -15,11 +15,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from src.archs.drrn import DRRN
 from src.archs.edsr import EDSR
+from src.archs.espcn import ESPCN
+from src.archs.fsrcnn import FSRCNN
 from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
 from src.archs.rrdbnet import RRDBNet
+from src.archs.srcnn import SRCNN
 from src.archs.srvgg_compact import SRVGGNetCompact
+from src.archs.vdsr import VDSR
 from src.data.datasets import make_pairs, to_tensor
 from src.data.degradations import BicubicDegradation
 from src.data.dicom import MODALITY_OFFSET, read_dicom
@@ -188,6 +193,32 @@ def test_single_channel_networks_take_and_give_one_channel(name: str) -> None:
     with torch.no_grad():
         out = SINGLE_CHANNEL_NETWORKS[name]().eval()(torch.rand(1, 1, 13, 11))
     assert out.shape == (1, 1, 26, 22) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("network", [SRCNN, FSRCNN, ESPCN, VDSR, DRRN])
+def test_y_only_networks_take_rgb_images(network: type[torch.nn.Module]) -> None:
+    """They convolve one channel (Y) but take and give RGB: predict and export feed them RGB."""
+    assert input_channels(network(2)) == 3
+
+
+def test_a_single_channel_set_through_an_rgb_only_network_is_refused(
+    gray16_folder: Path, tmp_path: Path
+) -> None:
+    result = run_module(
+        "src.train",
+        [
+            "data=folder",
+            f"data.root={gray16_folder}",
+            "data.channels=1",
+            "model=span",
+            "trainer.max_steps=1",
+            "logger=csv",
+            f"hydra.run.dir={tmp_path}",
+        ],
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and "data.channels=1, but SPAN takes 3-channel images" in errors[0]
 
 
 # --- prediction -------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ class RecursiveBlock(nn.Module):
 class DRRN(nn.Module):
     """Recursive blocks on the bicubic image, a reconstruction conv, and a global residual."""
 
+    # RGB in and out, whatever channel the convolutions see (Y by default).
+    image_channels = 3
+
     def __init__(
         self,
         scale: int,

@@ -21,6 +21,9 @@ from src.ops.color import upscale_luma
 class ESPCN(nn.Module):
     """Three convolutions on the LR image, then one sub-pixel shuffle to the HR grid."""
 
+    # RGB in and out, whatever channel the convolutions see (Y by default).
+    image_channels = 3
+
     def __init__(
         self,
         scale: int,

@@ -27,6 +27,9 @@ def _conv_prelu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Seq
 class FSRCNN(nn.Module):
     """Hourglass-shaped CNN on the LR image with a learned deconvolution upsampler."""
 
+    # RGB in and out, whatever channel the convolutions see (Y by default).
+    image_channels = 3
+
     def __init__(
         self,
         scale: int,

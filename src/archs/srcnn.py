@@ -24,6 +24,9 @@ from src.ops.imresize import imresize
 class SRCNN(nn.Module):
     """Patch extraction, non-linear mapping and reconstruction convs on the bicubic image."""
 
+    # RGB in and out, whatever channel the convolutions see (Y by default).
+    image_channels = 3
+
     def __init__(
         self,
         scale: int,

@@ -19,6 +19,9 @@ from src.ops.imresize import imresize
 class VDSR(nn.Module):
     """A plain deep CNN learning the difference between the bicubic image and the HR image."""
 
+    # RGB in and out, whatever channel the convolutions see (Y by default).
+    image_channels = 3
+
     def __init__(
         self, scale: int, num_layers: int = 20, num_features: int = 64, y_only: bool = True
     ):

@@ -51,8 +51,12 @@ class TileError(UserError, ValueError):
 
 
 def input_channels(net: torch.nn.Module) -> int:
-    """The channels a network takes: its first convolution's input channels (3 for a network
-    without one, such as bicubic, which takes any)."""
+    """The channels of the images a network takes: its ``image_channels`` where it says (the
+    Y-only networks take RGB and convolve one channel, Y), else its first convolution's input
+    channels (3 for a network without one, such as bicubic, which takes any)."""
+    declared = getattr(net, "image_channels", None)
+    if declared is not None:
+        return int(declared)
     for module in net.modules():
         if isinstance(module, torch.nn.Conv2d):
             return int(module.in_channels)
