@@ -27,7 +27,7 @@ from src.archs.srvgg_compact import SRVGGNetCompact
 from src.archs.vdsr import VDSR
 from src.data.datasets import make_pairs, to_tensor
 from src.data.degradations import BicubicDegradation
-from src.data.dicom import MODALITY_OFFSET, read_dicom
+from src.data.dicom import MODALITY_OFFSET, read_dicom, write_dicom
 from src.data.images import ImageReadError, NamedImage, PixelFormat, read_named, to_format
 from src.metrics.paper import score_batch
 from src.ops.imresize import imresize, imresize_array
@@ -390,3 +390,21 @@ def test_a_folder_of_dicom_slices_is_a_16bit_single_channel_data_set(tmp_path: P
     records = json.loads((tmp_path / "run" / "results.json").read_text())
     images = records["images"] if isinstance(records, dict) else records
     assert images and all(record["psnr_y"] > 40 for record in images)
+
+
+@pytest.mark.parametrize(
+    "name", ["MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm"]
+)
+def test_a_slice_of_any_encoding_is_written_back_exactly(name: str, tmp_path: Path) -> None:
+    """Big-endian, implicit-VR and compressed sources: the new pixels are written as explicit VR
+    little endian, uncompressed, and read back exactly."""
+    import pydicom
+
+    source = pydicom_file(name)
+    upscaled = np.repeat(np.repeat(read_dicom(source), 2, 0), 2, 1)
+    target = tmp_path / name
+    write_dicom(target, upscaled, source, 2)
+    assert np.array_equal(read_dicom(target), upscaled)
+    written = pydicom.dcmread(target)
+    assert written.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert written.PatientName == pydicom.dcmread(source).PatientName

@@ -9,7 +9,8 @@ range, a multi-frame file or a colour one is refused with the file named.
 An upscaled slice is written back as DICOM from its source file: the same tags, with the new
 pixels stored through the source's own slope and intercept, Rows and Columns multiplied and
 Pixel Spacing (and Imager Pixel Spacing) divided by the scale, a new SOP Instance UID (it is a
-new, derived image) and a Derivation Description saying what made it.
+new, derived image) and a Derivation Description saying what made it; always as explicit VR
+little endian, uncompressed, whatever the source's encoding.
 """
 
 from __future__ import annotations
@@ -87,15 +88,20 @@ def write_dicom(target: Path, pixels: np.ndarray, source: Path, scale: int) -> N
     """Write ``pixels`` ((H, W) uint16 on the grid of :func:`read_dicom`) to ``target`` as a
     DICOM slice made from ``source``'s tags (atomically)."""
     pydicom = _pydicom()
-    dataset = _dataset(source)
+    original = _dataset(source)
+    # A copy of the decoded elements, free of the source's encoding (it may be big-endian or
+    # implicit VR): written as explicit VR little endian, uncompressed, like the new pixels.
+    dataset = pydicom.Dataset()
+    for element in original:
+        dataset.add(element)
+    dataset.file_meta = original.file_meta
     if pixels.ndim != 2 or pixels.dtype != np.uint16:
         raise ImageReadError(f"{target}: DICOM output needs one 16-bit channel")
     slope, intercept = rescale(dataset)
     low, high, dtype = _stored_range(dataset)
     modality = pixels.astype(np.float64) - MODALITY_OFFSET
     stored: np.ndarray = np.clip(np.rint((modality - intercept) / slope), low, high).astype(dtype)
-    if dataset.file_meta.TransferSyntaxUID.is_compressed:
-        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     dataset.BitsAllocated = 16
     dataset.PixelData = stored.tobytes()
     dataset.Rows, dataset.Columns = (int(n) for n in stored.shape)
@@ -108,4 +114,10 @@ def write_dicom(target: Path, pixels: np.ndarray, source: Path, scale: int) -> N
     dataset.file_meta.MediaStorageSOPInstanceUID = uid
     dataset.DerivationDescription = f"SR Lab x{scale} super-resolution of {source.name}"
     with atomic_path(target) as temporary:
-        dataset.save_as(temporary, enforce_file_format=True)
+        pydicom.dcmwrite(
+            temporary,
+            dataset,
+            implicit_vr=False,
+            little_endian=True,
+            enforce_file_format=True,
+        )
