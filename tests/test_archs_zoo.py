@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -36,6 +37,19 @@ from src.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
 from src.ops.imresize import imresize
 
 Factory = Callable[[int], nn.Module]
+
+# Settings the classical and light variants share at test size.
+ATD_TINY: dict[str, Any] = {
+    "embed_dim": 12,
+    "depths": (2,),
+    "num_heads": (2,),
+    "window_size": 4,
+    "category_size": 8,
+    "num_tokens": 4,
+    "reducted_dim": 4,
+    "convffn_kernel_size": 3,
+}
+DAT_TINY: dict[str, Any] = {"embed_dim": 96, "split_size": (4, 8), "expansion_factor": 2.0}
 
 # Small widths and depths: the same code paths as the real networks, at test speed.
 TINY: dict[str, Factory] = {
@@ -82,49 +96,17 @@ TINY: dict[str, Factory] = {
     "srformer_light": lambda s: SRFormer(
         s, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, upsampler="pixelshuffledirect"
     ),
-    "atd": lambda s: ATD(
-        s,
-        embed_dim=12,
-        depths=(2,),
-        num_heads=(2,),
-        window_size=4,
-        category_size=8,
-        num_tokens=4,
-        reducted_dim=4,
-        convffn_kernel_size=3,
-        num_features=8,
-    ),
-    "atd_light": lambda s: ATD(
-        s,
-        embed_dim=12,
-        depths=(2,),
-        num_heads=(2,),
-        window_size=4,
-        category_size=8,
-        num_tokens=4,
-        reducted_dim=4,
-        convffn_kernel_size=3,
-        upsampler="pixelshuffledirect",
-    ),
+    "atd": lambda s: ATD(s, **ATD_TINY, num_features=8),
+    "atd_light": lambda s: ATD(s, **ATD_TINY, upsampler="pixelshuffledirect"),
     "hit_srf": lambda s: HiTSRF(
         s, embed_dim=48, depths=(2,), num_heads=(2,), base_win_size=4, hier_win_ratios=(0.5, 2)
     ),
-    "dat": lambda s: DAT(
-        s,
-        embed_dim=96,
-        depth=(2, 2),
-        num_heads=(4, 4),
-        split_size=(4, 8),
-        expansion_factor=2.0,
-        num_features=16,
-    ),
+    "dat": lambda s: DAT(s, **DAT_TINY, depth=(2, 2), num_heads=(4, 4), num_features=16),
     "dat_light": lambda s: DAT(
         s,
-        embed_dim=96,
+        **DAT_TINY,
         depth=(4,),
         num_heads=(4,),
-        split_size=(4, 8),
-        expansion_factor=2.0,
         resi_connection="3conv",
         upsampler="pixelshuffledirect",
     ),

@@ -408,3 +408,23 @@ def test_a_slice_of_any_encoding_is_written_back_exactly(name: str, tmp_path: Pa
     written = pydicom.dcmread(target)
     assert written.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert written.PatientName == pydicom.dcmread(source).PatientName
+
+
+def test_dicom_output_of_a_png_input_is_one_error_line(gray16_folder: Path, tmp_path: Path) -> None:
+    result = run_module(
+        "src.predict",
+        [
+            "model=bicubic",
+            "scale=2",
+            f"input={gray16_folder / 'slice0.png'}",
+            "output_format=dcm",
+            f"output={tmp_path / 'sr'}",
+            "progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert any("DICOM output needs a DICOM input" in line for line in errors), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sr" / "slice0.dcm").exists()
