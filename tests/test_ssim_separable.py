@@ -1,4 +1,5 @@
-"""The separable SSIM equals torchmetrics' 2-D one (cropped to the valid region) within 1e-6.
+"""The separable SSIM equals torchmetrics' 2-D one (cropped to the valid region) within 1e-6;
+PSNR is the float64 formula, within 2e-6 dB of torchmetrics' float32-logarithm one.
 
 torchmetrics' full 11x11 convolution is what SR Lab scored with before; it stays here as the
 reference. Every benchmark image of ``../shared`` is checked at x2, x3 and x4 with bicubic SR
@@ -8,12 +9,16 @@ images of odd sizes on both filter back-ends.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 
 from src.data.images import read_rgb
 from src.metrics import ssim as ssim_module
@@ -22,6 +27,7 @@ from src.metrics.ssim import HALF_WINDOW, ssim
 from src.ops.imresize import imresize, modcrop
 
 TOLERANCE = 1e-6
+PSNR_CHANGE = 2e-6
 
 
 def reference_ssim(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,6 +62,13 @@ def assert_scores_match_reference(sr: torch.Tensor, hr: torch.Tensor, border: in
     assert scores.ssim_y == pytest.approx(float(reference_ssim(sr_y, hr_y)), abs=TOLERANCE)
     expected_rgb = float(reference_ssim(sr_levels, hr_levels))
     assert scores.ssim_rgb == pytest.approx(expected_rgb, abs=TOLERANCE)
+    # PSNR: the float64 formula, and within 2e-6 dB of torchmetrics' (what SR Lab reported
+    # before; it takes its logarithms in float32).
+    for ours, x, y in ((scores.psnr_y, sr_y, hr_y), (scores.psnr_rgb, sr_levels, hr_levels)):
+        mse = float((x - y).square().mean())
+        assert ours == pytest.approx(10 * math.log10(255**2 / mse), abs=1e-10)
+        before = peak_signal_noise_ratio(x, y, data_range=255.0)
+        assert ours == pytest.approx(float(before), abs=PSNR_CHANGE)
 
 
 def benchmark_files(root: Path, set_name: str) -> list[Path]:
@@ -90,10 +103,32 @@ def test_random_odd_sizes_match_on_both_filter_backends(size: tuple[int, int], d
     tolerance = TOLERANCE if dtype == torch.float64 else 1e-5
     assert torch.allclose(ssim(preds, target).double(), expected, atol=tolerance, rtol=0)
     # The conv2d back-end (used on GPUs), forced on the CPU.
-    monkeypatch.setattr(ssim_module, "_ssim_cpu", ssim_module._ssim_conv)
+    monkeypatch.setattr(ssim_module, "_opencv_applies", lambda pairs: False)
     assert torch.allclose(ssim(preds, target).double(), expected, atol=tolerance, rtol=0)
 
 
 def test_an_image_smaller_than_the_window_has_no_ssim():
     tiny = torch.zeros(1, 1, 10, 40, dtype=torch.float64)
     assert torch.isnan(ssim(tiny, tiny)).all()
+
+
+@pytest.mark.parametrize("opencv", [True, False])
+def test_pairs_scored_together_equal_each_scored_alone(opencv: bool, monkeypatch):
+    # score_batch scores Y and RGB in one pass of the pool; the squared error comes with it.
+    if not opencv:
+        monkeypatch.setattr(ssim_module, "_opencv_applies", lambda pairs: False)
+    rng = np.random.default_rng(5)
+    shapes = [(2, 1, 150, 41), (2, 3, 150, 41), (1, 3, 8, 30)]
+    pairs = []
+    for shape in shapes:
+        x = rng.integers(0, 256, shape).astype(np.float64)
+        y = np.clip(x + rng.normal(0, 12, shape), 0, 255).round()
+        pairs.append((torch.from_numpy(x), torch.from_numpy(y)))
+    together = ssim_module.channel_sums(pairs)
+    for (x, y), sums in zip(pairs, together, strict=True):
+        (alone,) = ssim_module.channel_sums([(x, y)])
+        assert torch.equal(sums.ssim.isnan(), alone.ssim.isnan())
+        assert torch.allclose(sums.ssim, alone.ssim, atol=0, rtol=0, equal_nan=True)
+        expected = (x - y).square().flatten(2).sum(dim=2)
+        assert torch.allclose(sums.squared_error, expected, atol=1e-9, rtol=0)
+    assert together[2].ssim.isnan().all()  # 8 rows: smaller than the window

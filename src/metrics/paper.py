@@ -10,16 +10,18 @@ The convention (see ``../shared/data/README.md`` and every table since SRCNN):
 * SSIM uses an 11x11 Gaussian window (sigma 1.5, K1 = 0.01, K2 = 0.03) with *valid* filtering,
   i.e. no padded border enters the mean.
 
-PSNR is torchmetrics'. SSIM (:mod:`src.metrics.ssim`) is torchmetrics' formula with the
-separable window applied as two 1-D passes (OpenCV's ``sepFilter2D`` on a CPU), in float64 on Y
-and on RGB; its values equal torchmetrics' valid-region SSIM to float rounding on every
-benchmark image (``tests/test_ssim_separable.py``). ``make bench-eval`` times the scorer.
+PSNR is 10 log10(peak^2 / MSE) in float64 (MATLAB's ``psnr``, BasicSR's ``calculate_psnr``;
+torchmetrics' takes its logarithms in float32 and is up to 1.4e-6 dB off). SSIM
+(:mod:`src.metrics.ssim`) is torchmetrics' formula with the separable window applied as two 1-D
+passes (OpenCV's ``sepFilter2D`` on a CPU), in float64 on Y and on RGB; its values equal
+torchmetrics' valid-region SSIM to float rounding on every benchmark image
+(``tests/test_ssim_separable.py``). On a CPU both scores of Y and RGB come from one pass of
+:func:`src.metrics.ssim.channel_sums`. ``make bench-eval`` times the scorer.
 
 16-bit and single-channel data (``data.bit_depth=16``, ``data.channels=1``) keep the same
 formulas at their own precision: values on the 0..65535 grid, PSNR with a peak of 65535, SSIM's
 constants K1 and K2 times that peak, Y with its offset scaled alike (16 x 257); a single-channel
-image is scored on its value (the Y and RGB columns then hold the same number). The 8-bit path
-computes exactly what it did before (``peak=255``).
+image is scored on its value (the Y and RGB columns then hold the same number).
 
 Grayscale HR images (Set14's ``bridge``) are expanded to three equal channels and scored on that
 Y: the convention of the IMDN, PAN, RCAN and SwinIR evaluations (``gray="expand"``). The bicubic,
@@ -34,9 +36,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from src.metrics.ssim import ssim
+from src.metrics.ssim import channel_sums
 from src.ops.color import Y_WEIGHTS
 
 PEAK = 255.0
@@ -112,17 +113,23 @@ def crop_border(image: torch.Tensor, border: int) -> torch.Tensor:
     return image[..., border:-border, border:-border]
 
 
-def psnr(preds: torch.Tensor, target: torch.Tensor, peak: float = PEAK) -> torch.Tensor:
-    """Per-image PSNR of (N, C, H, W) tensors on the 0..peak scale.
+def psnr_from_squared_error(
+    squared_error: torch.Tensor, pixels: int, peak: float = PEAK
+) -> torch.Tensor:
+    """PSNR, 10 log10(peak^2 / MSE), in float64 from the squared error summed over ``pixels``
+    values (per image)."""
+    mse = squared_error.to(torch.float64) / pixels
+    return 10.0 * torch.log10(peak**2 / mse)
 
-    At 8 bits torchmetrics' PSNR (the numbers SR Lab has always reported); at other peaks the
-    same formula in float64 throughout, because torchmetrics holds the peak as a float32 tensor
-    and takes its log there: at 65535 that is 2e-6 dB off the exact value."""
-    if peak != PEAK:
-        mse = (preds.to(torch.float64) - target.to(torch.float64)).square_().mean(dim=(1, 2, 3))
-        return 10.0 * torch.log10(peak**2 / mse)
-    value = peak_signal_noise_ratio(preds, target, data_range=peak, dim=(1, 2, 3), reduction="none")
-    return torch.as_tensor(value).reshape(-1)
+
+def psnr(preds: torch.Tensor, target: torch.Tensor, peak: float = PEAK) -> torch.Tensor:
+    """Per-image PSNR of (N, C, H, W) tensors on the 0..peak scale, in float64 throughout.
+
+    torchmetrics' PSNR (what SR Lab reported before) takes the logarithms of the peak and of 10
+    in float32: within 1e-6 dB of this at 8 bits, 2e-6 dB off at 65535."""
+    difference = preds.to(torch.float64) - target.to(torch.float64)
+    squared_error = difference.square_().flatten(1).sum(dim=1)
+    return psnr_from_squared_error(squared_error, preds[0].numel(), peak)
 
 
 def gray_levels(levels: torch.Tensor) -> torch.Tensor:
@@ -179,15 +186,15 @@ def score_batch(
     sr_levels = to_levels(crop_border(sr, border).contiguous(), peak)
     hr_levels = to_levels(crop_border(hr, border).contiguous(), peak)
     sr_y, hr_y = luma(sr_levels, raw_gray, peak), luma(hr_levels, raw_gray, peak)
-    on_y = (psnr(sr_y, hr_y, peak), ssim(sr_y, hr_y, peak))
     # One channel: its value is its "Y" and its "RGB", scored once.
-    on_rgb = (
-        on_y
-        if sr.shape[-3] == 1
-        else (
-            psnr(sr_levels, hr_levels, peak),
-            ssim(sr_levels, hr_levels, peak),
+    pairs = [(sr_y, hr_y)] if sr.shape[-3] == 1 else [(sr_y, hr_y), (sr_levels, hr_levels)]
+    on_y, *others = [
+        (
+            psnr_from_squared_error(sums.squared_error.sum(dim=1), image[0].numel(), peak),
+            sums.ssim.mean(dim=1),
         )
-    )
+        for (image, _), sums in zip(pairs, channel_sums(pairs, peak), strict=True)
+    ]
+    on_rgb = others[0] if others else on_y
     columns = (*on_y, *on_rgb)
     return [ImageScores(*(float(c[i]) for c in columns)) for i in range(sr.shape[0])]

@@ -1,4 +1,5 @@
-"""SSIM with the Gaussian window applied as two 1-D passes, fast on a CPU.
+"""SSIM with the Gaussian window applied as two 1-D passes, fast on a CPU, and the squared
+error PSNR needs, from the same passes.
 
 The formula is torchmetrics' (and MATLAB's ``ssim``): an 11x11 Gaussian window, sigma 1.5,
 K1 = 0.01, K2 = 0.03, and only the *valid* region (where the window lies inside the image)
@@ -10,16 +11,20 @@ torchmetrics' by float rounding (about 1e-14 on the benchmark images).
 * On a CPU the passes are OpenCV's ``sepFilter2D`` (vectorised, float64 in float64). Each plane
   is cut into pieces of :data:`STRIPE_ROWS` rows (plus the window's 10 rows of overlap) that a
   thread pool works through (OpenCV and NumPy release the GIL), each thread reusing its own
-  scratch buffers: fresh megabyte arrays cost a third more time in page faults.
+  scratch buffers: fresh megabyte arrays cost a third more time in page faults. The planes of
+  several image pairs (Y and RGB) go through one pool pass, and each piece also sums the
+  squared error of its rows while they are in cache.
 * On other devices two ``conv2d`` calls per moment, on whole planes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -60,13 +65,14 @@ def ssim_map_(mu_x: Array, mu_y: Array, sq: Array, xy: Array, out: Array, peak: 
     sq += c2  # sigma_x^2 + sigma_y^2 + C2
     mu_x += c1
     mu_x *= sq  # the denominator
+    # The numerator (2 mu_x mu_y + C1)(2 sigma_xy + C2) as 4 (mu_x mu_y + C1/2)(sigma_xy + C2/2):
+    # the same bits (scaling by a power of two is exact), one pass fewer.
     xy -= out
-    xy *= 2.0
-    xy += c2  # 2 sigma_xy + C2
-    out *= 2.0
-    out += c1
-    out *= xy  # the numerator
+    xy += c2 / 2
+    out += c1 / 2
+    out *= xy
     out /= mu_x
+    out *= 4.0
     return out
 
 
@@ -87,6 +93,13 @@ class _Scratch(threading.local):
 
 
 _SCRATCH = _Scratch()
+
+
+@functools.cache
+def _taps(dtype: np.dtype) -> np.ndarray:
+    return gaussian_taps(torch.float64).numpy().astype(dtype)
+
+
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -97,14 +110,19 @@ def _thread_pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _sum_over_rows(x: np.ndarray, y: np.ndarray, first: int, last: int, peak: float) -> float:
-    """The SSIM map of one (H, W) plane pair summed over valid rows ``first``..``last``."""
+def _sums_over_rows(
+    x: np.ndarray, y: np.ndarray, first: int, last: int, peak: float
+) -> tuple[float, float]:
+    """One piece of an (H, W) plane pair: the SSIM map summed over valid rows ``first``..``last``
+    and the squared error summed over the image rows that piece owns (its first ``last -
+    first`` rows; the final piece also the window's last 10)."""
     r = HALF_WINDOW
+    final = last + 2 * r == x.shape[0]
     x, y = x[first : last + 2 * r], y[first : last + 2 * r]
     rows, width = x.shape
     buffers = _SCRATCH.get(STRIPE_ROWS + 2 * r, width, x.dtype)[:, :rows]
     means, (product, other, out) = buffers[:4], buffers[4:]
-    taps = gaussian_taps(torch.float64).numpy().astype(x.dtype)
+    taps = _taps(x.dtype)
     depth = cv2.CV_64F if x.dtype == np.float64 else cv2.CV_32F
 
     def window_mean(plane: np.ndarray, index: int) -> np.ndarray:
@@ -113,6 +131,10 @@ def _sum_over_rows(x: np.ndarray, y: np.ndarray, first: int, last: int, peak: fl
         )
         return means[index][r:-r, r:-r]
 
+    owned = rows if final else last - first
+    np.subtract(x, y, out=product)
+    # einsum, not np.vdot: OpenBLAS would start its own threads beside the pool's.
+    squared_error = float(np.einsum("ij,ij->", product[:owned], product[:owned]))
     mu_x, mu_y = window_mean(x, 0), window_mean(y, 1)
     np.multiply(x, x, out=product)
     np.multiply(y, y, out=other)
@@ -121,31 +143,55 @@ def _sum_over_rows(x: np.ndarray, y: np.ndarray, first: int, last: int, peak: fl
     np.multiply(x, y, out=product)
     cross = window_mean(product, 3)
     ssim_values = ssim_map_(mu_x, mu_y, squares, cross, out[r:-r, r:-r], peak=peak)
-    return float(ssim_values.sum(dtype=np.float64))
+    return float(ssim_values.sum(dtype=np.float64)), squared_error
 
 
-def _ssim_cpu(preds: torch.Tensor, target: torch.Tensor, peak: float) -> torch.Tensor:
-    n, channels, height, width = preds.shape
-    valid_rows = height - 2 * HALF_WINDOW
-    x_planes = preds.contiguous().numpy().reshape(n * channels, height, width)
-    y_planes = target.contiguous().numpy().reshape(n * channels, height, width)
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def _planes(image: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) as an (N * C, H, W) array, without a copy when already contiguous."""
+    return image.contiguous().numpy().reshape(-1, *image.shape[-2:])
+
+
+class ChannelSums(NamedTuple):
+    """Per-image, per-channel (N, C) float64 tensors of one image pair: the SSIM (mean over
+    valid pixels) and the squared error summed over every pixel (PSNR's numerator)."""
+
+    ssim: torch.Tensor
+    squared_error: torch.Tensor
+
+
+def _sums_cpu(pairs: Sequence[Pair], peak: float) -> list[ChannelSums]:
+    """Every pair's planes cut into row pieces, all of them on one thread pool."""
+    planes = [(_planes(preds), _planes(target)) for preds, target in pairs]
     jobs = [
-        (plane, first, min(first + STRIPE_ROWS, valid_rows))
-        for plane in range(n * channels)
-        for first in range(0, valid_rows, STRIPE_ROWS)
+        (pair, plane, first, min(first + STRIPE_ROWS, x.shape[1] - 2 * HALF_WINDOW))
+        for pair, (x, _) in enumerate(planes)
+        for plane in range(x.shape[0])
+        for first in range(0, x.shape[1] - 2 * HALF_WINDOW, STRIPE_ROWS)
     ]
-    sums = _thread_pool().map(
-        lambda job: _sum_over_rows(x_planes[job[0]], y_planes[job[0]], job[1], job[2], peak),
-        jobs,
-    )
-    totals = np.zeros(n * channels)
-    for (plane, _, _), value in zip(jobs, sums, strict=True):
-        totals[plane] += value
-    per_plane = totals / (valid_rows * (width - 2 * HALF_WINDOW))
-    return torch.from_numpy(per_plane).reshape(n, channels).mean(dim=1).to(preds.dtype)
+
+    def run(job: tuple[int, int, int, int]) -> tuple[float, float]:
+        pair, plane, first, last = job
+        x, y = planes[pair]
+        return _sums_over_rows(x[plane], y[plane], first, last, peak)
+
+    totals = [np.zeros((2, x.shape[0])) for x, _ in planes]
+    for (pair, plane, _, _), values in zip(jobs, _thread_pool().map(run, jobs), strict=True):
+        totals[pair][:, plane] += values
+    results = []
+    for (preds, _), (ssim_sums, squared_error) in zip(pairs, totals, strict=True):
+        height, width = preds.shape[-2:]
+        valid = (height - 2 * HALF_WINDOW) * (width - 2 * HALF_WINDOW)
+        per_channel = [
+            torch.from_numpy(v).reshape(preds.shape[:2]) for v in (ssim_sums / valid, squared_error)
+        ]
+        results.append(ChannelSums(*per_channel))
+    return results
 
 
-def _ssim_conv(preds: torch.Tensor, target: torch.Tensor, peak: float) -> torch.Tensor:
+def _sums_conv(preds: torch.Tensor, target: torch.Tensor, peak: float) -> ChannelSums:
     taps = gaussian_taps(preds.dtype).to(preds.device)
     n, channels, height, width = preds.shape
 
@@ -154,19 +200,49 @@ def _ssim_conv(preds: torch.Tensor, target: torch.Tensor, peak: float) -> torch.
         flat = F.conv2d(F.conv2d(flat, taps.view(1, 1, -1, 1)), taps.view(1, 1, 1, -1))
         return flat.reshape(n, channels, *flat.shape[-2:])
 
+    squared_error = (preds - target).square_().flatten(2).sum(dim=2, dtype=torch.float64)
     squares = preds * preds + target * target
     mu_x, mu_y, sq, xy = (window_mean(p) for p in (preds, target, squares, preds * target))
     ssim_values = ssim_map_(mu_x, mu_y, sq, xy, torch.empty_like(mu_x), peak=peak)
-    return ssim_values.flatten(1).mean(dim=1).cpu()
+    return ChannelSums(ssim_values.flatten(2).mean(dim=2).double().cpu(), squared_error.cpu())
+
+
+def _opencv_applies(pairs: Sequence[Pair]) -> bool:
+    """Whether the pairs are scored by OpenCV's filters (all on the CPU) or by ``conv2d``."""
+    return bool(pairs) and all(preds.device.type == "cpu" for preds, _ in pairs)
+
+
+def channel_sums(pairs: Sequence[Pair], peak: float = 255.0) -> list[ChannelSums]:
+    """SSIM and squared error of each (preds, target) pair of (N, C, H, W) tensors on the
+    0..``peak`` scale, computed in their dtype, per image and channel; SSIM is NaN for an image
+    smaller than the window. On a CPU every pair's planes share one pass of the thread pool
+    (scoring Y and RGB together keeps both cores busy), and each piece of rows yields both
+    sums while it is in cache."""
+    for preds, target in pairs:
+        if preds.shape != target.shape:
+            raise ValueError(f"SSIM of shapes {tuple(preds.shape)} and {tuple(target.shape)}")
+    small = {i for i, (preds, _) in enumerate(pairs) if min(preds.shape[-2:]) <= 2 * HALF_WINDOW}
+    large = [pair for i, pair in enumerate(pairs) if i not in small]
+    if _opencv_applies(large):
+        scored = iter(_sums_cpu(large, peak))
+    else:
+        scored = iter([_sums_conv(preds, target, peak) for preds, target in large])
+    return [
+        _too_small(preds, target) if i in small else next(scored)
+        for i, (preds, target) in enumerate(pairs)
+    ]
+
+
+def _too_small(preds: torch.Tensor, target: torch.Tensor) -> ChannelSums:
+    """No SSIM (the window does not fit), the squared error all the same."""
+    squared_error = (preds.double() - target.double()).square_().flatten(2).sum(dim=2)
+    return ChannelSums(
+        torch.full(preds.shape[:2], math.nan, dtype=torch.float64), squared_error.cpu()
+    )
 
 
 def ssim(preds: torch.Tensor, target: torch.Tensor, peak: float = 255.0) -> torch.Tensor:
     """Per-image SSIM of (N, C, H, W) tensors given on the 0..``peak`` scale, computed in their
     dtype, the mean over channels and valid pixels; NaN for an image smaller than the window."""
-    if preds.shape != target.shape:
-        raise ValueError(f"SSIM of shapes {tuple(preds.shape)} and {tuple(target.shape)}")
-    if min(preds.shape[-2:]) <= 2 * HALF_WINDOW:
-        return torch.full((preds.shape[0],), math.nan, dtype=preds.dtype)
-    if preds.device.type == "cpu":
-        return _ssim_cpu(preds, target, peak)
-    return _ssim_conv(preds, target, peak)
+    (sums,) = channel_sums([(preds, target)], peak)
+    return sums.ssim.mean(dim=1).to(preds.dtype)
