@@ -11,6 +11,10 @@ discriminator step per batch:
 2. discriminator: the adversarial loss on HR (real) against detached SR (fake), plus
    ``gp_weight`` x the gradient penalty for WGAN-GP.
 
+``artifact_weight`` > 0 adds LDL's artifact loss (Liang et al., CVPR 2022) to the generator's:
+it compares SR with the EMA generator's SR of the same batch (one more forward pass, without
+gradient), so it needs ``ema_decay``.
+
 ``trainer.max_steps`` counts generator steps: the discriminator's optimiser is stepped directly,
 so Lightning's step counter (and with it the patch schedule, the checkpoints and the resume
 point) advances once per batch, as in PSNR training. Gradients are clipped by norm
@@ -26,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.models.losses import GANLoss
+from src.models.losses import ArtifactLoss, GANLoss
 from src.models.sr_module import (
     OptimizerFactory,
     SchedulerFactory,
@@ -53,6 +57,8 @@ GAN_KEYS = (
     "clip_grad_norm",
     "d_clip_grad_norm",
     "gp_weight",
+    "artifact_weight",
+    "artifact_window",
 )
 
 
@@ -94,6 +100,8 @@ class GANModule(SRModule):
         clip_grad_norm: float | None = None,
         d_clip_grad_norm: float | None = None,
         gp_weight: float = 10.0,
+        artifact_weight: float = 0.0,
+        artifact_window: int = 7,
         **sr_options: Any,
     ):
         super().__init__(net, scale, **sr_options)
@@ -106,6 +114,21 @@ class GANModule(SRModule):
         self.clip_grad_norm = clip_grad_norm
         self.d_clip_grad_norm = d_clip_grad_norm
         self.gp_weight = gp_weight
+        if isinstance(artifact_weight, bool) or not isinstance(artifact_weight, int | float):
+            raise UserError(f"model.artifact_weight must be a number, not {artifact_weight!r}")
+        if artifact_weight < 0:
+            raise UserError(f"model.artifact_weight must be 0 or more, not {artifact_weight}")
+        if not isinstance(artifact_window, int) or artifact_window < 3 or artifact_window % 2 == 0:
+            raise UserError(
+                f"model.artifact_window must be an odd integer >= 3, not {artifact_window!r}"
+            )
+        self.artifact_weight = float(artifact_weight)
+        self.artifact_loss = ArtifactLoss(artifact_window) if self.artifact_weight else None
+        if self.artifact_weight and self.ema is None:
+            raise UserError(
+                "model.artifact_weight (LDL's artifact loss) compares with the EMA generator: "
+                "set model.ema_decay (LDL uses 0.999)"
+            )
 
     def on_fit_start(self) -> None:
         if "16-mixed" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision):
@@ -152,6 +175,10 @@ class GANModule(SRModule):
         real_logits = self.discriminator(real) if self.gan_loss.kind == "ragan" else fake_logits
         adversarial = self.gan_loss.generator(real_logits.detach(), fake_logits)
         g_loss = content + self.gan_weight * adversarial
+        if self.artifact_loss is not None:
+            artifact = self.artifact_loss(sr, target, self._ema_sr(lr))
+            g_loss = g_loss + self.artifact_weight * artifact
+            self.log("train/g_artifact", artifact, on_step=True, on_epoch=False)
         if not self._finite_or_skip(g_loss):
             return None
         g_opt.zero_grad(set_to_none=True)
@@ -165,6 +192,12 @@ class GANModule(SRModule):
         self.log("train/g_content", content, on_step=True, on_epoch=False)
         self.log_loss_terms(self.loss)
         return sr.detach()
+
+    def _ema_sr(self, lr: torch.Tensor) -> torch.Tensor:
+        """The EMA generator's SR of ``lr`` (before this step's update), without gradient."""
+        assert self.ema is not None
+        with torch.no_grad():
+            return self.run_net(lr, self.ema.module)
 
     def _discriminator_step(self, sr: torch.Tensor, hr: torch.Tensor) -> None:
         _, d_opt = self.optimizers()  # type: ignore[attr-defined]

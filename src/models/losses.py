@@ -9,6 +9,9 @@ weighted sum of any of them (``conf/loss``).
 * :class:`GANLoss` gives the discriminator's and the generator's adversarial losses for the
   vanilla (non-saturating), least-squares, hinge, WGAN(-GP) and relativistic-average (ESRGAN)
   formulations, from the discriminator's logits on real and fake images.
+* :class:`ArtifactLoss` is LDL's locally discriminative artifact loss (Liang et al., "Details or
+  Artifacts", CVPR 2022): an L1 between SR and HR weighted by a map of where the generator's
+  residual is locally noisy and worse than its EMA copy's; the GAN module feeds it the EMA's SR.
 * :class:`CompositeLoss` sums named terms with weights and keeps each term's last value for
   logging (``train/loss_<name>``).
 """
@@ -142,6 +145,49 @@ class GANLoss(nn.Module):
             return -fake.mean()
         real = real.detach()
         return 0.5 * (self._bce(real - fake.mean(), False) + self._bce(fake - real.mean(), True))
+
+
+def local_variance(image: torch.Tensor, window: int) -> torch.Tensor:
+    """Unbiased variance of the ``window`` x ``window`` neighbourhood of every pixel of (N, 1,
+    H, W) ``image``, its border reflected: E[x^2] - E[x]^2 from two box means, times n / (n - 1)
+    (what the variance of each unfolded window gives, without unfolding)."""
+    pad = window // 2
+    padded = F.pad(image, (pad, pad, pad, pad), mode="reflect")
+    mean = F.avg_pool2d(padded, window, stride=1)
+    mean_of_squares = F.avg_pool2d(padded * padded, window, stride=1)
+    n = window * window
+    return (mean_of_squares - mean * mean).clamp(min=0.0) * (n / (n - 1))
+
+
+def artifact_map(
+    sr: torch.Tensor, hr: torch.Tensor, sr_ema: torch.Tensor, window: int = 7
+) -> torch.Tensor:
+    """LDL's refined artifact map, (N, 1, H, W).
+
+    With r = sum over channels of |HR - SR|: the local variance of r (pixel level) times the
+    image's variance of r to the power 1/5 (patch level), set to zero wherever the EMA model's
+    residual is larger than the generator's (there the generator is not the one making
+    artifacts). As in the authors' code the map is not detached: the loss also pulls on the
+    residual's variance."""
+    residual = (hr - sr).abs().sum(dim=1, keepdim=True)
+    residual_ema = (hr - sr_ema.detach()).abs().sum(dim=1, keepdim=True)
+    patch_weight = residual.var(dim=(1, 2, 3), keepdim=True).pow(0.2)
+    weight = patch_weight * local_variance(residual, window)
+    return weight.masked_fill(residual < residual_ema, 0.0)
+
+
+class ArtifactLoss(nn.Module):
+    """L1 between ``map x SR`` and ``map x HR``, the map from :func:`artifact_map`."""
+
+    def __init__(self, window: int = 7):
+        super().__init__()
+        if window < 3 or window % 2 == 0:
+            raise ValueError(f"the artifact map's window must be odd and at least 3, not {window}")
+        self.window = window
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor, sr_ema: torch.Tensor) -> torch.Tensor:
+        weight = artifact_map(sr, hr, sr_ema, self.window)
+        return F.l1_loss(weight * sr, weight * hr)
 
 
 class CompositeLoss(nn.Module):
