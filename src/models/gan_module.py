@@ -85,6 +85,23 @@ def gradient_penalty(
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+def artifact_loss(weight: Any, window: Any, has_ema: bool) -> ArtifactLoss | None:
+    """LDL's artifact loss for ``model.artifact_weight`` and ``model.artifact_window`` (None at
+    weight 0), or one error naming the key that is wrong."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise UserError(f"model.artifact_weight must be a number, not {weight!r}")
+    if weight < 0:
+        raise UserError(f"model.artifact_weight must be 0 or more, not {weight}")
+    if not isinstance(window, int) or window < 3 or window % 2 == 0:
+        raise UserError(f"model.artifact_window must be an odd integer >= 3, not {window!r}")
+    if weight and not has_ema:
+        raise UserError(
+            "model.artifact_weight (LDL's artifact loss) compares with the EMA generator: "
+            "set model.ema_decay (LDL uses 0.999)"
+        )
+    return ArtifactLoss(window) if weight else None
+
+
 class GANModule(SRModule):
     """An SRModule whose generator also learns to fool a discriminator."""
 
@@ -114,21 +131,8 @@ class GANModule(SRModule):
         self.clip_grad_norm = clip_grad_norm
         self.d_clip_grad_norm = d_clip_grad_norm
         self.gp_weight = gp_weight
-        if isinstance(artifact_weight, bool) or not isinstance(artifact_weight, int | float):
-            raise UserError(f"model.artifact_weight must be a number, not {artifact_weight!r}")
-        if artifact_weight < 0:
-            raise UserError(f"model.artifact_weight must be 0 or more, not {artifact_weight}")
-        if not isinstance(artifact_window, int) or artifact_window < 3 or artifact_window % 2 == 0:
-            raise UserError(
-                f"model.artifact_window must be an odd integer >= 3, not {artifact_window!r}"
-            )
+        self.artifact_loss = artifact_loss(artifact_weight, artifact_window, self.ema is not None)
         self.artifact_weight = float(artifact_weight)
-        self.artifact_loss = ArtifactLoss(artifact_window) if self.artifact_weight else None
-        if self.artifact_weight and self.ema is None:
-            raise UserError(
-                "model.artifact_weight (LDL's artifact loss) compares with the EMA generator: "
-                "set model.ema_decay (LDL uses 0.999)"
-            )
 
     def on_fit_start(self) -> None:
         if "16-mixed" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision):
