@@ -200,11 +200,11 @@ def _sums_conv(preds: torch.Tensor, target: torch.Tensor, peak: float) -> Channe
         flat = F.conv2d(F.conv2d(flat, taps.view(1, 1, -1, 1)), taps.view(1, 1, 1, -1))
         return flat.reshape(n, channels, *flat.shape[-2:])
 
-    squared_error = (preds - target).square_().flatten(2).sum(dim=2, dtype=torch.float64)
+    squared_error = squared_error_per_channel(preds, target)
     squares = preds * preds + target * target
     mu_x, mu_y, sq, xy = (window_mean(p) for p in (preds, target, squares, preds * target))
     ssim_values = ssim_map_(mu_x, mu_y, sq, xy, torch.empty_like(mu_x), peak=peak)
-    return ChannelSums(ssim_values.flatten(2).mean(dim=2).double().cpu(), squared_error.cpu())
+    return ChannelSums(ssim_values.flatten(2).mean(dim=2).double().cpu(), squared_error)
 
 
 def _opencv_applies(pairs: Sequence[Pair]) -> bool:
@@ -235,10 +235,15 @@ def channel_sums(pairs: Sequence[Pair], peak: float = 255.0) -> list[ChannelSums
 
 def _too_small(preds: torch.Tensor, target: torch.Tensor) -> ChannelSums:
     """No SSIM (the window does not fit), the squared error all the same."""
-    squared_error = (preds.double() - target.double()).square_().flatten(2).sum(dim=2)
-    return ChannelSums(
-        torch.full(preds.shape[:2], math.nan, dtype=torch.float64), squared_error.cpu()
-    )
+    nan = torch.full(preds.shape[:2], math.nan, dtype=torch.float64)
+    return ChannelSums(nan, squared_error_per_channel(preds, target))
+
+
+def squared_error_per_channel(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The squared error of (N, C, H, W) tensors summed over each image's channel, in float64,
+    as an (N, C) tensor on the CPU (the CPU path sums it piece by piece instead)."""
+    difference = preds.to(torch.float64) - target.to(torch.float64)
+    return difference.square_().flatten(2).sum(dim=2).cpu()
 
 
 def ssim(preds: torch.Tensor, target: torch.Tensor, peak: float = 255.0) -> torch.Tensor:
