@@ -57,3 +57,12 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single ``error:`` line of a command that stopped with status 2, without a traceback."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    return errors[0]

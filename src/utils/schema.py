@@ -8,21 +8,31 @@ runs right after composition and stops at the first bad value with one line nami
 
     error: trainer.max_steps must be an integer >= 1, got -1
 
-Keys a config does not have are not checked (model configs differ in their keys); keys a schema
-does not list are free (a network's own settings are its constructor's business). Cross-field
-rules live in :func:`check_cross_fields`, and outputs are checked writable by
+Keys a config does not have are not checked (model configs differ in their keys). No key goes
+unread: :func:`check_known_keys` walks the whole composed config and refuses a key that neither
+a section's dataclass lists nor, for a node with a ``_target_``, the target's constructor takes
+(``+self_ensembel=true`` or ``model.net.num_blockz=8`` would otherwise be ignored)::
+
+    error: unknown key self_ensembel: src.eval reads no such setting (did you mean self_ensemble?)
+
+Cross-field rules live in :func:`check_cross_fields`, and outputs are checked writable by
 :func:`check_writable_folder` and :func:`check_writable_file` before a command reads any input.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
+import re
 import tempfile
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.utils.errors import UserError
@@ -57,6 +67,20 @@ class Range:
         return " and ".join(parts)
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """A string matching ``regex`` as a whole; ``form`` shows the user what it looks like."""
+
+    regex: str
+    form: str
+
+    def holds(self, value: str) -> bool:
+        return re.fullmatch(self.regex, value) is not None
+
+    def text(self) -> str:
+        return f"of the form {self.form}"
+
+
 PositiveInt = Annotated[int, Range(low=1)]
 NonNegativeInt = Annotated[int, Range(low=0)]
 PositiveFloat = Annotated[float, Range(low=0, low_open=True)]
@@ -64,9 +88,10 @@ NonNegativeFloat = Annotated[float, Range(low=0)]
 OpenUnitInterval = Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
 UnitInterval = Annotated[float, Range(low=0, high=1, high_open=True)]
 OnBadImage = Literal["error", "skip"]
-Precision = Literal[
-    "auto", "32", "32-true", "64", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true"
-]
+# Training precisions. The "-true" ones (bf16-true, 16-true, 64-true) are not offered: Lightning
+# casts every validation batch to their dtype, so bf16-true would score HR images rounded to
+# bf16, never the number src.eval prints.
+Precision = Literal["auto", "32", "32-true", "bf16-mixed", "16-mixed"]
 
 
 # --- the sections --------------------------------------------------------------------------
@@ -91,6 +116,7 @@ class InferenceSettings:
 @dataclass
 class EvalSettings:
     comparisons: NonNegativeInt
+    crop_border: NonNegativeInt | None
 
 
 @dataclass
@@ -117,6 +143,13 @@ class ModelSettings:
     nonfinite_loss: Literal["stop", "skip"]
     compile: bool
     pretrained: str | None
+    # The GAN module's (src/models/gan_module.py): a negative weight or clip norm would turn a
+    # term or a gradient around without a word.
+    gan_weight: NonNegativeFloat
+    gp_weight: NonNegativeFloat
+    artifact_weight: NonNegativeFloat
+    clip_grad_norm: PositiveFloat | None
+    d_clip_grad_norm: PositiveFloat | None
 
 
 @dataclass
@@ -139,6 +172,7 @@ class DataSettings:
     augment: bool
     bit_depth: Literal["auto", 8, 16]
     channels: Literal["auto", 1, 3]
+    download: bool
 
 
 @dataclass
@@ -172,14 +206,14 @@ class PredictSettings:
     overwrite: bool
     progress: bool
     output_format: Literal["png", "jpg", "jpeg", "webp", "tiff", "dcm"] | None
-    device: str
+    device: Literal["auto", "cpu", "cuda", "mps"] | Annotated[str, Pattern(r"cuda:\d+", "cuda:N")]
     memory_mb: PositiveFloat | Literal["auto"]
 
 
 @dataclass
 class ExportSettings:
     format: Literal["onnx", "safetensors"]
-    opset: Annotated[int, Range(low=7, high=23)]
+    opset: Annotated[int, Range(low=18)]
     sample_size: Annotated[int, Range(low=8)]
     verify: bool
     overwrite: bool
@@ -193,12 +227,92 @@ class ScoreSettings:
     channels: Literal[1, 3]
     metric_weights: str
     name: str | None
+    crop_border: NonNegativeInt | None
 
 
-# Which schema each part of each entry config follows ("" is the top level).
+# A nested section: a mapping whose own keys its schema (or its ``_target_``) vouches for.
+Section = dict
+
+
+@dataclass
+class PathSettings:
+    root_dir: str
+    data_dir: str
+    log_dir: str
+    output_dir: str
+
+
+@dataclass
+class CommonRun:
+    """Top-level keys every command reads."""
+
+    task_name: str
+    paths: Section
+
+
+@dataclass
+class TrainRun:
+    ckpt_path: str | None
+    metrics: list[str]
+    metric_weights: str
+    optimized_metric: str
+    tags: list[str] | None
+    model: Section
+    data: Section
+    trainer: Section
+    logger: Section | None
+    callbacks: Section | None
+
+
+@dataclass
+class EvalRun:
+    ckpt_path: str | None
+    metrics: list[str]
+    metric_weights: str
+    published: str | None
+    model: Section
+    data: Section
+    trainer: Section
+
+
+@dataclass
+class PredictRun:
+    ckpt_path: str | None
+    onnx_path: str | None
+    output: str
+    model: Section
+
+
+@dataclass
+class ExportRun:
+    ckpt_path: str | None
+    output: str | None
+    model: Section
+
+
+@dataclass
+class ScoreRun:
+    metrics: list[str]
+
+
+@dataclass
+class LossTermSchema:
+    """One term of ``model.loss.terms`` (:class:`src.models.losses.CompositeLoss`)."""
+
+    weight: NonNegativeFloat
+    loss: Section
+
+
+# Which schema each part of each entry config follows ("" is the top level; ``*`` is any key of
+# a mapping whose entries are named freely, such as the loggers).
 SCHEMAS: dict[str, list[tuple[str, type]]] = {
     "train": [
         ("", RunSettings),
+        ("", CommonRun),
+        ("", TrainRun),
+        ("paths", PathSettings),
+        ("model.loss.terms.*", LossTermSchema),
+        ("model.discriminator.loss.terms.*", LossTermSchema),
         ("trainer", TrainerSettings),
         ("model", ModelSettings),
         ("model", InferenceSettings),
@@ -210,6 +324,9 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
     ],
     "eval": [
         ("", RunSettings),
+        ("", CommonRun),
+        ("", EvalRun),
+        ("paths", PathSettings),
         ("", InferenceSettings),
         ("", EvalSettings),
         ("trainer", TrainerSettings),
@@ -217,10 +334,32 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
         ("data", DataSettings),
         ("data.cache", CacheSchema),
     ],
-    "predict": [("", RunSettings), ("", PredictSettings), ("model", ModelSettings)],
-    "export": [("", RunSettings), ("", ExportSettings), ("model", ModelSettings)],
-    "score": [("", RunSettings), ("", ScoreSettings)],
+    "predict": [
+        ("", RunSettings),
+        ("", CommonRun),
+        ("", PredictRun),
+        ("", PredictSettings),
+        ("paths", PathSettings),
+        ("model", ModelSettings),
+    ],
+    "export": [
+        ("", RunSettings),
+        ("", CommonRun),
+        ("", ExportRun),
+        ("", ExportSettings),
+        ("paths", PathSettings),
+        ("model", ModelSettings),
+    ],
+    "score": [
+        ("", RunSettings),
+        ("", CommonRun),
+        ("", ScoreRun),
+        ("", ScoreSettings),
+        ("paths", PathSettings),
+    ],
 }
+# The command each entry config belongs to, for messages.
+COMMANDS = {task: f"src.{task}" for task in SCHEMAS}
 
 
 # --- checking -------------------------------------------------------------------------------
@@ -229,7 +368,7 @@ def describe_type(annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin is Annotated:
         base, *extras = get_args(annotation)
-        bounds = " ".join(extra.text() for extra in extras if isinstance(extra, Range))
+        bounds = " ".join(extra.text() for extra in extras if isinstance(extra, Range | Pattern))
         return f"{describe_type(base)} {bounds}".strip()
     if origin is Literal:
         return "one of " + ", ".join(str(choice) for choice in get_args(annotation))
@@ -240,9 +379,8 @@ def describe_type(annotation: Any) -> str:
         nullable = len(options) < len(get_args(annotation))
         text = " or ".join(describe_type(option) for option in options)
         return f"{text} or null" if nullable else text
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        annotation, str(annotation)
-    )
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(annotation, "a mapping" if annotation is dict else str(annotation))
 
 
 def matches(value: Any, annotation: Any) -> bool:
@@ -252,7 +390,7 @@ def matches(value: Any, annotation: Any) -> bool:
         return value is None
     if origin is Annotated:
         base, *extras = get_args(annotation)
-        ranges = [extra for extra in extras if isinstance(extra, Range)]
+        ranges = [extra for extra in extras if isinstance(extra, Range | Pattern)]
         return matches(value, base) and all(bound.holds(value) for bound in ranges)
     if origin is Literal:
         return any(value == choice or str(value) == str(choice) for choice in get_args(annotation))
@@ -269,6 +407,8 @@ def matches(value: Any, annotation: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is str:
         return isinstance(value, str)
+    if annotation is dict:
+        return isinstance(value, dict)
     return True
 
 
@@ -295,6 +435,21 @@ def section(plain: dict[str, Any], path: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def sections_at(plain: dict[str, Any], pattern: str) -> Iterator[tuple[str, Any]]:
+    """``(path, node)`` for each node a dotted ``pattern`` names; ``*`` stands for every key of
+    a mapping."""
+    found: list[tuple[str, Any]] = [("", plain)]
+    for part in pattern.split(".") if pattern else []:
+        step: list[tuple[str, Any]] = []
+        for path, node in found:
+            if not isinstance(node, dict):
+                continue
+            keys = [str(k) for k in node] if part == "*" else [part] if part in node else []
+            step.extend((f"{path}.{key}" if path else key, node[key]) for key in keys)
+        found = step
+    return iter(found)
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -361,9 +516,129 @@ def check_config(cfg: DictConfig, task: str) -> None:
     """Check the composed config of ``task`` (train, eval, predict, export) against its
     schema; raise :class:`ConfigValueError` naming the first bad key."""
     plain = resolved(cfg)
-    for path, schema in SCHEMAS[task]:
-        check_section(section(plain, path), schema, path)
-    check_cross_fields(plain)
+    for pattern, schema in SCHEMAS[task]:
+        for path, values in sections_at(plain, pattern):
+            check_section(values, schema, path)
+    check_cross_fields(plain)  # first: its messages say more than "unknown key"
+    check_known_keys(plain, task)
+
+
+# --- keys nothing reads ----------------------------------------------------------------------
+# Hydra's own keys of an instantiated node.
+INSTANTIATION_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+# Hydra's settings, which Hydra itself checks.
+HYDRA_SECTION = "hydra"
+OWN_PACKAGE = "src"
+
+
+def path_matches(path: str, pattern: str) -> bool:
+    """Whether a concrete dotted ``path`` is one that ``pattern`` (with ``*``) names."""
+    parts, wanted = path.split("."), pattern.split(".") if pattern else []
+    return len(parts if path else []) == len(wanted) and all(
+        w in ("*", p) for p, w in zip(parts, wanted, strict=False)
+    )
+
+
+def schema_keys(path: str, task: str) -> set[str] | None:
+    """The keys the dataclasses of ``task`` list for the section at ``path``; None: no
+    dataclass speaks for it."""
+    schemas = [schema for pattern, schema in SCHEMAS[task] if path_matches(path, pattern)]
+    if not schemas:
+        return None
+    return {field.name for schema in schemas for field in fields(schema)}
+
+
+def accepted_arguments(target: Any) -> set[str] | None:
+    """The keyword arguments a callable or class takes; None when it takes any.
+
+    SR Lab's own classes hand ``**kwargs`` to their base class (GANModule to SRModule), so their
+    arguments are those of the chain; another library's ``**kwargs`` may go anywhere (the wandb
+    logger's go to ``wandb.init``), so such a target takes any keyword.
+    """
+    if not inspect.isclass(target):
+        return _parameters(target)
+    names: set[str] = set()
+    for cls in target.__mro__:
+        init = vars(cls).get("__init__")
+        if cls is object or init is None:
+            continue
+        own = _parameters(init)
+        if own is not None:
+            return names | own
+        if not cls.__module__.startswith(f"{OWN_PACKAGE}."):
+            return None
+        names |= _named_parameters(init)
+    return names  # object.__init__ takes nothing more
+
+
+def _named_parameters(function: Any) -> set[str]:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in parameters if p.kind in kinds}
+
+
+def _parameters(function: Any) -> set[str] | None:
+    """Named parameters of ``function``; None when it also takes ``**kwargs``."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None  # a builtin without a signature: let it judge its own arguments
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return _named_parameters(function)
+
+
+def target_arguments(target: Any, path: str) -> tuple[set[str] | None, str]:
+    """What the ``_target_`` at ``path`` takes, and its name for messages."""
+    try:
+        resolved_target = get_object(str(target))
+    except Exception as error:
+        raise ConfigValueError(f"{path}._target_={target}: cannot be imported ({error})") from None
+    return accepted_arguments(resolved_target), str(target).rsplit(".", 1)[-1]
+
+
+def unknown_key_error(key: str, path: str, known: set[str], reader: str) -> ConfigValueError:
+    full = f"{path}.{key}" if path else key
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigValueError(f"unknown key {full}: {reader}{hint}")
+
+
+def check_node_keys(node: dict[str, Any], path: str, task: str) -> None:
+    """The keys of one mapping against its schema and, when instantiated, its target."""
+    listed = schema_keys(path, task)
+    if "_target_" in node:
+        arguments, name = target_arguments(node["_target_"], path)
+        if arguments is None:
+            return  # the target takes any keyword; it checks them itself
+        known = INSTANTIATION_KEYS | arguments | (listed or set())
+        reader = f"{name} takes no such argument"
+    elif listed is not None:
+        known = listed
+        where = f"the {path} section" if path else COMMANDS[task]
+        reader = f"{where} reads no such setting"
+    else:
+        return  # a mapping handed whole to the constructor above it (its own business)
+    for key in node:
+        if str(key) not in known:
+            raise unknown_key_error(str(key), path, known, reader)
+
+
+def check_known_keys(plain: Any, task: str, path: str = "") -> None:
+    """Refuse any key of the composed config that nothing reads (see the module docstring)."""
+    if isinstance(plain, list):
+        for item in plain:
+            check_known_keys(item, task, path)
+        return
+    if not isinstance(plain, dict):
+        return
+    check_node_keys(plain, path, task)
+    for key, value in plain.items():
+        if path or key != HYDRA_SECTION:
+            check_known_keys(value, task, f"{path}.{key}" if path else str(key))
 
 
 # --- outputs --------------------------------------------------------------------------------
