@@ -34,6 +34,7 @@ from src.models.loading import adopt_checkpoint_scale, load_module, metric_optio
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
+from src.utils.precision import remember_scoring_threads
 from src.utils.runtime import build_trainer, say
 from src.utils.schema import check_config
 
@@ -54,6 +55,7 @@ def published_model(cfg: DictConfig, module: SRModule) -> str | None:
 def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
     check_config(cfg, "eval")
+    remember_scoring_threads()
     adopt_checkpoint_scale(cfg)
     resolve_auto_channels(cfg)
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)

@@ -31,7 +31,7 @@ from src.utils import config as _config  # noqa: F401  (registers the YAML resol
 from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.config import in_multirun, to_plain
 from src.utils.errors import UserError
-from src.utils.precision import resolve_auto
+from src.utils.precision import remember_scoring_threads, resolve_auto
 from src.utils.run_config import log_run_config, run_hparams
 from src.utils.runtime import (
     build_callbacks,
@@ -137,6 +137,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     train_set = datamodule.train_set.name if datamodule.train_set is not None else None
+    remember_scoring_threads()
     hparams = run_hparams(cfg, model.net, train_set, datamodule.val_set_names)
     log_run_config(trainer.loggers, hparams, str(cfg.optimized_metric))
     started = time.perf_counter()

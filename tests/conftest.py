@@ -42,3 +42,27 @@ def _few_threads():
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-bf16",
+        choices=("native", "none"),
+        default=None,
+        help="force what trainer.precision=auto believes of this CPU (sets "
+        "SRLAB_CPU_NATIVE_BF16 for the tests and every command they start)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    forced = config.getoption("--cpu-bf16")
+    if forced is not None:
+        os.environ["SRLAB_CPU_NATIVE_BF16"] = "1" if forced == "native" else "0"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from src.utils.precision import NATIVE_BF16_ENV, choose_precision
+
+    forced = os.environ.get(NATIVE_BF16_ENV)
+    how = f"forced by {NATIVE_BF16_ENV}={forced}" if forced else "this CPU's own"
+    return f"trainer.precision=auto on the CPU: {choose_precision('cpu').precision} ({how})"

@@ -38,6 +38,7 @@ def test_cuda_bf16_from_compute_capability_8(monkeypatch, capability, expected):
 
 
 def test_cpu_flags_are_read_from_proc_cpuinfo(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv(precision.NATIVE_BF16_ENV, raising=False)  # the CPU's own answer
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
@@ -77,3 +78,38 @@ def test_a_run_says_which_precision_it_chose_and_logs_it(tmp_path: Path):
 
     logged = OmegaConf.load(run_dir / "hparams.yaml")
     assert str(logged["trainer/precision"]) == expected.precision
+
+
+@pytest.mark.parametrize(("value", "native"), [("1", True), ("yes", True), ("0", False)])
+def test_the_environment_forces_what_auto_believes_of_the_cpu(monkeypatch, value, native):
+    monkeypatch.setenv(precision.NATIVE_BF16_ENV, value)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16"} if not native else set())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert precision.cpu_has_native_bf16() is native
+    assert choose_precision("auto").precision == ("bf16-mixed" if native else "32")
+
+
+def test_a_bad_forcing_value_is_one_error_naming_the_variable(monkeypatch):
+    from src.utils.errors import UserError
+
+    monkeypatch.setenv(precision.NATIVE_BF16_ENV, "maybe")
+    with pytest.raises(UserError, match="SRLAB_CPU_NATIVE_BF16='maybe' must be 1 or 0"):
+        precision.cpu_has_native_bf16()
+
+
+def test_scoring_runs_fp32_inside_a_bf16_autocast_and_restores_the_defaults():
+    from src.archs.edsr import EDSR
+    from src.models.sr_module import SRModule
+
+    torch.manual_seed(0)
+    module = SRModule(EDSR(2, num_blocks=1, num_features=8), scale=2).eval()
+    lr = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        reference = module(lr)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # what bf16-mixed validation is in
+            inside = module(lr)
+            assert torch.is_autocast_enabled("cpu")  # restored after the forward
+            bf16 = module.net(lr)
+    assert inside.dtype == torch.float32 and torch.equal(inside, reference)
+    assert bf16.dtype == torch.bfloat16 and not torch.equal(bf16.float(), reference)
+    assert torch.get_default_dtype() == torch.float32

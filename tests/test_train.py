@@ -12,6 +12,7 @@ from omegaconf import open_dict
 
 from src.archs.edsr import EDSR
 from src.eval import evaluate
+from src.metrics.report import SetSummary
 from src.train import train
 from src.utils.runtime import close_loggers
 from tests.helpers import TINY, compose_config, run_module
@@ -38,13 +39,30 @@ def test_fast_dev_run(hr_folder: Path, tmp_path: Path):
     assert "val/psnr_y" in metrics  # one validation batch ran too
 
 
-def test_validation_then_eval_parity(hr_folder: Path, tmp_path: Path):
+# Both precisions explicitly, whatever this CPU's `auto` would pick: validation scores the fp32
+# forward in either, so it equals src.eval of the checkpoint.
+PRECISIONS = ["32", "bf16-mixed"]
+
+
+def eval_checkpoint(hr_folder: Path, checkpoint: Path, output_dir: Path) -> SetSummary:
+    cfg = compose_config(
+        "eval", [*folder_overrides(hr_folder), f"ckpt_path={checkpoint}"], output_dir
+    )
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    (summary,) = evaluate(cfg)
+    return summary
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_validation_then_eval_parity(hr_folder: Path, tmp_path: Path, precision: str):
     run_dir = tmp_path / "run"
     overrides = [
         *TINY,
         *folder_overrides(hr_folder),
         "trainer.max_steps=6",
         "trainer.log_every_n_steps=2",
+        f"trainer.precision={precision}",
     ]
     metrics = train(compose_config("train", overrides, run_dir))
     assert metrics["val/psnr_y_best"] >= metrics["val/psnr_y"] - 1e-6
@@ -55,17 +73,14 @@ def test_validation_then_eval_parity(hr_folder: Path, tmp_path: Path):
     assert sorted(p.name for p in (run_dir / "comparisons").iterdir())
 
     eval_dir = tmp_path / "eval"
-    cfg = compose_config(
-        "eval", [*folder_overrides(hr_folder), f"ckpt_path={checkpoint}"], eval_dir
-    )
-    with open_dict(cfg):
-        cfg.trainer.enable_progress_bar = False
-    (summary,) = evaluate(cfg)
+    summary = eval_checkpoint(hr_folder, checkpoint, eval_dir)
     assert summary.images == 2
     # Validation logs float32; eval prints the float64 mean of the same per-image scores.
     assert summary.psnr_y == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
     assert summary.ssim_y == pytest.approx(metrics["val/ssim_y"], abs=1e-5)
     assert {"results.json", "results.csv", "results.md"} <= {p.name for p in eval_dir.iterdir()}
+    best = eval_checkpoint(hr_folder, run_dir / "checkpoints" / "best.ckpt", tmp_path / "best")
+    assert best.psnr_y == pytest.approx(metrics["val/psnr_y_best"], abs=1e-4)
 
 
 def test_wandb_offline_run_logs_images_and_psnr(
@@ -149,26 +164,30 @@ def test_bicubic_model_validates_without_training(hr_folder: Path, tmp_path: Pat
     assert metrics["val/psnr_y"] > 20
 
 
-def test_ema_weights_are_validated_checkpointed_and_evaluated(hr_folder: Path, tmp_path: Path):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_ema_weights_are_validated_checkpointed_and_evaluated(
+    hr_folder: Path, tmp_path: Path, precision: str
+):
     import torch
 
     from src.archs.edsr import EDSR
     from src.models.pretrained import import_weights
 
     run_dir = tmp_path / "run"
-    overrides = [*TINY, *folder_overrides(hr_folder), "trainer.max_steps=5", "model.ema_decay=0.5"]
+    overrides = [
+        *TINY,
+        *folder_overrides(hr_folder),
+        "trainer.max_steps=5",
+        "model.ema_decay=0.5",
+        f"trainer.precision={precision}",
+    ]
     metrics = train(compose_config("train", overrides, run_dir))
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
     raw, ema = state["net.head.weight"], state["ema.module.head.weight"]
     assert not torch.equal(raw, ema)  # both kept, and they differ
 
-    cfg = compose_config(
-        "eval", [*folder_overrides(hr_folder), f"ckpt_path={checkpoint}"], tmp_path / "e"
-    )
-    with open_dict(cfg):
-        cfg.trainer.enable_progress_bar = False
-    (summary,) = evaluate(cfg)
+    summary = eval_checkpoint(hr_folder, checkpoint, tmp_path / "e")
     assert summary.psnr_y == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
 
     net = EDSR(2, num_blocks=2, num_features=16)

@@ -25,6 +25,7 @@ from src.metrics.registry import build_metrics, columns_of
 from src.models.losses import prepare_weights
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
 from src.utils.errors import UserError
+from src.utils.precision import fp32_scoring
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -90,6 +91,7 @@ class SRModule(pl.LightningModule):
         metrics: Sequence[str] = ("psnr", "ssim"),
         metric_weights: str = "download",
         metric_cache: str = ".cache/weights",
+        crop_border: int | None = None,
     ):
         super().__init__()
         self.net = net
@@ -108,6 +110,8 @@ class SRModule(pl.LightningModule):
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
         self.gray = gray
+        # Pixels cropped from each border before scoring; None: the scale (the papers' rule).
+        self.crop_border = crop_border
         if channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model_config: dict[str, Any] | None = None
@@ -147,9 +151,20 @@ class SRModule(pl.LightningModule):
             return net(lr)
         return net(lr * self.value_range) / self.value_range
 
+    @property
+    def border(self) -> int:
+        """Pixels cropped from each border of SR and HR before scoring."""
+        return self.scale if self.crop_border is None else self.crop_border
+
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        """Super-resolve a batch the way validation, eval and predict all do."""
+        """Super-resolve a batch the way validation, eval and predict all do: float32 input,
+        autocast off, whatever precision training uses (the weights are float32 under every
+        precision training accepts: 32 and the mixed ones)."""
         net = self.inference_net
+        with fp32_scoring(lr.device):
+            return self._upscale(net, lr.float())
+
+    def _upscale(self, net: nn.Module, lr: torch.Tensor) -> torch.Tensor:
         return upscale(
             lambda x: self.run_net(x, net),
             lr,
@@ -251,11 +266,11 @@ class SRModule(pl.LightningModule):
         sr = self(batch["lr"]).clamp(0.0, 1.0)
         raw_gray = batch.get("gray") if self.gray == "raw" else None
         peak = batch_peak(batch)
-        scores = score_batch(sr, batch["hr"], border=self.scale, raw_gray=raw_gray, peak=peak)
+        scores = score_batch(sr, batch["hr"], border=self.border, raw_gray=raw_gray, peak=peak)
         scoring = convention(int(peak).bit_length(), sr.shape[1])
         extra: dict[str, list[float]] = {}
         for metric in self.extra_metrics:
-            extra.update(metric(sr, batch["hr"], self.scale))
+            extra.update(metric(sr, batch["hr"], self.border))
         for i, image_scores in enumerate(scores):
             set_name = batch["set"][i]
             values = {**image_scores.as_dict(), **{k: v[i] for k, v in extra.items()}}
