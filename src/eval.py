@@ -79,6 +79,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     meta = {
         "model": type(module.net).__name__,
         "scale": module.scale,
+        "crop_border": module.border,
         "ckpt_path": cfg.get("ckpt_path"),
         "pretrained": cfg.model.get("pretrained") if not cfg.get("ckpt_path") else None,
         "self_ensemble": cfg.self_ensemble,
@@ -96,7 +97,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
             f"  {set_name}: {timing['images']} images, {timing['megapixels']:.1f} MP in "
             f"{timing['seconds']:.1f} s ({timing['ms_per_megapixel']:.0f} ms/MP)"
         )
-    say(f"scored as the papers do, crop {module.scale}: {'; '.join(meta['scoring'])}")
+    say(f"scored as the papers do, crop {module.border}: {'; '.join(meta['scoring'])}")
     say(markdown_table(summaries))
     say(f"results: {', '.join(str(f) for f in files)}")
     return summaries

@@ -3,11 +3,15 @@
     python -m src.score pred=results/EDSR_x4/Set5 gt=../shared/data/benchmarks/Set5/HR scale=4
 
 Each prediction is paired with the HR image of the same name (a suffix after it is allowed:
-``baby_x4.png`` pairs with ``baby.png``; the longest matching HR name wins). The HR image is
-mod-cropped to the scale, as the LR it was made from was; a prediction of another size is an
-error naming both files. Scores go through the same metric path as validation and ``src.eval``
+``baby_x4.png`` pairs with ``baby.png``; the longest matching HR name wins). A pairing that
+cannot be told for sure is an error naming the files, never a guess (see
+:func:`pair_with_reference`). The HR image is mod-cropped to the scale, as the LR it was made
+from was; a prediction of another size is an error naming both files. ``crop_border`` pixels
+(default: the scale, the papers' rule; 0: none) are cropped from each border before scoring.
+Scores go through the same metric path as validation and ``src.eval``
 (:func:`src.metrics.paper.score_batch` and :mod:`src.metrics.registry`), so the numbers equal
-``src.eval``'s for the same SR images; results land in ``results.{json,csv,md}`` of the run.
+``src.eval``'s for the same SR images; results land in ``results.{json,csv,md}`` of the run,
+each image's row naming the HR file it was scored against (``hr``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from src.data.images import (
     list_images,
     to_format,
 )
+from src.metrics.niqe import BLOCK as NIQE_BLOCK
 from src.metrics.paper import peak_of, score_batch
 from src.metrics.registry import EXTRA, build_metrics
 from src.metrics.report import markdown_table, summarize, write_results
@@ -65,22 +70,81 @@ def names_match(prediction: str, reference: str) -> bool:
     return prediction.startswith(reference) and rest[0] in "_-. xX" and bool(SUFFIX.match(rest))
 
 
+def listed(paths: list[Path]) -> str:
+    """``a.png and b.png``, or ``a.png, b.png and c.png``."""
+    names = [path.name for path in paths]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def pair_with_reference(predictions: list[Path], references: list[Path]) -> list[tuple[Path, Path]]:
-    """Each prediction with the HR file whose name it carries (the longest such name)."""
-    by_length = sorted(references, key=lambda p: len(p.stem), reverse=True)
-    pairs, unmatched = [], []
+    """Each prediction with the HR file whose name it carries (the longest such name).
+
+    Names are compared without their suffixes, since toolboxes write PNG whatever they read.
+    For the same reason a prediction's suffix says nothing about which of two HR files sharing
+    a name (``baby.png``, ``baby.bmp``) it was made from, so such a pair is an error naming
+    both, as is a second prediction of one HR image (``baby.png`` and ``baby_x4.png``), which
+    would count that image twice in the means.
+    """
+    by_name: dict[str, list[Path]] = {}
+    for reference in references:
+        by_name.setdefault(reference.stem, []).append(reference)
+    longest_first = sorted(by_name, key=len, reverse=True)
+    pairs: list[tuple[Path, Path]] = []
+    unmatched: list[str] = []
     for prediction in predictions:
-        match = next((r for r in by_length if names_match(prediction.stem, r.stem)), None)
-        if match is None:
+        name = next((n for n in longest_first if names_match(prediction.stem, n)), None)
+        if name is None:
             unmatched.append(prediction.name)
+        elif len(by_name[name]) > 1:
+            raise UserError(
+                f"gt: {listed(by_name[name])} share the name {name!r}, so which of them "
+                f"prediction {prediction.name} is of cannot be told; keep one of them in gt"
+            )
         else:
-            pairs.append((prediction, match))
+            pairs.append((prediction, by_name[name][0]))
     if unmatched:
         raise UserError(
             f"no HR image for {len(unmatched)} prediction(s): {', '.join(unmatched[:10])} "
             f"(an HR file of the same name, optionally followed by a suffix, is needed)"
         )
+    check_one_prediction_each(pairs)
     return pairs
+
+
+def check_one_prediction_each(pairs: list[tuple[Path, Path]]) -> None:
+    """Refuse two predictions of one HR image: it would count twice in the means."""
+    by_reference: dict[Path, list[Path]] = {}
+    for prediction, reference in pairs:
+        by_reference.setdefault(reference, []).append(prediction)
+    for reference, paired in by_reference.items():
+        if len(paired) > 1:
+            raise UserError(
+                f"pred: {listed(paired)} all pair with HR {reference.name}; keep one "
+                f"prediction of each HR image in pred"
+            )
+
+
+def border_of(cfg: DictConfig) -> int:
+    """Pixels cropped from each border before scoring: ``crop_border``, else the scale."""
+    crop = cfg.get("crop_border")
+    return int(cfg.scale) if crop is None else int(crop)
+
+
+def check_border(image: np.ndarray, border: int, path: Path, metrics: list[str]) -> None:
+    """Refuse a crop that leaves no pixels of ``image`` (or fewer than NIQE's one block)."""
+    height, width = image.shape[:2]
+    left = (height - 2 * border, width - 2 * border)
+    if min(left) < 1:
+        raise UserError(
+            f"crop_border: cropping {border} pixels from each border of {path} "
+            f"({width}x{height}) leaves no pixels; at most {(min(height, width) - 1) // 2} can be"
+        )
+    if "niqe" in metrics and min(left) < NIQE_BLOCK:
+        raise UserError(
+            f"metrics: niqe needs at least {NIQE_BLOCK}x{NIQE_BLOCK} pixels, but {path} "
+            f"({width}x{height}) cropped by {border} pixels at each border is "
+            f"{left[1]}x{left[0]}"
+        )
 
 
 def as_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -104,10 +168,11 @@ def reference_format(reference: Path | None, channels: int) -> PixelFormat:
 def score_pair(
     prediction: Path, reference: Path | None, cfg: DictConfig, extra: list[Any]
 ) -> dict[str, Any]:
-    """One image's record: its name and every configured score."""
-    scale = int(cfg.scale)
+    """One image's record: its name, the HR file it is scored against and every score."""
+    scale, border = int(cfg.scale), border_of(cfg)
     pixel_format = reference_format(reference, int(cfg.get("channels", 3)))
     sr, _ = read(prediction, pixel_format)
+    check_border(sr, border, prediction, list(cfg.metrics))
     record: dict[str, Any] = {"set": "", "name": prediction.stem}
     sr_tensor = as_tensor(sr)
     hr_tensor = None
@@ -122,9 +187,10 @@ def score_pair(
         hr_tensor = as_tensor(hr)
         raw_gray = torch.tensor([gray]) if cfg.gray == "raw" else None
         peak = peak_of(pixel_format.bit_depth or 8)
-        record.update(score_batch(sr_tensor, hr_tensor, scale, raw_gray, peak)[0].as_dict())
+        record["hr"] = str(reference.absolute())
+        record.update(score_batch(sr_tensor, hr_tensor, border, raw_gray, peak)[0].as_dict())
     for metric in extra:
-        for column, values in metric(sr_tensor, hr_tensor, scale).items():
+        for column, values in metric(sr_tensor, hr_tensor, border).items():
             record[column] = values[0]
     return record
 
@@ -132,8 +198,10 @@ def score_pair(
 def score(cfg: DictConfig) -> list[dict[str, Any]]:
     """Score every prediction, write the results files and print the table."""
     check_config(cfg, "score")
+    metrics = list(cfg.metrics or [])
+    if not metrics:
+        raise UserError("metrics must name at least one metric, e.g. metrics=[psnr,ssim]")
     predictions = folder_images(str(cfg.pred), "pred")
-    metrics = list(cfg.metrics)
     full_reference = [m for m in metrics if m not in EXTRA or EXTRA[m].needs_reference]
     if cfg.gt is None and full_reference:
         raise UserError(f"metrics {full_reference} compare with HR images: give gt=DIR")
@@ -159,11 +227,12 @@ def score(cfg: DictConfig) -> list[dict[str, Any]]:
         "pred": str(cfg.pred),
         "gt": None if cfg.gt is None else str(cfg.gt),
         "scale": int(cfg.scale),
+        "crop_border": border_of(cfg),
         "metrics": metrics,
         "seconds": round(seconds, 2),
     }
     files = write_results(Path(cfg.paths.output_dir), summaries, records, meta)
-    say(f"{len(records)} images scored in {seconds:.1f} s")
+    say(f"{len(records)} images scored in {seconds:.1f} s, crop {border_of(cfg)}")
     say(markdown_table(summaries))
     say(f"results: {', '.join(str(f) for f in files)}")
     return records

@@ -56,10 +56,14 @@ def load_module(cfg: DictConfig, **overrides: Any) -> SRModule:
 
 
 def metric_options(cfg: DictConfig) -> dict[str, Any]:
-    """What the module scores with: ``metrics`` and where learned metrics' weights come from."""
+    """What the module scores with: ``metrics``, where learned metrics' weights come from and,
+    where ``crop_border`` is set, the pixels cropped from each border (else the scale)."""
     cache = str(Path(cfg.paths.root_dir) / ".cache" / "weights")
-    return {
+    options: dict[str, Any] = {
         "metrics": list(cfg.get("metrics") or ["psnr", "ssim"]),
         "metric_weights": str(cfg.get("metric_weights") or "download"),
         "metric_cache": cache,
     }
+    if cfg.get("crop_border") is not None:
+        options["crop_border"] = int(cfg.crop_border)
+    return options
