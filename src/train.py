@@ -70,9 +70,12 @@ def check_channels(datamodule: SRDataModule, model: SRModule) -> None:
 
 
 def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
-    """Instantiate the data module, the SR module and the trainer from a composed config."""
+    """Instantiate the data module, the SR module and the trainer from a composed config.
+
+    The data is downloaded (or found missing) first, before a logger or a run file exists."""
     resolve_auto_channels(cfg)
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.ensure_available()
     model: SRModule = hydra.utils.instantiate(
         cfg.model, val_set_names=datamodule.val_set_names, **metric_options(cfg)
     )
@@ -134,10 +137,10 @@ def resume_path(cfg: DictConfig) -> str | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or, for a model without parameters, only validate) and return the metrics."""
     check_config(cfg, "train")
+    remember_scoring_threads()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     train_set = datamodule.train_set.name if datamodule.train_set is not None else None
-    remember_scoring_threads()
     hparams = run_hparams(cfg, model.net, train_set, datamodule.val_set_names)
     log_run_config(trainer.loggers, hparams, str(cfg.optimized_metric))
     started = time.perf_counter()

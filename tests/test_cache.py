@@ -160,7 +160,9 @@ def test_whole_images_mapped_give_the_same_batches_as_in_memory(tmp_path: Path):
 
 
 def test_sub_images_need_a_folder_of_hr_files(tmp_path: Path):
-    paired = PairedFolderImages(hr_root=str(tmp_path), lr_root=str(tmp_path), scale=2)
+    write_folder(tmp_path / "hr", 1, height=32, width=32)
+    write_folder(tmp_path / "lr", 1, height=16, width=16)
+    paired = PairedFolderImages(hr_root=str(tmp_path / "hr"), lr_root=str(tmp_path / "lr"), scale=2)
     datamodule = SRDataModule(2, [VAL], paired, cache=settings(tmp_path, on_disk=True))
     with pytest.raises(UserError, match="needs a training set of HR image files"):
         datamodule.prepare_data()

@@ -428,3 +428,40 @@ def test_dicom_output_of_a_png_input_is_one_error_line(gray16_folder: Path, tmp_
     assert any("DICOM output needs a DICOM input" in line for line in errors), result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sr" / "slice0.dcm").exists()
+
+
+@pytest.mark.parametrize("suffix", ["dcm", "png"])
+def test_the_8bit_disk_cache_refuses_16bit_files_under_bit_depth_auto(
+    tmp_path: Path, suffix: str
+) -> None:
+    """data.bit_depth=auto with cache=mapped: validation decodes 16 bits, so the 8-bit cache
+    may not train on rounded copies; data.bit_depth=8 asks for those and gets them."""
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for index in range(4):
+        if suffix == "dcm":
+            (folder / f"ct{index}.dcm").write_bytes(pydicom_file("CT_small.dcm").read_bytes())
+        else:
+            cv2.imwrite(str(folder / f"ct{index}.png"), gray16(index, size=96))
+    common = [
+        "data=folder",
+        f"data.root={folder}",
+        "data.train_set.val_count=1",
+        "cache=mapped",
+        f"data.cache.dir={tmp_path / 'cache'}",
+        "model=edsr",
+        *TINY,
+        "data.lr_patch_size=8",
+        "trainer.max_steps=2",
+    ]
+    refused = run_module("src.train", [*common, f"hydra.run.dir={tmp_path / 'auto'}"])
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is a 16-bit image" in errors[0] and f"ct0.{suffix}" in errors[0]
+    assert not list((tmp_path / "cache").glob("*/index.json"))  # no cache was published
+
+    rounded = run_module(
+        "src.train", [*common, "data.bit_depth=8", f"hydra.run.dir={tmp_path / 'eight'}"]
+    )
+    assert rounded.returncode == 0, rounded.stderr[-3000:]

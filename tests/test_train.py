@@ -135,6 +135,7 @@ def test_urban100_command_trains(hr_folder: Path, tmp_path: Path):
         [
             "model=edsr",
             "data=urban100",
+            "data.download=false",  # a partial copy of the set, used as it is
             f"paths.data_dir={data_dir}",
             "trainer.max_steps=20",
             "data.train_set.val_count=2",
@@ -150,7 +151,13 @@ def test_urban100_command_trains(hr_folder: Path, tmp_path: Path):
 def test_missing_urban100_is_one_clear_sentence(tmp_path: Path):
     result = run_module(
         "src.train",
-        ["data=urban100", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", *TINY],
+        [
+            "data=urban100",
+            "data.download=false",
+            f"paths.data_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *TINY,
+        ],
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -8,7 +8,9 @@ Layout, as in ``../shared/data/benchmarks``::
 By default LR comes from the MATLAB-exact resize of the mod-cropped HR; ``lr_source=files`` reads
 the set's own LR files instead. Each HR image's decoded pixels can be checked against the shipped
 manifest (``benchmark_pixels.tsv``): a copy that decodes differently scores differently, and a
-warning says which files differ.
+warning says which files differ. A standard set missing from disk is downloaded file by file
+from the pinned manifest by :meth:`BenchmarkSet.ensure_present` (:mod:`src.data.benchmark_download`)
+unless ``data.download=false``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -43,14 +45,38 @@ PIXELS_DIFFER = (
 LrSource = Literal["matlab", "files"]
 
 
+SHOWN = 10  # file names quoted in one message, at most
+
+
+def pixel_manifest(path: Path | None = None) -> dict[tuple[str, str], str]:
+    """``(set, file name) -> sha256 of the decoded pixels`` of the reference copies, from
+    ``path`` (default: the shipped manifest)."""
+    return _read_pixel_manifest(path or MANIFEST)
+
+
 @cache
-def pixel_manifest() -> dict[tuple[str, str], str]:
-    """``(set, file name) -> sha256 of the decoded pixels`` of the reference copies."""
-    with MANIFEST.open() as handle:
+def _read_pixel_manifest(path: Path) -> dict[tuple[str, str], str]:
+    with path.open() as handle:
         return {
             (r["set"], r["file"]): r["sha256_of_pixels"]
             for r in csv.DictReader(handle, delimiter="\t")
         }
+
+
+def name_list(files: Sequence[str]) -> str:
+    """The first few of ``files``, comma-separated, and how many more there are."""
+    more = f" and {len(files) - SHOWN} more" if len(files) > SHOWN else ""
+    return ", ".join(files[:SHOWN]) + more
+
+
+def warn_differing(name: str, files: Sequence[str]) -> None:
+    """One warning naming the images of set ``name`` whose pixels are not the reference's."""
+    if files:
+        warnings.warn(
+            f"{name}: {len(files)} image(s) decode to different pixels than the reference "
+            f"copies, so scores may differ from published ones: {name_list(files)}",
+            stacklevel=3,
+        )
 
 
 def pixel_digest(pixels: np.ndarray) -> str:
@@ -69,10 +95,21 @@ class BenchmarkSet:
     lr_folder: str = "LR_bicubic"
     verify_pixels: bool = True
     on_bad_image: OnBadImage = "error"
+    # data.download: fetch the missing files of a standard set from the pinned manifest.
+    allow_download: bool = True
 
     @property
     def hr_dir(self) -> Path:
         return Path(self.root) / self.name / "HR"
+
+    def ensure_present(self) -> Path:
+        """The HR folder, its missing files downloaded first for a set the manifest pins; a set
+        still missing raises naming where it belongs."""
+        from src.data.benchmark_download import ensure_benchmark
+
+        ensure_benchmark(self.name, self.hr_dir, allow_download=self.allow_download)
+        self._files()
+        return self.hr_dir
 
     def lr_path(self, stem: str) -> Path:
         folder = Path(self.root) / self.name / self.lr_folder / f"X{self.scale}"
@@ -82,7 +119,9 @@ class BenchmarkSet:
         if not self.hr_dir.is_dir():
             raise DatasetNotFoundError(
                 f"benchmark set {self.name} not found: expected its HR images at "
-                f"{self.hr_dir.resolve()} (set paths.data_dir to the folder holding benchmarks/)"
+                f"{self.hr_dir.resolve()} (set paths.data_dir to the folder holding benchmarks/; "
+                f"Set5, Set14, B100, Urban100 and Manga109 download themselves unless "
+                f"data.download=false)"
             )
         files = list_images(self.hr_dir)
         if not files:
@@ -123,14 +162,7 @@ class BenchmarkSet:
                 if self.on_bad_image == "error":
                     raise
                 skipped.append(str(error))
-        mismatched = [Path(image.path).name for image in images if image.note]
-        if mismatched:
-            warnings.warn(
-                f"{self.name}: {len(mismatched)} image(s) decode to different pixels than the "
-                f"reference copies, so scores may differ from published ones: "
-                f"{', '.join(mismatched[:10])}",
-                stacklevel=2,
-            )
+        warn_differing(self.name, [Path(image.path).name for image in images if image.note])
         if skipped:
             warnings.warn(f"{self.name}: skipped unreadable {'; '.join(skipped)}", stacklevel=2)
         return images
@@ -145,16 +177,20 @@ def benchmark_sets(
     verify_pixels: bool = True,
     on_bad_image: OnBadImage = "error",
     others: Mapping[str, ImageSource] | None = None,
+    allow_download: bool = True,
 ) -> list[ImageSource]:
     """One :class:`BenchmarkSet` per name in ``sets`` (``data.sets=[Set5,Set14]``).
 
     A name found in ``others`` picks that source instead: how a training config offers its own
     validation images (``data.sets=[Set5,DIV2K_valid]``) beside the benchmark sets.
+    ``allow_download`` (``data.download``) lets a missing standard set download itself.
     """
     others = others or {}
     return [
         others[name]
         if name in others
-        else BenchmarkSet(name, root, scale, lr_source, lr_folder, verify_pixels, on_bad_image)
+        else BenchmarkSet(
+            name, root, scale, lr_source, lr_folder, verify_pixels, on_bad_image, allow_download
+        )
         for name in sets
     ]

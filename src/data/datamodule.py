@@ -93,6 +93,7 @@ class SRDataModule(pl.LightningDataModule):
         sharpen_target: Mapping[str, Any] | None = None,
         bit_depth: int | str = "auto",
         channels: int | str = 3,
+        download: bool = True,
     ):
         """``root``, ``sets``, ``lr_source``, ``hr_root`` and ``lr_root`` are short command-line
         keys (``data.root``, ``data.sets``, ...) that configs interpolate into their sources; the
@@ -105,7 +106,8 @@ class SRDataModule(pl.LightningDataModule):
         Real-ESRGAN's unsharp-masked HR, kept beside the plain one as ``hr_plain``.
         ``bit_depth`` (auto, 8, 16) and ``channels`` (1, 3; auto is resolved from the files
         before the module is built) are the :class:`~src.data.images.PixelFormat` every source
-        read from files decodes to."""
+        read from files decodes to. ``download`` (``data.download``), like ``root``, is only
+        recorded: the configs pass it to their sources."""
         super().__init__()
         self.root = root
         self.sets = sets
@@ -113,6 +115,7 @@ class SRDataModule(pl.LightningDataModule):
         self.on_bad_image = on_bad_image
         self.hr_root = hr_root
         self.lr_root = lr_root
+        self.download = download
         self.scale = scale
         self.train_set = train_set
         self.val_sets = list(val_sets)
@@ -213,13 +216,28 @@ class SRDataModule(pl.LightningDataModule):
                 f"{source.name} ({type(source).__name__}) is not one: set "
                 f"data.cache.on_disk=false (cache=memory)"
             )
-        return SubImageCache(self.cache, source.name, files, self.scale, self.degradation)
+        return SubImageCache(
+            self.cache,
+            source.name,
+            files,
+            self.scale,
+            self.degradation,
+            self.pixel_format.bit_depth,
+        )
+
+    def ensure_available(self) -> None:
+        """Download missing sets (where configured and ``data.download`` allows) and check
+        that every set's files are there, or raise naming what is missing. ``src.train`` calls
+        this before any logger or run file exists, Lightning again through ``prepare_data``
+        (``src.eval``'s only call); repeated, it finds all in place."""
+        for source in [*self.val_sets, *([self.train_set] if self.train_set else [])]:
+            fetch_missing(source)
+            source_files(source)
 
     def prepare_data(self) -> None:
         """Download missing sets and build the on-disk cache, once: Lightning calls this on one
         process per node, before any process sets up."""
-        for source in [*self.val_sets, *([self.train_set] if self.train_set else [])]:
-            fetch_missing(source)
+        self.ensure_available()
         if self.train_set is not None and self.cache.on_disk:
             self._subimage_cache().ensure_built(self.on_bad_image)
 

@@ -193,7 +193,10 @@ class FolderImages(FolderSplit):
     If ``root`` is missing and ``download`` describes an archive (see :func:`archive_to_fetch`),
     it is fetched, verified and extracted first; otherwise loading stops with a sentence that
     says where the images belong. ``download_key`` is where ``download`` sits in the config,
-    for messages.
+    for messages. ``benchmark`` names the standard test set whose HR folder ``root`` is
+    (``data=urban100``): its missing files are downloaded from the pinned manifest and its
+    copies checked (:func:`~src.data.benchmark_download.ensure_benchmark`).
+    ``allow_download`` (``data.download``) false downloads nothing.
     """
 
     root: str
@@ -201,20 +204,30 @@ class FolderImages(FolderSplit):
     download: RemoteArchive | Mapping[str, Any] | None = None
     cache_dir: str | None = None
     download_key: str = "data.train_set.download"
+    benchmark: str | None = None
+    allow_download: bool = True
+    _checked: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.name = self.name or Path(self.root).name
 
     def ensure_present(self) -> Path:
-        """Return the folder, downloading it first when it is missing and a source is set."""
+        """Return the folder, downloading it (or its missing files) first where configured."""
         root = Path(self.root)
+        if self.benchmark is not None and not self._checked:
+            from src.data.benchmark_download import ensure_benchmark
+
+            ensure_benchmark(
+                self.benchmark, root, allow_download=self.allow_download, check_copies=True
+            )
+            self._checked = True
         if root.is_dir():
             return root
-        if self.download is None:
+        if self.download is None or not self.allow_download:
             raise DatasetNotFoundError(
                 f"{self.name} images not found: expected a folder of HR images at "
                 f"{root.resolve()} (set paths.data_dir, or the data config's root, to where "
-                f"they are)"
+                f"they are{'; data.download=true fetches them' if self.download else ''})"
             )
         from src.data.download import fetch
 
@@ -279,7 +292,8 @@ def set_pixel_format(source: ImageSource, pixel_format: PixelFormat) -> bool:
 
 def fetch_missing(source: ImageSource) -> None:
     """Download the images of ``source`` (or of each part of a :class:`ConcatImages`) that are
-    missing and have a configured archive; a source without downloads is left alone."""
+    missing and can be downloaded (an archive, a standard test set), or raise naming what is
+    missing; a source without files is left alone."""
     for part in getattr(source, "sources", [source]):
         ensure_present = getattr(part, "ensure_present", None)
         if ensure_present is not None:

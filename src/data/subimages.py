@@ -44,7 +44,7 @@ import numpy as np
 
 from src.data.cache import CacheSettings
 from src.data.degradations import Degradation, describe
-from src.data.images import DECODED_PIXELS, NamedImage
+from src.data.images import DECODED_PIXELS, RGB8, NamedImage, PixelFormat
 from src.data.sources import DatasetNotFoundError, OnBadImage, read_each, warn_skipped
 from src.ops.imresize import modcrop
 from src.utils.errors import UserError
@@ -142,8 +142,13 @@ class SubImageCache:
         files: list[Path],
         scale: int,
         degradation: Degradation,
+        bit_depth: int | None = 8,
     ):
+        """``bit_depth``: the data's (``data.bit_depth``): 8 rounds 16-bit files to 8 bits, as
+        asked; None (auto) refuses a 16-bit file, whose 16 bits this 8-bit cache cannot hold
+        while validation decodes them."""
         self.settings = settings
+        self.bit_depth = bit_depth
         self.set_name = set_name
         self.files = files
         self.scale = scale
@@ -158,6 +163,7 @@ class SubImageCache:
             "crop": settings.crop,
             "step": settings.step if settings.crop is not None else None,
             "decode": DECODED_PIXELS,
+            "bit_depth": bit_depth or "auto",
             "degradation": describe(degradation) if self.stores_lr else None,
         }
         # Two sets of the same name in different folders, or one set degraded two ways, must
@@ -200,7 +206,9 @@ class SubImageCache:
         sources: list[dict[str, Any]] = []
         skipped: list[str] = []
         started = time.perf_counter()
-        for image in read_each(self.files, on_bad_image, skipped):
+        decoded = RGB8 if self.bit_depth == 8 else PixelFormat(bit_depth=None, channels=3)
+        for image in read_each(self.files, on_bad_image, skipped, decoded):
+            self._refuse_high_depth(image)
             hr = modcrop(image.pixels, self.scale)
             lr = None
             if self.stores_lr:  # deterministic: the generator is never drawn from
@@ -211,6 +219,14 @@ class SubImageCache:
                 self._log_progress(len(sources) + len(skipped), writer, started)
         self._log_progress(len(sources) + len(skipped), writer, started)
         return sources, skipped
+
+    def _refuse_high_depth(self, image: NamedImage) -> None:
+        if image.pixels.dtype != np.uint8:
+            raise UserError(
+                f"{image.path or image.name} is a 16-bit image, and the on-disk cache "
+                f"(data.cache.on_disk=true) stores 8 bits: use cache=memory to train on its 16 "
+                f"bits, or data.bit_depth=8 to train on 8-bit copies"
+            )
 
     def _log_progress(self, done: int, writer: SubImageWriter, started: float) -> None:
         log.info(
