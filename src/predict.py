@@ -38,6 +38,7 @@ def check_options(cfg: DictConfig) -> None:
     """Refuse settings that would fail on every file, and an output that cannot be written,
     before any work."""
     check_config(cfg, "predict")
+    pick_device(cfg.device)
     if not cfg.get("input"):
         raise UserError("give input=<file|folder|glob>")
     check_writable_folder(Path(cfg.output), "output")
@@ -52,9 +53,23 @@ def memory_budget(setting: float | str) -> int | None:
 
 
 def pick_device(name: str) -> torch.device:
+    """``device`` (already schema-checked) as a torch device; auto: cuda when one is visible,
+    else cpu. A device this machine does not have is refused naming it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "" if torch.version.cuda else " (this torch is a CPU-only build)"
+            raise UserError(f"device={name}: no CUDA device is visible{build}; use device=cpu")
+        if device.index is not None and device.index >= count:
+            raise UserError(
+                f"device={name}: {count} CUDA device(s) visible, cuda:0 to cuda:{count - 1}"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device={name}: Apple's MPS is not available here; use device=cpu")
+    return device
 
 
 def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str, int]:
@@ -73,7 +88,8 @@ def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str, int]:
 
 
 def torch_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str, int]:
-    """SRModule.forward (the shared inference path) on the chosen device."""
+    """SRModule.forward (the shared inference path, in fp32 with autocast off as eval runs it)
+    on the chosen device."""
     adopt_checkpoint_scale(cfg)
     device = pick_device(cfg.device)
     module = load_module(cfg).eval().to(device)

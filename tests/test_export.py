@@ -14,13 +14,19 @@ from omegaconf import open_dict
 
 from src.data.media import write_image
 from src.export import export
-from src.models.exporting import ExportError, export_onnx, export_safetensors
+from src.models.exporting import (
+    ExportError,
+    export_onnx,
+    export_safetensors,
+    onnx_max_difference,
+)
 from src.models.onnx_runtime import OnnxNetwork
 from src.models.pretrained import import_weights
 from src.models.sr_module import SRModule
 from src.ops.inference import upscale
 from src.predict import predict
-from tests.helpers import compose_config, run_module
+from src.utils.errors import UserError
+from tests.helpers import compose_config, one_error_line, run_module
 from tests.predict_helpers import micro_module, quantize, smooth_image, write_checkpoint
 
 pytest.importorskip("onnxruntime")
@@ -195,3 +201,141 @@ def test_a_network_the_exporter_fixes_at_the_traced_size_is_refused_naming_it(
     with pytest.raises(ExportError, match=rf"ONNX export of {network} does not hold .*safetensors"):
         export(cfg)
     assert not output.exists()
+
+
+# --- outputs that must not be written -------------------------------------------------------
+def test_export_refuses_to_replace_the_checkpoint_it_reads(tmp_path: Path):
+    module, _ = micro_module(tmp_path)
+    checkpoint = write_checkpoint(tmp_path / "micro.ckpt", module)
+    before = checkpoint.read_bytes()
+    result = run_module(
+        "src.export",
+        [
+            f"ckpt_path={checkpoint}",
+            "format=safetensors",
+            f"output={checkpoint}",
+            "overwrite=true",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+    )
+    line = one_error_line(result)
+    assert str(checkpoint) in line and "output" in line
+    assert checkpoint.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["micro.ckpt"]
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "pretrained"])
+def test_an_output_that_is_an_input_under_another_name_is_refused(tmp_path: Path, link: str):
+    module, _ = micro_module(tmp_path)
+    if link == "pretrained":
+        weights = tmp_path / "micro.safetensors"
+        export_safetensors(module, weights)
+        source = [
+            "model.net.num_blocks=1",
+            "model.net.num_features=8",
+            f"model.pretrained={weights}",
+        ]
+        output = weights
+    else:
+        weights = write_checkpoint(tmp_path / "micro.ckpt", module)
+        source = [f"ckpt_path={weights}"]
+        output = tmp_path / "alias.safetensors"
+        (output.symlink_to if link == "symlink" else output.hardlink_to)(weights)
+    before = weights.read_bytes()
+    cfg = compose_config(
+        "export",
+        [*source, "format=safetensors", f"output={output}", "overwrite=true"],
+        tmp_path / "run",
+    )
+    with pytest.raises(UserError, match="is one of the inputs"):
+        export(cfg)
+    assert weights.read_bytes() == before and output.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("file_format", "name"),
+    [("onnx", "model.safetensors"), ("safetensors", "model.onnx"), ("onnx", "model")],
+)
+def test_an_output_named_for_another_format_is_refused(tmp_path: Path, file_format, name):
+    module, _ = micro_module(tmp_path)
+    checkpoint = write_checkpoint(tmp_path / "micro.ckpt", module)
+    output = tmp_path / name
+    cfg = compose_config(
+        "export",
+        [f"ckpt_path={checkpoint}", f"format={file_format}", f"output={output}", "verify=false"],
+        tmp_path / "run",
+    )
+    with pytest.raises(UserError, match=rf"output={output}: format={file_format} writes"):
+        export(cfg)
+    assert not output.exists()
+
+
+def test_a_failed_export_keeps_the_file_it_was_to_replace(tmp_path: Path):
+    """The parity check runs before the file takes the output's name: a graph that fails it
+    leaves the earlier export in place, and no temporary file."""
+    output = tmp_path / "smfanet.onnx"
+    output.write_bytes(b"an earlier export")
+    cfg = compose_config(
+        "export",
+        ["model=smfanet", "scale=2", "model.net.dim=8", f"output={output}", "overwrite=true"],
+        tmp_path / "run",
+    )
+    with pytest.raises(ExportError, match="does not hold"):
+        export(cfg)
+    assert output.read_bytes() == b"an earlier export"
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["smfanet.onnx"]
+
+
+# --- opset ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("opset", [18, 21])
+def test_the_file_has_the_requested_opset(tmp_path: Path, opset: int):
+    import onnx
+
+    module, _ = micro_module(tmp_path)
+    path = tmp_path / "micro.onnx"
+    export_onnx(module, path, opset=opset, sample_size=16)
+    versions = {entry.domain: entry.version for entry in onnx.load(str(path)).opset_import}
+    assert versions[""] == opset
+    assert OnnxNetwork(path).metadata["srlab.opset"] == str(opset)
+
+
+@pytest.mark.parametrize(("opset", "why"), [(11, "must be an integer >= 18"), (99, "18 to ")])
+def test_an_opset_the_exporter_cannot_write_is_refused(tmp_path: Path, opset: int, why: str):
+    module, _ = micro_module(tmp_path)
+    checkpoint = write_checkpoint(tmp_path / "micro.ckpt", module)
+    output = tmp_path / "micro.onnx"
+    result = run_module(
+        "src.export",
+        [
+            f"ckpt_path={checkpoint}",
+            f"opset={opset}",
+            f"output={output}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+    )
+    line = one_error_line(result)
+    assert "opset" in line and why in line and str(opset) in line
+    assert not output.exists()
+
+
+def test_export_and_its_parity_check_run_in_fp32_inside_bf16_autocast(tmp_path: Path):
+    """Neither the traced graph nor the check depends on an enclosing autocast (a notebook, a
+    Lightning hook): both run in fp32, so the check compares fp32 with fp32."""
+    import onnx
+
+    module, _ = micro_module(tmp_path)
+    path = tmp_path / "micro.onnx"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        graph = export_onnx(module, path, sample_size=16)
+        worst = onnx_max_difference(path, graph)
+    assert worst < 1e-5
+    model = onnx.load(str(path))
+    stored = {tensor.data_type for tensor in model.graph.initializer}
+    cast_to = {
+        attribute.i
+        for node in model.graph.node
+        if node.op_type == "Cast"
+        for attribute in node.attribute
+        if attribute.name == "to"
+    }
+    assert stored == {onnx.TensorProto.FLOAT} and onnx.TensorProto.BFLOAT16 not in cast_to

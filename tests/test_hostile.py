@@ -189,3 +189,89 @@ def test_the_cli_helper_imports_neither_data_nor_models():
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+# --- every predict and export setting, given a bad value -------------------------------------
+NO_CUDA = not torch.cuda.is_available()
+# (key=value, a piece of the one error line); {tmp} is the test's folder, {ckpt} its checkpoint.
+BAD_PREDICT_SETTINGS = [
+    ("tile=0", "tile must be"),
+    ("tile_overlap=-1", "tile_overlap must be"),
+    ("tile_memory_mb=0", "tile_memory_mb must be"),
+    ("self_ensemble=maybe", "self_ensemble must be true or false"),
+    ("overwrite=2", "overwrite must be true or false"),
+    ("progress=sometimes", "progress must be true or false"),
+    ("output_format=gif", "output_format must be one of"),
+    ("device=banana", "device must be one of auto, cpu, cuda, mps or"),
+    ("device=cuda:x", "device must be one of auto, cpu, cuda, mps or"),
+    ("device=cuda:99", "device=cuda:99"),
+    pytest.param(
+        "device=cuda", "device=cuda", marks=pytest.mark.skipif(not NO_CUDA, reason="CUDA is here")
+    ),
+    ("memory_mb=-5", "memory_mb must be"),
+    ("scale=0", "scale must be"),
+    ("input={tmp}/missing", "input not found: {tmp}/missing"),
+    ("input=null", "give input="),
+    ("output={ckpt}", "is a file, not a folder"),
+    ("ckpt_path={tmp}/missing.ckpt", "{tmp}/missing.ckpt"),
+    ("onnx_path={tmp}/missing.onnx", "{tmp}/missing.onnx"),
+]
+BAD_EXPORT_SETTINGS = [
+    ("format=tflite", "format must be one of onnx, safetensors"),
+    ("opset=11", "opset must be an integer >= 18"),
+    ("opset=99", "opset=99"),
+    ("sample_size=4", "sample_size must be"),
+    ("verify=maybe", "verify must be true or false"),
+    ("overwrite=2", "overwrite must be true or false"),
+    ("output={tmp}", "is a folder"),
+    ("output={ckpt}", "is one of the inputs"),
+    ("output={tmp}/model.safetensors", "format=onnx writes"),
+    ("ckpt_path={tmp}/missing.ckpt", "{tmp}/missing.ckpt"),
+]
+
+
+def run_with_bad_setting(command: str, setting: str, tmp_path: Path) -> tuple[str, Path]:
+    """``python -m src.<command>`` of a micro checkpoint with ``setting``; its one error line
+    and the checkpoint (whose bytes must be unchanged)."""
+    module, _ = micro_module(tmp_path)
+    checkpoint = write_checkpoint(tmp_path / "micro.ckpt", module)
+    images = tmp_path / "images"
+    write_folder(images, 1, height=16, width=16)
+    key = setting.split("=", 1)[0]
+    defaults = {
+        "ckpt_path": f"ckpt_path={checkpoint}",
+        "input": f"input={images}",
+        "output": f"output={tmp_path / 'out'}",
+    }
+    if command == "export":
+        defaults.pop("input")
+        defaults["output"] = f"output={tmp_path / 'out.onnx'}"
+    args = [value for name, value in defaults.items() if name != key]
+    setting = setting.format(tmp=tmp_path, ckpt=checkpoint)
+    before = checkpoint.read_bytes()
+    result = run_module(f"src.{command}", [*args, setting, f"hydra.run.dir={tmp_path}/run"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert checkpoint.read_bytes() == before
+    return errors[0], checkpoint
+
+
+@pytest.mark.parametrize(("setting", "message"), BAD_PREDICT_SETTINGS)
+def test_a_bad_predict_setting_is_one_error_line_before_any_work(
+    tmp_path: Path, setting: str, message: str
+):
+    line, checkpoint = run_with_bad_setting("predict", setting, tmp_path)
+    assert message.format(tmp=tmp_path, ckpt=checkpoint) in line, line
+    assert not (tmp_path / "out" / "img_001.png").exists()
+
+
+@pytest.mark.parametrize(("setting", "message"), BAD_EXPORT_SETTINGS)
+def test_a_bad_export_setting_is_one_error_line_and_writes_nothing(
+    tmp_path: Path, setting: str, message: str
+):
+    line, checkpoint = run_with_bad_setting("export", setting, tmp_path)
+    assert message.format(tmp=tmp_path, ckpt=checkpoint) in line, line
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.safetensors"))
+    assert not list(tmp_path.glob(".*partial*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import cv2
@@ -203,6 +204,20 @@ def test_a_failing_video_leaves_no_partial_file(tmp_path: Path):
     assert list(out.iterdir()) == []  # neither clip.mp4 nor its temporary file
 
 
+def predict_folder(checkpoint: Path, folder: Path, out: Path, run_dir: Path):
+    """``src.predict`` of every file in ``folder`` into ``out``, in a subprocess."""
+    return run_module(
+        "src.predict",
+        [
+            f"ckpt_path={checkpoint}",
+            f"input={folder}",
+            f"output={out}",
+            "progress=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+    )
+
+
 def test_corrupt_input_is_named_others_still_run_and_exit_status_says_so(
     tmp_path: Path, checkpoint: Path
 ):
@@ -211,16 +226,7 @@ def test_corrupt_input_is_named_others_still_run_and_exit_status_says_so(
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (folder / "broken.mp4").write_bytes(b"not a video at all")
     out = tmp_path / "out"
-    result = run_module(
-        "src.predict",
-        [
-            f"ckpt_path={checkpoint}",
-            f"input={folder}",
-            f"output={out}",
-            "progress=false",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-    )
+    result = predict_folder(checkpoint, folder, out, tmp_path / "run")
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert any("broken.png" in line and "not a readable image" in line for line in errors)
@@ -326,3 +332,111 @@ def test_written_levels_round_as_the_metric_path_rounds():
     expected = to_uint8_levels(torch.from_numpy(unit)).numpy()
     assert (np.rint(unit * np.float32(255)) != expected).any()  # the trap is real here
     np.testing.assert_array_equal(quantize_as_written(unit, np.dtype(np.uint8), rows=3), expected)
+
+
+# --- the same image as eval scores ----------------------------------------------------------
+def benchmark_and_lr(root: Path, scale: int) -> tuple[Path, Path]:
+    """A two-image set ``Mini`` under ``root/benchmarks`` (sizes that are no multiple of the
+    scale) and, beside it, the LR images eval makes of them: MATLAB bicubic of the mod-cropped
+    HR, written as PNG."""
+    from src.data.degradations import BicubicDegradation
+    from src.ops.imresize import modcrop
+
+    hr_dir, lr_dir = root / "benchmarks" / "Mini" / "HR", root / "lr"
+    for index, (height, width) in enumerate([(50, 61), (43, 38)]):
+        hr = quantize(smooth_image(height, width, 3, seed=index))
+        write_image(hr_dir / f"im{index}.png", hr)
+        lr = BicubicDegradation()(modcrop(hr, scale), scale, np.random.default_rng(0))
+        write_image(lr_dir / f"im{index}.png", lr)
+    return hr_dir, lr_dir
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_predict_writes_the_image_whose_score_eval_prints(tmp_path: Path, precision: str):
+    """Predict the LR eval makes, score the written PNGs with src.score: the per-image rows
+    equal src.eval's for the same checkpoint and HR images, whatever precision eval's Trainer
+    is given (what ``auto`` picks on a CPU with native bf16)."""
+    import json
+
+    from src.eval import evaluate
+    from src.score import score
+
+    scale = 3
+    module, _ = micro_module(tmp_path, scale, ["model.ema_decay=0.9", "model.value_range=255"])
+    checkpoint = write_checkpoint(tmp_path / "micro.ckpt", module)
+    hr_dir, lr_dir = benchmark_and_lr(tmp_path, scale)
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoint}",
+            "data=benchmark",
+            "data.sets=[Mini]",
+            f"paths.data_dir={tmp_path}",
+            "comparisons=0",
+            "trainer.enable_progress_bar=false",
+            f"trainer.precision={precision}",
+        ],
+        tmp_path / "eval",
+    )
+    evaluate(cfg)
+    predict(predict_cfg(tmp_path, f"ckpt_path={checkpoint}", f"input={lr_dir}"))
+    score(
+        compose_config(
+            "score", [f"pred={tmp_path / 'out'}", f"gt={hr_dir}", f"scale={scale}"], tmp_path / "s"
+        )
+    )
+    by_eval = json.loads((tmp_path / "eval" / "results.json").read_text())["images"]
+    by_score = json.loads((tmp_path / "s" / "results.json").read_text())["images"]
+    assert [r["name"] for r in by_eval] == [r["name"] for r in by_score] == ["im0", "im1"]
+    for evaluated, scored in zip(by_eval, by_score, strict=True):
+        for column in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"):
+            assert scored[column] == evaluated[column], column
+
+
+def test_predict_runs_in_fp32_inside_bf16_autocast(tmp_path: Path, checkpoint: Path):
+    """An enclosing autocast (a notebook, a Lightning hook) does not change the written image:
+    predict runs the network in fp32 with autocast off, as eval does."""
+    write_image(tmp_path / "in.png", quantize(smooth_image(20, 26, 3)))
+    written = {}
+    for name, context in (("fp32", contextlib.nullcontext()), ("bf16", bf16_autocast())):
+        out = tmp_path / name
+        with context:
+            predict(
+                predict_cfg(
+                    tmp_path, f"ckpt_path={checkpoint}", f"input={tmp_path / 'in.png'}", output=out
+                )
+            )
+        written[name] = decode(out / "in.png")
+    assert np.array_equal(written["fp32"], written["bf16"])
+
+
+def bf16_autocast() -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+# --- videos that are not whole --------------------------------------------------------------
+def test_a_truncated_video_is_a_failure_and_leaves_no_output(tmp_path: Path, checkpoint: Path):
+    """An AVI whose header announces 20 frames, cut so that only 9 decode: the run names the
+    file and both counts, counts it as failed, exits 1 and writes nothing under its name."""
+    whole = tmp_path / "whole.avi"
+    write_video(whole, frames=20, fps=10)
+    data = whole.read_bytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cut.avi").write_bytes(data[: int(len(data) * 0.7)])
+    capture = cv2.VideoCapture(str(folder / "cut.avi"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 20
+    decodable = 0
+    while capture.read()[0]:
+        decodable += 1
+    assert 0 < decodable < 20
+    out = tmp_path / "out"
+    result = predict_folder(checkpoint, folder, out, tmp_path / "run")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert any("cut.avi" in line and f"{decodable} of the 20 frames" in line for line in errors), (
+        result.stderr[-2000:]
+    )
+    assert "1 failed" in result.stdout
+    assert list(out.iterdir()) == []

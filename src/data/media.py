@@ -6,6 +6,9 @@ holds: grayscale stays one channel, alpha stays, 16-bit stays 16-bit. The EXIF o
 written without the tag, displays the same way. Every write is atomic: the file is encoded to a
 temporary name in the target folder and renamed when complete, so a failure leaves no partial
 output. Videos are read and written frame by frame with OpenCV (FFmpeg); audio is not carried over.
+A video that ends before the frame count its container header announces (a truncated download)
+is a failed input, and nothing is written for it: a shorter video under the input's name would
+pass for the whole result.
 """
 
 from __future__ import annotations
@@ -80,6 +83,17 @@ def is_partial(path: Path) -> bool:
 def usable_input(path: Path) -> bool:
     """An image or video file to upscale: not a temporary of an unfinished write."""
     return path.is_file() and is_media(path) and not is_partial(path)
+
+
+def same_file(path: Path, other: Path) -> bool:
+    """Whether two paths name one file: the same path once symlinks are resolved, or, where both
+    exist, the same file on disk (a hard link)."""
+    if path.resolve() == other.resolve():
+        return True
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def remove_stale_partials(folder: Path) -> list[Path]:

@@ -7,9 +7,19 @@ RGB to [0, 1] RGB. Tiling and self-ensemble stay outside the graph: ``src.predic
 around onnxruntime through the same :func:`src.ops.inference.upscale`.
 
 ONNX export uses ``torch.onnx.export(dynamo=True)`` (needs ``onnxscript``) at opset 18 by default,
-the opset that exporter targets; batch, height and width are dynamic axes. The file carries
-``srlab.*`` metadata: scale, model config (JSON), which weights, and the working memory per LR
-pixel measured by the tile probe (for ``tile=auto`` under onnxruntime).
+the lowest that exporter writes natively; batch, height and width are dynamic axes. Opsets from 18
+to the newest the installed ``onnx`` knows are written as asked. Lower ones are refused: the
+exporter converts down only where every operator allows and otherwise keeps 18 without a word
+(measured with torch 2.13: EDSR converts to 16 and 17, RLFN, RFDN and SPAN stay at 18), and the
+older TorchScript exporter (deprecated) fails on RLFN, RFDN and SPAN. The opset of the written
+file is checked against the one asked for. The file carries ``srlab.*`` metadata: scale, model
+config (JSON), which weights, and the working memory per LR pixel measured by the tile probe (for
+``tile=auto`` under onnxruntime).
+
+Tracing and the parity check run in fp32 with autocast off (:func:`fp32_scoring`), whatever
+context calls them, so the graph holds no bf16 casts and the check compares fp32 with fp32. With
+``verify``, :func:`export_verified_onnx` checks the file before it takes its final name: a graph
+that fails leaves an earlier file of that name as it was.
 """
 
 from __future__ import annotations
@@ -36,8 +46,11 @@ from src.models.onnx_runtime import (
 from src.models.sr_module import SRModule
 from src.ops.inference import input_channels, measure_bytes_per_lr_pixel
 from src.utils.errors import UserError
+from src.utils.precision import fp32_scoring
 
-DEFAULT_OPSET = 18
+# The opset torch's dynamo exporter implements its operators in (its TORCHLIB_OPSET).
+DEFAULT_OPSET = MIN_OPSET = 18
+CPU = torch.device("cpu")
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 # Loggers of the exporter that report every optimisation pass at INFO (Hydra logs INFO).
 NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo")
@@ -106,25 +119,41 @@ def describe(module: SRModule, model_config: dict[str, Any] | None) -> dict[str,
     }
 
 
-def export_onnx(
-    module: SRModule,
-    path: Path,
-    model_config: dict[str, Any] | None = None,
-    opset: int = DEFAULT_OPSET,
-    sample_size: int = 64,
-) -> InferenceGraph:
-    """Write ``module``'s inference graph to ``path`` (atomically); returns the exported graph."""
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter cannot write as asked (see the module docstring)."""
     try:
+        import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError:
         raise ExportError(
             "ONNX export needs onnx and onnxscript: pip install -e '.[onnx]'"
         ) from None
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        why = (
+            f"below {MIN_OPSET} it converts only some networks and keeps {MIN_OPSET} for the others"
+            if opset < MIN_OPSET
+            else f"{newest} is the newest the installed onnx {onnx.__version__} knows"
+        )
+        raise ExportError(
+            f"opset={opset}: torch's ONNX exporter writes opsets {MIN_OPSET} to {newest}; {why}"
+        )
+
+
+def onnx_program(
+    module: SRModule,
+    model_config: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    sample_size: int = 64,
+) -> tuple[Any, InferenceGraph]:
+    """The exporter's program of ``module``'s inference graph in fp32 (its ``srlab.*`` metadata
+    set), and that graph."""
+    check_opset(opset)
     module.eval()
-    graph = InferenceGraph(module).eval()
+    graph = InferenceGraph(module).float().eval()
     sample = torch.rand(1, input_channels(module.net), sample_size, sample_size)
     dynamic = torch.export.Dim.DYNAMIC
-    with torch.no_grad(), quiet_exporter():
+    with torch.no_grad(), fp32_scoring(CPU), quiet_exporter():
         try:
             program = torch.onnx.export(
                 graph,
@@ -145,6 +174,9 @@ def export_onnx(
         per_pixel = measure_bytes_per_lr_pixel(graph, sample)
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
+    written = program.model.opset_imports.get("")
+    if written != opset:
+        raise ExportError(f"opset={opset}: the exporter wrote opset {written} instead")
     metadata = {
         **describe(module, model_config),
         META_BYTES_PER_PIXEL: f"{per_pixel:.1f}",
@@ -152,19 +184,44 @@ def export_onnx(
     }
     for key, value in metadata.items():
         program.model.metadata_props[key] = value
+    return program, graph
+
+
+def export_onnx(
+    module: SRModule,
+    path: Path,
+    model_config: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    sample_size: int = 64,
+) -> InferenceGraph:
+    """Write ``module``'s inference graph to ``path`` (atomically); returns the exported graph."""
+    program, graph = onnx_program(module, model_config, opset, sample_size)
     with atomic_path(path) as temporary:
         program.save(temporary, external_data=False)
     return graph
 
 
+def export_verified_onnx(
+    module: SRModule, path: Path, opset: int = DEFAULT_OPSET, sample_size: int = 64
+) -> float:
+    """:func:`export_onnx`, the file checked by :func:`check_onnx_parity` before it takes the
+    name ``path``; returns the largest difference from PyTorch."""
+    with atomic_path(path) as temporary:
+        graph = export_onnx(module, temporary, None, opset, sample_size)
+        return check_onnx_parity(temporary, graph, type(module.net).__name__)
+
+
 @torch.no_grad()
 def onnx_max_difference(path: Path, graph: nn.Module) -> float:
-    """Largest absolute difference between onnxruntime and PyTorch over :data:`VERIFY_SHAPES`."""
+    """Largest absolute difference between onnxruntime and PyTorch (``graph``, float32 weights,
+    run in fp32 with autocast off) over :data:`VERIFY_SHAPES`."""
     network = OnnxNetwork(path)
     worst = 0.0
     for shape in VERIFY_SHAPES:
-        lr = torch.rand(shape[0], network.channels, *shape[2:])
-        expected, got = graph(lr), network(lr)
+        lr = torch.rand(shape[0], network.channels, *shape[2:], dtype=torch.float32)
+        with fp32_scoring(CPU):
+            expected = graph(lr)
+        got = network(lr)
         if got.shape != expected.shape:
             raise ExportError(
                 f"{path}: output shape {tuple(got.shape)} for input {shape}, "

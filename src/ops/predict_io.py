@@ -46,6 +46,7 @@ from src.data.media import (
     output_path,
     read_header,
     read_image,
+    same_file,
     video_frames,
     write_image,
 )
@@ -152,7 +153,7 @@ def plan(inputs: list[Path], output_dir: Path, output_format: str | None) -> lis
     targets = [output_path(source, output_dir, output_format) for source in inputs]
     seen: dict[Path, Path] = {}
     for source, target in zip(inputs, targets, strict=True):
-        if target.resolve() == source.resolve():
+        if same_file(target, source):
             raise UserError(f"{source}: the output would replace the input; choose another output")
         if target in seen:
             raise UserError(f"{seen[target]} and {source} would both be written to {target}")
@@ -228,7 +229,8 @@ def upscale_video_file(
     progress: bool,
     channels: int = 3,
 ) -> None:
-    """Upscale every frame; the frame rate is kept, the output appears only when complete."""
+    """Upscale every frame; the frame rate is kept, the output appears only when complete: a
+    video that ends before the frame count its header announces is refused, naming both counts."""
     capture, info = open_video(source)
     frames = 0
     size = (info.width * report.scale, info.height * report.scale)
@@ -249,6 +251,11 @@ def upscale_video_file(
             frames += 1
         if frames == 0:
             raise MediaError(f"{source}: no frame could be decoded")
+        if frames < info.frames:
+            raise MediaError(
+                f"{source}: only {frames} of the {info.frames} frames its header announces "
+                f"could be decoded (truncated or damaged); nothing written for it"
+            )
     report.videos += 1
     report.frames += frames
     report.count(frames * info.width * info.height)
