@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,14 @@ from PIL import Image
 
 from src.utils.cli import quote_overrides
 from src.utils.schema import ConfigValueError, check_config
-from tests.helpers import TINY, compose_config, one_error_line, run_module
+from tests.helpers import (
+    TINY,
+    Outcome,
+    compose_config,
+    one_error_line,
+    run_in_process,
+    run_module,
+)
 from tests.predict_helpers import micro_module, write_checkpoint
 from tests.test_data import write_folder
 
@@ -109,32 +115,10 @@ def predict_args(checkpoint: Path, inputs: Path, output: Path | str, tmp_path: P
     ]
 
 
-@dataclass
-class Outcome:
-    """What a command run in this process printed, and its exit status."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 def run_predict(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Outcome:
-    """``python -m src.predict <args>`` in this process: the entry point's own error handling
-    and exit status, without starting an interpreter."""
-    from src.predict import EXIT_SOME_FAILED, predict
-    from src.utils.cli import run_or_explain
-
+    """``python -m src.predict <args>`` in this process."""
     overrides = [a for a in args if not a.startswith("hydra.run.dir=")]
-    cfg = compose_config("predict", overrides, tmp_path / "run")
-    capsys.readouterr()
-    code = 0
-    try:
-        report = run_or_explain(lambda: predict(cfg))
-        code = EXIT_SOME_FAILED if report.failed else 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    return Outcome(code, captured.out, captured.err)
+    return run_in_process("predict", overrides, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("where", ["a file", "unwritable"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, TINY, run_module
+from tests.helpers import REPO_ROOT, TINY, one_error_line, run_in_process, run_module
 from tests.predict_helpers import micro_module, write_checkpoint
 from tests.test_data import write_folder
 
@@ -230,9 +230,12 @@ BAD_EXPORT_SETTINGS = [
 ]
 
 
-def run_with_bad_setting(command: str, setting: str, tmp_path: Path) -> tuple[str, Path]:
-    """``python -m src.<command>`` of a micro checkpoint with ``setting``; its one error line
-    and the checkpoint (whose bytes must be unchanged)."""
+def run_with_bad_setting(
+    command: str, setting: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, Path]:
+    """``src.<command>`` of a micro checkpoint with ``setting``, in this process (the real
+    command line is tested in test_a_bad_setting_from_the_command_line_is_one_error_line); its
+    one error line and the checkpoint (whose bytes must be unchanged)."""
     module, _ = micro_module(tmp_path)
     checkpoint = write_checkpoint(tmp_path / "micro.ckpt", module)
     images = tmp_path / "images"
@@ -249,29 +252,33 @@ def run_with_bad_setting(command: str, setting: str, tmp_path: Path) -> tuple[st
     args = [value for name, value in defaults.items() if name != key]
     setting = setting.format(tmp=tmp_path, ckpt=checkpoint)
     before = checkpoint.read_bytes()
-    result = run_module(f"src.{command}", [*args, setting, f"hydra.run.dir={tmp_path}/run"])
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-2000:]
+    line = one_error_line(run_in_process(command, [*args, setting], tmp_path, capsys))
     assert checkpoint.read_bytes() == before
-    return errors[0], checkpoint
+    return line, checkpoint
 
 
 @pytest.mark.parametrize(("setting", "message"), BAD_PREDICT_SETTINGS)
 def test_a_bad_predict_setting_is_one_error_line_before_any_work(
-    tmp_path: Path, setting: str, message: str
+    tmp_path: Path, setting: str, message: str, capsys: pytest.CaptureFixture[str]
 ):
-    line, checkpoint = run_with_bad_setting("predict", setting, tmp_path)
+    line, checkpoint = run_with_bad_setting("predict", setting, tmp_path, capsys)
     assert message.format(tmp=tmp_path, ckpt=checkpoint) in line, line
     assert not (tmp_path / "out" / "img_001.png").exists()
 
 
 @pytest.mark.parametrize(("setting", "message"), BAD_EXPORT_SETTINGS)
 def test_a_bad_export_setting_is_one_error_line_and_writes_nothing(
-    tmp_path: Path, setting: str, message: str
+    tmp_path: Path, setting: str, message: str, capsys: pytest.CaptureFixture[str]
 ):
-    line, checkpoint = run_with_bad_setting("export", setting, tmp_path)
+    line, checkpoint = run_with_bad_setting("export", setting, tmp_path, capsys)
     assert message.format(tmp=tmp_path, ckpt=checkpoint) in line, line
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.safetensors"))
     assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_a_bad_setting_from_the_command_line_is_one_error_line(tmp_path: Path, command: str):
+    args = ["input=x", "device=banana"] if command == "predict" else ["opset=11"]
+    result = run_module(f"src.{command}", [*args, f"hydra.run.dir={tmp_path}/run"])
+    expected = "device must be one of auto" if command == "predict" else "opset must be"
+    assert expected in one_error_line(result)
