@@ -32,7 +32,7 @@ from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.config import in_multirun, to_plain
 from src.utils.errors import UserError
 from src.utils.precision import remember_scoring_threads, resolve_auto
-from src.utils.run_config import log_run_config, run_hparams
+from src.utils.run_config import group_choices, log_run_config, run_hparams
 from src.utils.runtime import (
     build_callbacks,
     build_loggers,
@@ -69,6 +69,17 @@ def check_channels(datamodule: SRDataModule, model: SRModule) -> None:
         )
 
 
+def check_trainable_data(datamodule: SRDataModule, model: SRModule) -> None:
+    """Refuse to train a network on a data config without a training set (data=benchmark)."""
+    if model.has_trainable_parameters and datamodule.train_set is None:
+        data = group_choices().get("data", "this data config")
+        raise UserError(
+            f"data={data} has no training set (data.train_set is null): it validates "
+            f"(src.eval, model=bicubic) but cannot train; choose a data config with one, e.g. "
+            f"data=div2k, urban100, folder, paired or sample"
+        )
+
+
 def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     """Instantiate the data module, the SR module and the trainer from a composed config.
 
@@ -81,6 +92,7 @@ def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     )
     model.model_config = to_plain(cfg.model)
     check_channels(datamodule, model)
+    check_trainable_data(datamodule, model)
     resolve_precision(cfg, model)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     loggers = build_loggers(cfg.get("logger"))

@@ -47,6 +47,10 @@ class ImagePair:
     gray: bool = False
 
 
+class PairSizeError(UserError, ValueError):
+    """A paired set's LR image is not the mod-cropped HR divided by the scale."""
+
+
 def make_pair(
     image: NamedImage,
     set_name: str,
@@ -63,7 +67,7 @@ def make_pair(
     if lr is not None:
         expected = (hr.shape[0] // scale, hr.shape[1] // scale)
         if lr.shape[:2] != expected:
-            raise ValueError(
+            raise PairSizeError(
                 f"{set_name}/{image.name}: LR is {lr.shape[1]}x{lr.shape[0]}, but the HR "
                 f"mod-cropped to x{scale} needs {expected[1]}x{expected[0]}"
             )

@@ -4,6 +4,7 @@ Every exception meant for the user derives from :class:`~src.utils.errors.UserEr
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -45,13 +46,35 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def constructor_refusal(error: BaseException) -> str | None:
+    """The one line for a constructor that refused its config arguments (a ``ValueError`` or
+    ``TypeError`` raised while Hydra instantiated a node: ``scale=5`` on a pixel-shuffle
+    network, an unknown upsampler), naming the config key and the class; None for anything
+    else."""
+    if not isinstance(error, InstantiationException):
+        return None
+    cause = root_cause(error)
+    if not isinstance(cause, ValueError | TypeError):
+        return None
+    text = str(error)
+    key = re.search(r"full_key: (\S+)", text)
+    target = re.search(r"Error in call to target '([\w.]+)'", text)
+    where = key.group(1) if key else "config"
+    name = f" ({target.group(1).rsplit('.', 1)[-1]})" if target else ""
+    return f"{where}{name}: {cause}"
+
+
 def run_or_explain(task: Callable[[], T]) -> T:
-    """Run ``task``; a known user error prints ``error: <message>`` and exits with status 2."""
+    """Run ``task``; a known user error prints ``error: <message>`` and exits with status 2.
+
+    Known: a :class:`UserError`, and a constructor's refusal of its config arguments
+    (:func:`constructor_refusal`)."""
     try:
         return task()
     except Exception as error:
         cause = root_cause(error)
-        if isinstance(cause, UserError):
-            print(f"error: {cause}", file=sys.stderr, flush=True)
+        message = str(cause) if isinstance(cause, UserError) else constructor_refusal(error)
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_USER_ERROR) from None
         raise

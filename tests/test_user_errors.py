@@ -1,0 +1,90 @@
+"""Errors a config or a data file can cause end in one ``error:`` line naming the key, not a
+traceback: constructors' refusals of their arguments (Hydra instantiation), a data config without
+a training set, a paired set whose LR is the wrong size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.helpers import TINY, one_error_line, run_in_process
+from tests.test_data import write_folder
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            [*TINY, "scale=5"],
+            "error: model.net (EDSR): scale must be 2, 3, 4 or 8 for a pixel-shuffle upsampler, "
+            "got 5",
+        ),
+        (
+            ["model=swinir", "model.net.upsampler=foo", "logger=csv"],
+            "error: model.net (SwinIR): upsampler must be one of",
+        ),
+        (
+            [*TINY, "loss=esrgan", "model.loss.terms.perceptual.loss.criterion=l3"],
+            "error: model.loss.terms.perceptual.loss (PerceptualLoss): criterion must be l1 or l2",
+        ),
+        (
+            ["experiment=esrgan_x4", "model.gan_loss.kind=foo", "logger=csv"],
+            "error: model.gan_loss (GANLoss): GAN loss kind must be vanilla",
+        ),
+        (
+            [*TINY, "degradation=realesrgan", "data.degradation.first.resize.modes=[foo]"],
+            "error: data.degradation (RealESRGANDegradation): unknown resize mode(s) ['foo']",
+        ),
+    ],
+)
+def test_a_constructor_refusing_its_arguments_is_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], line: str
+):
+    outcome = run_in_process("train", [*overrides, "trainer.max_steps=1"], tmp_path, capsys)
+    assert one_error_line(outcome).startswith(line)
+
+
+def test_training_on_a_set_that_only_validates_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    write_folder(tmp_path / "benchmarks" / "Mine" / "HR", 2, height=32, width=32)
+    overrides = [*TINY, "data=benchmark", "data.sets=[Mine]", f"paths.data_dir={tmp_path}"]
+    line = one_error_line(run_in_process("train", overrides, tmp_path, capsys))
+    assert "has no training set (data.train_set is null)" in line
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_paired_set_with_lr_of_the_wrong_size_is_one_line_naming_the_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    hr = write_folder(tmp_path / "hr", 3, height=48, width=48)
+    (tmp_path / "lr").mkdir()
+    for path in hr:  # LR at x3 where the run says x2
+        image = cv2.imread(str(path))
+        cv2.imwrite(str(tmp_path / "lr" / path.name), cv2.resize(image, (16, 16)))
+    overrides = [
+        *TINY,
+        "data=paired",
+        f"data.hr_root={tmp_path / 'hr'}",
+        f"data.lr_root={tmp_path / 'lr'}",
+        "trainer.max_steps=1",
+    ]
+    outcome = run_in_process("train", overrides, tmp_path, capsys)
+    assert "unreadable validation image(s)" in one_error_line(outcome)
+    assert "mod-cropped to 48x48 needs an LR of 24x24" in outcome.stderr
+
+
+def test_a_training_pair_with_lr_of_the_wrong_size_is_a_user_error():
+    import numpy as np
+
+    from src.data.datasets import PairSizeError, make_pair
+    from src.data.degradations import BicubicDegradation
+    from src.data.images import NamedImage
+    from src.utils.errors import UserError
+
+    image = NamedImage("a", np.zeros((48, 48, 3), np.uint8), lr=np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(PairSizeError, match="LR is 16x16, but the HR mod-cropped to x2 needs"):
+        make_pair(image, "mine", 2, BicubicDegradation(), seed=0, index=0)
+    assert issubclass(PairSizeError, UserError)
