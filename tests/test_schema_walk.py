@@ -37,6 +37,13 @@ GROUPS = {
     "score": [],
 }
 REQUIRED = {"score": ["pred=x", "scale=2"], "predict": ["input=x"]}
+# What an option needs given on the command line (``???`` in its file), or (a sweep's) from
+# Hydra's multirun.
+OPTION_NEEDS = {
+    "data=folder": ["data.root=x"],
+    "data=paired": ["data.hr_root=x", "data.lr_root=y"],
+    "hparams_search=edsr_optuna": ["hydra.job.num=0"],
+}
 
 
 def compositions() -> list[tuple[str, list[str]]]:
@@ -44,9 +51,9 @@ def compositions() -> list[tuple[str, list[str]]]:
     for task, groups in GROUPS.items():
         found.append((task, []))
         for group in groups:
-            found += [
-                (task, [f"{group}={f.stem}"]) for f in sorted((CONF_DIR / group).glob("*.yaml"))
-            ]
+            for option in sorted((CONF_DIR / group).glob("*.yaml")):
+                choice = f"{group}={option.stem}"
+                found.append((task, [choice, *OPTION_NEEDS.get(choice, [])]))
     gan = ["model=srvgg_compact", "model._target_=src.models.gan_module.GANModule"]
     for critic in sorted((CONF_DIR / "discriminator").glob("*.yaml")):
         found.append(("train", [*gan, f"discriminator={critic.stem}"]))
@@ -166,3 +173,12 @@ def test_arguments_follow_an_own_class_chain_and_stop_at_foreign_kwargs():
     assert accepted_arguments(_NoInit) == set()  # object() takes nothing
     _Child.__module__ = "somelib.loggers"  # another library's **kwargs may go anywhere
     assert accepted_arguments(_Child) is None
+
+
+def test_a_value_that_cannot_be_resolved_is_an_error_not_a_skipped_section(tmp_path: Path):
+    cfg = compose_config("train", ["data=folder"], tmp_path)  # data.root: ??? left unset
+    with pytest.raises(ConfigValueError, match=r"^data\.root must be given \(data\.train_set"):
+        check_config(cfg, "train")
+    cfg = compose_config("train", ["+tags_extra=${nowhere}"], tmp_path)
+    with pytest.raises(ConfigValueError, match="tags_extra cannot be resolved"):
+        check_config(cfg, "train")

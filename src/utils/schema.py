@@ -453,24 +453,37 @@ def sections_at(plain: dict[str, Any], pattern: str) -> Iterator[tuple[str, Any]
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain data, interpolations resolved where they can be (outside a Hydra
-    run, ``${hydra:...}`` cannot; those keys are left as they are)."""
-    try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # an interpolation only a running Hydra app resolves
-        plain = {}
-        for key in cfg:
-            try:
-                node = cfg[key]
-                value = (
-                    OmegaConf.to_container(node, resolve=True)
-                    if isinstance(node, (DictConfig, ListConfig))
-                    else node
-                )
-            except Exception:
-                continue
-            plain[str(key)] = value
-    return {str(k): v for k, v in plain.items()} if isinstance(plain, dict) else {}
+    """The config as plain data, every interpolation resolved (Hydra's own ``hydra`` section,
+    which Hydra checks, left out); one that cannot be resolved is an error naming its key, not
+    a section left unchecked."""
+    plain: dict[str, Any] = {}
+    for key in cfg:
+        if key == HYDRA_SECTION:
+            continue
+        try:
+            node = cfg[key]
+            value = (
+                OmegaConf.to_container(node, resolve=True)
+                if isinstance(node, (DictConfig, ListConfig))
+                else node
+            )
+        except Exception as error:  # omegaconf's interpolation and missing-value errors
+            raise unresolvable(error, str(key)) from None
+        plain[str(key)] = value
+    return plain
+
+
+def unresolvable(error: Exception, key: str) -> ConfigValueError:
+    """The one line for a value that cannot be resolved: a required key left unset (``???``),
+    or an interpolation that fails."""
+    where = str(getattr(error, "full_key", None) or key)
+    text = str(error).strip()
+    missing = re.search(r"Missing mandatory value: ([\w.]+)", text)
+    if missing:
+        needed = "" if missing.group(1) == where else f" ({where} needs it)"
+        return ConfigValueError(f"{missing.group(1)} must be given{needed}")
+    first = text.splitlines()[0] if text else type(error).__name__
+    return ConfigValueError(f"{where} cannot be resolved: {first}")
 
 
 def check_cross_fields(plain: dict[str, Any]) -> None:
