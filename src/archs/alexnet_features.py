@@ -1,6 +1,12 @@
 """The convolutional part of AlexNet (Krizhevsky et al., 2012) in torchvision's single-tower
 form, for LPIPS.
 
+Upstream: https://github.com/pytorch/vision (torchvision/models/alexnet.py, ``features``; no
+commit pinned), BSD-3-Clause, Copyright (c) Soumith Chintala 2016. LPIPS, which compares these
+layers: https://github.com/richzhang/PerceptualSimilarity (commit 082bb24), BSD-2-Clause,
+Copyright (c) 2018, Richard Zhang, Phillip Isola, Alexei A. Efros, Eli Shechtman, Oliver Wang.
+SR Lab's code is its own; layer indices follow torchvision's so its weights load.
+
 Laid out as torchvision lays it out (``features.<index>``), so its ImageNet file
 (``alexnet-owt-7be5be79.pth``) loads by key name without torchvision. :meth:`forward` returns the
 outputs of the five ReLUs (``relu1`` ... ``relu5``, 64, 192, 384, 256 and 256 channels), the

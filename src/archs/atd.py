@@ -1,6 +1,10 @@
 """ATD: Zhang, Li, Zhou, Zhao, Gu, "Transcending the Limit of Local Window: Advanced
 Super-Resolution Transformer with Adaptive Token Dictionary", CVPR 2024.
 
+Upstream: https://github.com/LabShuHangGU/Adaptive-Token-Dictionary (commit d25fd84,
+basicsr/archs/atd_arch.py), Apache-2.0 (no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 SwinIR's layout (3x3 conv, residual groups of transformer layers each closed by a 3x3 conv, a
 conv after the body with a long skip, an upsampler) with a different transformer layer. Every
 layer projects its normalised tokens once to query/key/value and adds three attentions to the

@@ -1,5 +1,9 @@
 """The bicubic baseline: MATLAB ``imresize`` upscaling, no parameters.
 
+Upstream: no official repository; the reference is MATLAB's ``imresize`` (bicubic, with
+antialiasing), reimplemented in :mod:`src.ops.imresize`; no licence applies: SR Lab's code
+is an independent implementation.
+
 Every SR table has a bicubic row; scoring it through the same pipeline as the networks checks the
 pipeline itself against the published row.
 """

@@ -1,6 +1,10 @@
 """CARN-M: Ahn, Kang and Sohn, "Fast, Accurate, and Lightweight Super-Resolution with Cascading
 Residual Network", ECCV 2018 (the paper's mobile variant).
 
+Upstream: https://github.com/nmhkahn/CARN-pytorch (commit 40d3514, carn/model/carn_m.py and
+carn/model/ops.py), MIT, Copyright (c) 2018 Namhyuk Ahn.
+SR Lab's code is its own; module names follow the upstream files so its weights load.
+
 Cascading: after every step, the step's output is concatenated to the input and to all earlier
 outputs, and a 1x1 convolution fuses the concatenation into the next step's input. CARN-M
 cascades at two levels: globally over cascading blocks, and inside each block over three

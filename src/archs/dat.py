@@ -1,6 +1,10 @@
 """DAT: Chen, Zhang, Gu, Kong, Yang, Yu, "Dual Aggregation Transformer for Image
 Super-Resolution", ICCV 2023.
 
+Upstream: https://github.com/zhengchen1999/DAT (commit 1645c64, basicsr/archs/dat_arch.py),
+Apache-2.0 (no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 Shallow conv features, residual groups of transformer blocks (each group ends in a conv and a
 skip), a conv after the body with a long skip, and an upsampler. Inside a group the blocks
 alternate between two kinds of self-attention:

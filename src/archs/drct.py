@@ -1,6 +1,10 @@
 """DRCT: Hsu et al., "DRCT: Saving Image Super-resolution away from Information Bottleneck",
 CVPR Workshops 2024.
 
+Upstream: https://github.com/ming053l/DRCT (commit c0a8b51, drct/archs/DRCT_arch.py), MIT,
+Copyright (c) 2024 Chia-Ming Lee.
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 SwinIR with dense connections: shallow conv features, then residual dense groups (RDG). Each group
 holds five Swin layers (window, shifted window, window, shifted window, window attention); layer k
 reads the concatenation of the group input and the k-1 earlier outputs, and a 1x1 "adjust" conv

@@ -1,5 +1,10 @@
 """DRRN: Tai, Yang and Liu, "Image Super-Resolution via Deep Recursive Residual Network", CVPR 2017.
 
+Upstream: no official repository in PyTorch; the authors' Caffe/MATLAB release is
+https://github.com/tyshiwo/DRRN_CVPR17 (no LICENSE file seen; not used here). The module names
+(``blocks``, ``entry``, ``unit``, ``reconstruction``) follow no particular port; no licence
+applies: SR Lab's code is an independent implementation from the paper.
+
 Variant: B1U25, one recursive block of 25 residual units with 128 features. Every unit is
 ReLU-conv-ReLU-conv (pre-activation) added to the block's first feature map, and the two
 convolutions are shared by all 25 units of a block (recursive learning). A global residual adds

@@ -1,6 +1,11 @@
 """EDSR: Lim et al., "Enhanced Deep Residual Networks for Single Image Super-Resolution",
 CVPR Workshops 2017.
 
+Upstream: https://github.com/sanghyun-son/EDSR-PyTorch (commit 3dd71ae, src/model/edsr.py), MIT,
+Copyright (c) 2018 Sanghyun Son.
+SR Lab's code is its own; it keeps the upstream head/body/tail structure, but the key names are
+not the same (``head`` is one convolution here, a one-element sequence there).
+
 Residual blocks without batch norm (conv-ReLU-conv, scaled by ``res_scale``), a long skip over
 the body, and a pixel-shuffle tail. Defaults are the reference implementation's baseline
 (16 blocks, 64 features: 1.37M parameters at x2, 1.52M at x4); the paper's large model is

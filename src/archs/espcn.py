@@ -1,6 +1,10 @@
 """ESPCN: Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient
 Sub-Pixel Convolutional Neural Network", CVPR 2016.
 
+Upstream: no official repository (the authors released no code); the single ``body`` sequence
+follows no particular port; no licence applies: SR Lab's code is an independent
+implementation from the paper.
+
 Variant: the paper's image model, (f1, n1) = (5, 64), (f2, n2) = (3, 32), f3 = 3, tanh after the
 first two layers, and a sub-pixel (pixel-shuffle) layer producing ``scale``^2 channels per output
 channel. Like the paper, only luma goes through the network by default (``y_only=True``), chroma is

@@ -1,6 +1,11 @@
 """FSRCNN: Dong, Loy and Tang, "Accelerating the Super-Resolution Convolutional Neural Network",
 ECCV 2016.
 
+Upstream: no official repository in PyTorch (the authors' MATLAB/Caffe code is on their
+project page, not used here); the module names (``feature_extraction``, ``shrinking``,
+``mapping``, ``expanding``, ``deconvolution``) follow no particular port;
+no licence applies: SR Lab's code is an independent implementation from the paper.
+
 Variant: FSRCNN(d=56, s=12, m=4) working on the LR image: 5x5 feature extraction, 1x1 shrinking,
 m 3x3 mapping layers, 1x1 expanding, each followed by a per-channel PReLU, and a 9x9
 deconvolution with stride ``scale`` as the upsampler. Like the paper, only luma goes through the

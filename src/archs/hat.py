@@ -1,6 +1,10 @@
 """HAT: Chen, Wang, Zhou, Qiao, Dong, "Activating More Pixels in Image Super-Resolution
 Transformer", CVPR 2023.
 
+Upstream: https://github.com/XPixelGroup/HAT (commit 1638a9a, hat/archs/hat_arch.py), Apache-2.0
+(no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 SwinIR's layout (a 3x3 conv, residual groups over a token sequence, layer norm, a conv with a
 long skip, a pixel-shuffle upsampler) with two changes inside each residual hybrid attention group
 (RHAG):

@@ -1,6 +1,10 @@
 """HiT-SRF: Zhang, Zhang, Yu, "HiT-SR: Hierarchical Transformer for Efficient Image
 Super-Resolution", ECCV 2024 (SRFormer-Light turned into a hierarchical transformer).
 
+Upstream: https://github.com/XiangZ-0/HiT-SR (commit 8f59218, basicsr/archs/hit_srf_arch.py),
+Apache-2.0 (no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 SwinIR-light's layout (a 3x3 conv, residual groups of transformer blocks each closed by a 3x3
 conv, layer norm, a 3x3 conv with a long skip, one conv + pixel shuffle to the output) with
 blocks that differ in two ways:

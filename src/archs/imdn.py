@@ -1,6 +1,10 @@
 """IMDN: Hui et al., "Lightweight Image Super-Resolution with Information Multi-distillation
 Network", ACM Multimedia (MM) 2019.
 
+Upstream: https://github.com/Zheng222/IMDN (commit 8f158e6, model/architecture.py and
+model/block.py): no licence file in the repository (all rights reserved by default);
+SR Lab's code is an independent implementation matching its parameter names.
+
 A stack of information multi-distillation blocks (IMDB). Each block refines its features with
 four 3x3 convolutions; after each of the first three a quarter of the channels is split off
 ("distilled") and kept, the rest goes on. The four distilled slices are concatenated, reweighted

@@ -1,6 +1,11 @@
 """Omni-SR: Wang, Chen, Ni, Liu and Liu, "Omni Aggregation Networks for Lightweight Image
 Super-Resolution", CVPR 2023.
 
+Upstream: https://github.com/Francis0625/Omni-SR (commit cd9901e, components/OmniSR.py and
+ops/), Apache-2.0 as its README states (no LICENSE or NOTICE file in the repository; the file
+header reads "Copyright (c) 2020 Shanghai Jiao Tong University").
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 A 3x3 convolution lifts the image to ``num_feat`` features; ``res_num`` omni-scale aggregation
 groups (OSAG) follow, then a 3x3 convolution with a long skip and a 3x3 convolution to
 ``3 * scale**2`` channels with a pixel shuffle. An OSAG is ``block_num`` omni self-attention (OSA)

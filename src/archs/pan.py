@@ -1,6 +1,10 @@
 """PAN: Zhao et al., "Efficient Image Super-Resolution Using Pixel Attention", ECCV Workshops
 (AIM 2020 challenge), 2020.
 
+Upstream: https://github.com/zhaohengyuan1/PAN (commit 4d045d1, codes/models/archs/PAN_arch.py):
+no licence file in the repository (all rights reserved by default); SR Lab's code is an
+independent implementation matching its parameter names.
+
 Pixel attention (PA) multiplies features by a sigmoid map with one weight per pixel and channel,
 computed by a 1x1 convolution. The trunk stacks self-calibrated blocks with pixel attention
 (SCPA): two 1x1-reduced branches, one a plain 3x3 convolution, the other a 3x3 convolution gated

@@ -2,6 +2,10 @@
 stack of 4x4 convolutions whose output logits each judge one overlapping patch of the input
 (70x70 px with the default three layers), with pix2pix's layout (one ``model`` sequence).
 2.8M parameters with 64 features and 3 layers.
+
+Upstream: https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix (models/networks.py,
+``NLayerDiscriminator``; no commit pinned), BSD-2-Clause, Copyright (c) 2017, Jun-Yan Zhu and
+Taesung Park. SR Lab's code is its own; its ``model`` indices follow the upstream class.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """PLKSR: Lee, Yun and Ro, "Partial Large Kernel CNNs for Efficient Super-Resolution", arXiv
 2404.11848, 2024.
 
+Upstream: https://github.com/dslisleedh/PLKSR (commit f054868, plksr/archs/plksr_arch.py), MIT,
+Copyright (c) 2024 Dongheon Lee.
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 A purely convolutional network: a 3x3 convolution to ``dim`` features, ``n_blocks`` PLK blocks,
 a 3x3 convolution to ``3 * scale**2`` channels and a pixel shuffle. The long skip is the input
 itself, each channel repeated ``scale**2`` times before the shuffle (nearest-neighbour

@@ -1,6 +1,10 @@
 """RCAN: Zhang et al., "Image Super-Resolution Using Very Deep Residual Channel Attention Networks",
 ECCV 2018.
 
+Upstream: https://github.com/yulunzhang/RCAN (commit f722e5d, RCAN_TrainCode/code/model/rcan.py):
+no licence file in the repository (all rights reserved by default); SR Lab's code is an
+independent implementation matching its parameter names.
+
 Variant: the paper's model, 10 residual groups of 20 residual channel attention blocks (RCAB),
 64 features, channel attention reduction 16, residual-in-residual skips (a short skip per group and
 a long skip over the body), DIV2K mean shift, pixel-shuffle upsampler (x2 stages for powers of two,

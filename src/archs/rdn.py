@@ -1,5 +1,9 @@
 """RDN: Zhang et al., "Residual Dense Network for Image Super-Resolution", CVPR 2018.
 
+Upstream: https://github.com/sanghyun-son/EDSR-PyTorch (src/model/rdn.py; no commit pinned, the
+repository's LICENSE was read at commit 126a55c), MIT, Copyright (c) 2018 Sanghyun Son.
+SR Lab's code is its own; module names follow the upstream file so its weights load.
+
 Variant: the paper's model, D = 16 residual dense blocks of C = 8 densely connected 3x3 conv+ReLU
 layers with growth rate G = 64 on G0 = 64 features; local feature fusion (1x1 conv) and local
 residual per block; global feature fusion (1x1 then 3x3 conv over all block outputs) and global

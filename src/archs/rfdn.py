@@ -1,6 +1,10 @@
 """RFDN: Liu, Tang and Wu, "Residual Feature Distillation Network for Lightweight Image
 Super-Resolution", ECCV Workshops (AIM 2020 challenge), 2020.
 
+Upstream: https://github.com/njulj/RFDN (commit 7cf4e25, RFDN.py and block.py), MIT,
+Copyright (c) 2021 njulj.
+SR Lab's code is its own; module names follow the upstream files so its weights load.
+
 IMDN's layout with residual feature distillation blocks (RFDB): at each of three steps a 1x1
 convolution distils half the channels while a 3x3 convolution with a shallow residual
 connection refines all of them; a last 3x3 convolution, a 1x1 fusion of the four distilled

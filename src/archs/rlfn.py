@@ -1,6 +1,10 @@
 """RLFN: Kong, Li, Chen, Luo, Liu and Jiang, "Residual Local Feature Network for Efficient
 Super-Resolution", CVPR Workshops (NTIRE 2022 efficient SR challenge), 2022.
 
+Upstream: https://github.com/bytedance/RLFN (commit bccfde9, model/rlfn.py, model/rlfn_s.py and
+model/block.py), Apache-2.0, "Copyright 2022 ByteDance" (no NOTICE file upstream).
+SR Lab's code is its own; module names follow the upstream files so its weights load.
+
 RFDN made lighter: each residual local feature block (RLFB) is three 3x3 convolutions with
 LeakyReLU (slope 0.05) and one residual connection around them, then a 1x1 convolution and a
 slimmed enhanced spatial attention (ESA with 16 channels and only one convolution at low

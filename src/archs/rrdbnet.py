@@ -1,6 +1,10 @@
 """RRDBNet: the generator of ESRGAN, Wang et al., "ESRGAN: Enhanced Super-Resolution Generative
 Adversarial Networks", ECCV Workshops 2018.
 
+Upstream: https://github.com/XPixelGroup/BasicSR (commit 8d56e3a,
+basicsr/archs/rrdbnet_arch.py), Apache-2.0 (no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 Variant: the paper's generator, 23 residual-in-residual dense blocks (RRDB: three 5-layer dense
 blocks with growth 32 on 64 features, LeakyReLU 0.2, residual scaling 0.2 inside and around each
 block), no batch norm, a trunk conv with a long skip, and nearest-neighbour upsampling followed by

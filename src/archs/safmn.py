@@ -1,6 +1,10 @@
 """SAFMN: Sun, Pan, Dong, Tang, "Spatially-Adaptive Feature Modulation for Efficient Image
 Super-Resolution", ICCV 2023.
 
+Upstream: https://github.com/sunny2109/SAFMN (commit 68c2182, basicsr/archs/safmn_arch.py),
+Apache-2.0 (BasicSR's licence, LICENSE/LICENSE; no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 A 3x3 convolution lifts the image to ``dim`` features; ``n_blocks`` attention blocks with a long
 skip follow; a 3x3 convolution to ``3 * scale**2`` channels and a pixel shuffle reconstruct.
 Each block is, with identity skips and channel LayerNorm before each half:

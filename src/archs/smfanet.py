@@ -1,6 +1,10 @@
 """SMFANet: Zheng, Sun, Dong and Pan, "SMFANet: A Lightweight Self-Modulation Feature Aggregation
 Network for Efficient Image Super-Resolution", ECCV 2024.
 
+Upstream: https://github.com/Zheng-MJ/SMFANet (commit a05e0bb, basicsr/archs/SMFANet_arch.py),
+Apache-2.0 (LICENSE.txt; no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 A 3x3 convolution lifts the image to ``dim`` features; a chain of feature modulation blocks
 (FMB) with one long skip follows; a 3x3 convolution to ``3 * scale**2`` channels and one pixel
 shuffle reconstruct. Each FMB applies, both with an identity skip and each to an L2-normalised

@@ -1,6 +1,10 @@
 """SPAN: Wan, Yu, Li, Chen, Zou, Liu, Yin and Zuo, "Swift Parameter-free Attention Network for
 Efficient Super-Resolution", CVPR Workshops 2024 (winner of the NTIRE 2024 efficient SR track).
 
+Upstream: https://github.com/hongyuanyu/SPAN (commit c77a591, basicsr/archs/span_arch.py),
+Apache-2.0 (LICENSE.txt; no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 Every convolution is a re-parameterisable ``Conv3XC``: in training a 1x1 expansion (x2), a 3x3
 and a 1x1 reduction on the zero-padded input, plus a 1x1 skip; for inference the four fold into
 one 3x3 convolution. Each of six SPAB blocks is three such convolutions with SiLU between them and

@@ -1,6 +1,10 @@
 """SRCNN: Dong et al., "Image Super-Resolution Using Deep Convolutional Networks", TPAMI 2016
 (first published as "Learning a Deep Convolutional Network for Image Super-Resolution", ECCV 2014).
 
+Upstream: no official repository in PyTorch (the authors' MATLAB/Caffe code is on their
+project page, not used here); the single ``body`` sequence follows no particular port;
+no licence applies: SR Lab's code is an independent implementation from the paper.
+
 Variant: 9-5-5 with 64 and 32 filters, ReLU after the first two layers, on the bicubic-upsampled
 image. As in the paper, only the luma channel (BT.601 YCbCr) goes through the network and the
 chroma channels are bicubic (``y_only=True``: 57,281 parameters at every scale, the paper's 57,184

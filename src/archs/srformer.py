@@ -1,6 +1,11 @@
 """SRFormer: Zhou, Li, Guo, Bai, Cheng, Hou, "SRFormer: Permuted Self-Attention for Single Image
 Super-Resolution", ICCV 2023.
 
+Upstream: https://github.com/HVision-NKU/SRFormer (commit d0c2da6,
+basicsr/archs/srformer_arch.py), CC-BY-NC-4.0: non-commercial use only, per its LICENSE.txt
+and README. SR Lab's code is its own; parameter names follow the upstream file so its weights
+load (weights released under a non-commercial licence stay under it).
+
 SwinIR's layout (shallow conv, residual groups of transformer blocks each closed by a 3x3 conv,
 a conv after the body with a long skip, an upsampler) with two changes inside each block:
 

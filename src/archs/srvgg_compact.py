@@ -1,6 +1,12 @@
 """SRVGGNetCompact: the compact network of Real-ESRGAN (Wang et al., ICCVW 2021), released as
 ``realesr-general-x4v3`` (32 convolutions) and ``realesr-animevideov3`` (16).
 
+Upstream: https://github.com/XPixelGroup/BasicSR (commit 8d56e3a, basicsr/archs/srvgg_arch.py),
+Apache-2.0; the same network and its weights are released by
+https://github.com/xinntao/Real-ESRGAN (commit a4abfb2, realesrgan/archs/srvgg_arch.py),
+BSD-3-Clause, Copyright (c) 2021, Xintao Wang.
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 All convolutions work at LR resolution: a 3x3 convolution and activation, ``num_conv`` more of
 the same, a last 3x3 convolution to ``out_channels x scale^2`` channels and a pixel shuffle; the
 nearest-neighbour upscaled input is added to the result, so the network learns a residual.

@@ -1,5 +1,9 @@
 """SwinIR: Liang et al., "SwinIR: Image Restoration Using Swin Transformer", ICCV Workshops 2021.
 
+Upstream: https://github.com/JingyunLiang/SwinIR (commit 6545850, models/network_swinir.py),
+Apache-2.0 (no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 Shallow conv features, residual Swin transformer blocks (RSTB: Swin layers with window and shifted
 window self-attention, relative position bias, then a 3x3 conv, with a residual), a conv after the
 body with a long skip, and an upsampler. One class covers the paper's two SR models:

@@ -2,6 +2,12 @@
 with its parameter names (``conv0`` ... ``conv9``; spectral norm's ``weight_orig``, ``weight_u``,
 ``weight_v``), so its released ``net_d`` files load.
 
+Upstream: https://github.com/XPixelGroup/BasicSR (commit 8d56e3a,
+basicsr/archs/discriminator_arch.py, ``UNetDiscriminatorSN``), Apache-2.0; the same class and
+its weights are released by https://github.com/xinntao/Real-ESRGAN (commit a4abfb2,
+realesrgan/archs/discriminator_arch.py), BSD-3-Clause, Copyright (c) 2021, Xintao Wang.
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 An encoder of three 4x4 stride-2 convolutions (64 -> 128 -> 256 -> 512 channels), a decoder of
 three bilinear x2 upsamplings each followed by a 3x3 convolution and a skip from the encoder,
 two more 3x3 convolutions and a 1-channel output: a realness logit per pixel, which judges local

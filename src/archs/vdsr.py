@@ -1,6 +1,11 @@
 """VDSR: Kim, Lee and Lee, "Accurate Image Super-Resolution Using Very Deep Convolutional
 Networks", CVPR 2016.
 
+Upstream: no official repository in PyTorch (the authors released MATLAB code). The common port,
+https://github.com/twtygqyy/pytorch-vdsr (commit 514b021, MIT), names its layers ``input``,
+``residual_layer`` and ``output``; the single ``body`` sequence here follows no port;
+no licence applies: SR Lab's code is an independent implementation from the paper.
+
 Variant: 20 3x3 convolution layers of 64 features with ReLU between them, predicting the residual
 that is added to the bicubic-upsampled input. Like the paper, only luma goes through the network
 by default (``y_only=True``), chroma is bicubic. Parameters with ``y_only=True``: 665,921 at every

@@ -1,6 +1,10 @@
 """The VGG-style discriminator of SRGAN and ESRGAN (Ledig et al., CVPR 2017; Wang et al., ECCVW
 2018), with BasicSR's parameter names (``conv0_0``, ``conv0_1``, ``bn0_1``, ..., ``linear2``).
 
+Upstream: https://github.com/XPixelGroup/BasicSR (commit 8d56e3a,
+basicsr/archs/discriminator_arch.py, ``VGGStyleDiscriminator``), Apache-2.0.
+SR Lab's code is its own; parameter names follow the upstream file so its weights load.
+
 Five stages, each a 3x3 convolution and a 4x4 stride-2 one (batch norm after all but the first
 convolution, LeakyReLU 0.2), widths 64, 128, 256, 512, 512; then a 100-unit linear layer and one
 logit. The input side (``input_size``, 128 for ESRGAN's 128 px HR patches) must be a multiple of

@@ -1,5 +1,9 @@
 """The convolutional part of VGG16/VGG19 (Simonyan & Zisserman, ICLR 2015), for feature losses.
 
+Upstream: https://github.com/pytorch/vision (torchvision/models/vgg.py, ``features``; no commit
+pinned), BSD-3-Clause, Copyright (c) Soumith Chintala 2016.
+SR Lab's code is its own; layer indices follow torchvision's so its weights load.
+
 Laid out as torchvision lays it out (``features.<index>``: 3x3 convolutions, ReLUs and 2x2 max
 pools in one sequence), so torchvision's published ImageNet files load by key name; torchvision
 itself is not needed (it cannot be imported beside this project's CPU torch build). The layers
