@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import logging
 import math
 import re
@@ -34,6 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.files import atomic_path, write_text_atomic
 from src.utils.run_config import PARAMS_KEY
 from src.utils.sweep import FAILED_FILE, RUN_FILE, read_json
 
@@ -291,10 +293,12 @@ def csv_rows(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["run"])
-        writer.writeheader()
-        writer.writerows(rows)
+    """``rows`` to ``path`` as CSV (atomically), the columns those of the first row."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["run"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def short_label(run: Run, overrides: list[str]) -> str:
@@ -338,7 +342,8 @@ def plot(runs: list[Run], path: Path, title: str = "") -> bool:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary)
     plt.close(figure)
     return True
 
@@ -346,7 +351,7 @@ def plot(runs: list[Run], path: Path, title: str = "") -> bool:
 def write_leaderboard(root: Path, runs: list[Run], with_plot: bool = True) -> str:
     """Write ``leaderboard.{md,csv,png}`` into ``root``; return the Markdown."""
     text = markdown(runs, root)
-    (root / "leaderboard.md").write_text(text)
+    write_text_atomic(root / "leaderboard.md", text)
     write_csv(csv_rows(runs), root / "leaderboard.csv")
     image = root / "leaderboard.png"
     if not (with_plot and plot(runs, image, title=root.name)):
@@ -394,7 +399,7 @@ def write_trials(root: Path, runs: list[Run], search_keys: list[str]) -> None:
     keys = list(dict.fromkeys([*search_keys, *varying]))
     rows = trial_rows(runs, keys)
     write_csv(rows, root / "trials.csv")
-    (root / "trials.md").write_text(trials_markdown(rows))
+    write_text_atomic(root / "trials.md", trials_markdown(rows))
 
 
 class SweepSummary(Callback):

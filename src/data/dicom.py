@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from src.data.images import DICOM_SUFFIXES, ImageReadError
-from src.data.media import atomic_path
+from src.utils.files import atomic_path
 
 # Modality value 0 sits here on the uint16 grid.
 MODALITY_OFFSET = 32768

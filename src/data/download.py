@@ -8,11 +8,13 @@ halves. Only the standard library is used.
 Guarantees:
 
 * A download is written to ``<name>.part`` and resumed with an HTTP ``Range`` request when it
-  was cut off; the file gets its final name only once its checksum matches, and a file with a
-  wrong checksum is deleted rather than kept.
+  was cut off; the file gets its final name (:func:`src.utils.files.publish`) only once its
+  checksum matches, and a file with a wrong checksum is deleted rather than kept. The ``.part``
+  name carries no process id on purpose: the next run, whichever process, resumes it.
 * Extraction refuses members that would land outside the target folder (absolute paths, ``..``,
   links pointing outside, device and fifo entries) and unpacks into a sibling temporary folder
-  first, so a failed or refused extraction leaves the target folder as it was.
+  first (named by :mod:`src.utils.files`' rule, so one left by a killed run is removed by the
+  next), so a failed or refused extraction leaves the target folder as it was.
 
 Every failure the user can act on is raised as :class:`DownloadError`, whose message names the
 URL or file and says what to do.
@@ -30,7 +32,6 @@ import re
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -43,6 +44,12 @@ from pathlib import Path, PureWindowsPath
 from typing import Literal
 
 from src.utils.errors import UserError
+from src.utils.files import (
+    publish,
+    remove_stale_beside,
+    temporary_beside,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +131,7 @@ def download(
     part = _part_path(final)
     _transfer(archive, part, progress=progress, chunk_size=chunk_size, timeout=timeout)
     _verify_or_discard(part, archive)
-    os.replace(part, final)
+    publish(part, final)
     return final
 
 
@@ -138,10 +145,8 @@ def extract(archive_path: Path, target_dir: Path, *, subdir: str | None = None) 
     if not archive_path.is_file():
         raise DownloadError(f"cannot extract {archive_path}: no such file")
     kind = _archive_kind(archive_path)
-    target_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{target_dir.name}.", suffix=".partial", dir=target_dir.parent)
-    ).absolute()
+    remove_stale_beside(target_dir, folder=True)
+    staging = temporary_beside(target_dir, folder=True).absolute()
     try:
         _unpack(kind, archive_path, staging)
         _reject_escaping_links(staging, archive_path)
@@ -558,7 +563,7 @@ def _select_subdir(staging: Path, subdir: str | None, archive: Path) -> Path:
 
 def _move_into_place(payload: Path, target: Path, archive: Path) -> None:
     if not os.path.lexists(target):
-        os.replace(payload, target)
+        publish(payload, target)
         return
     if not target.is_dir():
         raise DownloadError(
@@ -572,7 +577,7 @@ def _move_into_place(payload: Path, target: Path, archive: Path) -> None:
             f"there; delete them (or the whole folder) to extract again"
         )
     for entry in entries:
-        os.replace(entry, target / entry.name)
+        publish(entry, target / entry.name)
 
 
 # --- fetch bookkeeping -----------------------------------------------------------------------
@@ -590,6 +595,4 @@ def _read_marker(marker: Path) -> str | None:
 
 
 def _write_marker(marker: Path, digest: str) -> None:
-    scratch = marker.with_name(marker.name + ".tmp")
-    scratch.write_text(digest + "\n", encoding="utf-8")
-    os.replace(scratch, marker)
+    write_text_atomic(marker, digest + "\n")

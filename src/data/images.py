@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from src.utils.errors import UserError
+from src.utils.files import atomic_path, is_temporary
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
@@ -176,21 +177,22 @@ def write_rgb(path: str | Path, pixels: np.ndarray) -> None:
     """Encode an (H, W, 3) RGB or (H, W, 1) single-channel array, uint8 or uint16, to ``path``
     (written whole, then renamed); the extension picks the format."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     stored = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
     if stored.ndim == 3:
         stored = cv2.cvtColor(stored, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(path.suffix or ".png", stored)
     if not ok:
         raise OSError(f"could not encode {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    encoded.tofile(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as temporary:
+        encoded.tofile(temporary)
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files directly inside ``folder``, sorted by name; a temporary of an unfinished write
+    (a killed run's) is not one."""
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not is_temporary(p)
+    )
 
 
 @contextmanager

@@ -3,21 +3,19 @@
 Unlike :mod:`src.data.images` (training and scoring, always 8-bit RGB), these keep what the file
 holds: grayscale stays one channel, alpha stays, 16-bit stays 16-bit. The EXIF orientation tag
 (JPEG, PNG, WebP, TIFF) is applied on reading, so a phone photo comes out upright and the output,
-written without the tag, displays the same way. Every write is atomic: the file is encoded to a
-temporary name in the target folder and renamed when complete, so a failure leaves no partial
-output. Videos are read and written frame by frame with OpenCV (FFmpeg); audio is not carried over.
-A video that ends before the frame count its container header announces (a truncated download)
-is a failed input, and nothing is written for it: a shorter video under the input's name would
-pass for the whole result.
+written without the tag, displays the same way. Every write is atomic
+(:func:`src.utils.files.atomic_path`): the file is encoded to a temporary name in the target
+folder and renamed when complete, so a failure leaves no partial output. Videos are read and
+written frame by frame with OpenCV (FFmpeg); audio is not carried over. A video that ends before
+the frame count its container header announces (a truncated download) is a failed input, and
+nothing is written for it: a shorter video under the input's name would pass for the whole result.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
-import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import numpy as np
 
 from src.data.images import ImageReadError, decode, header_only_pil
 from src.utils.errors import UserError
-from src.utils.files import remove_stale
+from src.utils.files import atomic_path, is_temporary, publish, remove_stale, temporary_beside
 
 IMAGE_SUFFIXES = (
     ".png",
@@ -55,8 +53,6 @@ SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".dicom")
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 EXIF_ORIENTATION_TAG = 0x0112
 GLOB_CHARS = "*?["
-# In the names of temporary files (``.<stem>.<pid>.<random>.partial<suffix>``).
-PARTIAL_MARK = ".partial"
 
 
 class MediaError(ImageReadError):
@@ -76,8 +72,8 @@ def is_media(path: Path) -> bool:
 
 
 def is_partial(path: Path) -> bool:
-    """A temporary file of an unfinished write of ours (:func:`temporary_beside`)."""
-    return path.name.startswith(".") and PARTIAL_MARK in path.name
+    """A temporary file of an unfinished write of ours (:mod:`src.utils.files`)."""
+    return is_temporary(path)
 
 
 def usable_input(path: Path) -> bool:
@@ -241,38 +237,6 @@ def fit_format(pixels: np.ndarray, suffix: str) -> np.ndarray:
     return pixels
 
 
-def temporary_beside(target: Path) -> Path:
-    """A new empty file in ``target``'s folder, hidden, with the same suffix (OpenCV's video
-    writer picks the container from it)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(
-        prefix=f".{target.stem}.{os.getpid()}.",
-        suffix=f"{PARTIAL_MARK}{target.suffix}",
-        dir=target.parent,
-    )
-    os.close(handle)
-    # mkstemp makes the file private (0600); give it the permissions a new file would get.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
-    return Path(name)
-
-
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path beside ``target`` that becomes ``target`` when the block succeeds.
-
-    On any error the temporary file is removed and ``target`` is left as it was.
-    """
-    temporary = temporary_beside(target)
-    try:
-        yield temporary
-        temporary.replace(target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def write_image(path: Path, pixels: np.ndarray) -> None:
     """Encode (H, W) or (H, W, 3|4) RGB(A) ``pixels`` to ``path`` atomically (suffix = format)."""
     suffix = path.suffix.lower()
@@ -353,6 +317,6 @@ class VideoWriter:
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         self._writer.release()
         if kind is None:
-            self.temporary.replace(self.path)
+            publish(self.temporary, self.path)
         else:
             self.temporary.unlink(missing_ok=True)

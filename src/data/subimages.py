@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from src.data.images import DECODED_PIXELS, RGB8, NamedImage, PixelFormat
 from src.data.sources import DatasetNotFoundError, OnBadImage, read_each, warn_skipped
 from src.ops.imresize import modcrop
 from src.utils.errors import UserError
-from src.utils.files import remove_stale
+from src.utils.files import publish, remove_stale_beside, temporary_beside
 
 log = logging.getLogger(__name__)
 
@@ -240,10 +239,9 @@ class SubImageCache:
 
     def _build(self, on_bad_image: OnBadImage) -> None:
         # Builds killed earlier left their temporaries; the process id in the name tells.
-        remove_stale(list(self.folder.parent.glob(f"{self.folder.name}.*.tmp")))
-        temporary = self.folder.with_name(f"{self.folder.name}.{os.getpid()}.tmp")
+        remove_stale_beside(self.folder, folder=True)
         try:
-            self._write(temporary, on_bad_image)
+            self._write(temporary_beside(self.folder, folder=True), on_bad_image)
         except OSError as error:  # a folder that cannot be made or written, a full disk
             raise UserError(
                 f"could not write the {self.set_name} data cache under {self.settings.dir}: "
@@ -288,7 +286,7 @@ class SubImageCache:
                 return
             shutil.rmtree(self.folder)
         try:
-            temporary.rename(self.folder)
+            publish(temporary, self.folder)
         except OSError:
             if not self.is_current():
                 raise

@@ -7,6 +7,7 @@ where lower is better (NIQE, LPIPS) is marked with a down arrow in the table's h
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections import defaultdict
@@ -17,6 +18,7 @@ from typing import Any
 from src.metrics.paper import METRIC_NAMES
 from src.metrics.published import lookup
 from src.metrics.registry import LOWER_IS_BETTER
+from src.utils.files import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -121,15 +123,20 @@ def write_results(
     records: list[dict[str, Any]],
     meta: dict[str, Any],
 ) -> list[Path]:
-    """Write results.json (with per-image scores), results.csv and results.md; return the paths."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write results.json (with per-image scores), results.csv and results.md, each atomically
+    (a killed run leaves the earlier file whole); return the paths."""
     json_path, csv_path, md_path = (directory / f"results.{ext}" for ext in ("json", "csv", "md"))
     payload = {"meta": meta, "sets": [asdict(s) for s in summaries], "images": records}
-    json_path.write_text(json.dumps(payload, indent=2))
-    rows = [s.row() for s in summaries]
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
-    md_path.write_text(markdown_table(summaries) + "\n")
+    write_text_atomic(json_path, json.dumps(payload, indent=2))
+    write_text_atomic(csv_path, csv_text([s.row() for s in summaries]))
+    write_text_atomic(md_path, markdown_table(summaries) + "\n")
     return [json_path, csv_path, md_path]
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as CSV, one column per key any row has."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.data.media import atomic_path
 from src.models.onnx_runtime import (
     META_BYTES_PER_PIXEL,
     META_MODEL_CONFIG,
@@ -46,6 +45,7 @@ from src.models.onnx_runtime import (
 from src.models.sr_module import SRModule
 from src.ops.inference import input_channels, measure_bytes_per_lr_pixel
 from src.utils.errors import UserError
+from src.utils.files import atomic_path
 from src.utils.precision import fp32_scoring
 
 # The opset torch's dynamo exporter implements its operators in (its TORCHLIB_OPSET).

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from src.utils.errors import UserError
+from src.utils.files import write_text_atomic
 
 log = logging.getLogger("srlab.sweep")
 
@@ -72,11 +73,8 @@ def sweepable(cfg: DictConfig) -> DictConfig:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` atomically (a temporary file, then a rename): readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    temporary.replace(path)
+    """Write ``data`` atomically (:func:`write_text_atomic`): readers never see half."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
