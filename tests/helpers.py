@@ -71,6 +71,10 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
+# The function each command's main runs, where it is not named as the command.
+ENTRY_FUNCTIONS = {"eval": "evaluate"}
+
+
 @dataclass
 class Outcome:
     """What a command run in this process printed, and its exit status."""
@@ -83,11 +87,11 @@ class Outcome:
 def run_in_process(
     task: str, overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> Outcome:
-    """``python -m src.<task> <overrides>`` (predict, export) in this process: the entry point's
+    """``python -m src.<task> <overrides>`` in this process: the entry point's
     own error handling and exit status, without starting an interpreter (a tenth of the time)."""
     from src.utils.cli import run_or_explain
 
-    entry = getattr(importlib.import_module(f"src.{task}"), task)
+    entry = getattr(importlib.import_module(f"src.{task}"), ENTRY_FUNCTIONS.get(task, task))
     cfg = compose_config(task, overrides, tmp_path / "run")
     capsys.readouterr()
     code = 0

@@ -58,7 +58,7 @@ from tests.test_data import write_folder
         ("train", "data.channels=2", "data.channels must be one of auto, 1, 3, got 2"),
         ("eval", "data.bit_depth=10", "data.bit_depth must be one of auto, 8, 16, got 10"),
         ("predict", "output_format=dicom", "output_format must be one of png, jpg"),
-        ("eval", "tile=-4", "tile must be an integer >= 1 or null, got -4"),
+        ("eval", "tile=-4", "tile must be an integer >= 1 or one of auto or null, got -4"),
         ("eval", "comparisons=-1", "comparisons must be an integer >= 0"),
         ("predict", "tile=big", "tile must be an integer >= 1 or one of auto or null"),
         ("predict", "tile_memory_mb=0", "tile_memory_mb must be a number > 0"),

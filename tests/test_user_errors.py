@@ -88,3 +88,19 @@ def test_a_training_pair_with_lr_of_the_wrong_size_is_a_user_error():
     with pytest.raises(PairSizeError, match="LR is 16x16, but the HR mod-cropped to x2 needs"):
         make_pair(image, "mine", 2, BicubicDegradation(), seed=0, index=0)
     assert issubclass(PairSizeError, UserError)
+
+
+def test_eval_takes_tile_auto_as_predict_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """One rule for the shared inference options: eval refused tile=auto, which predict takes."""
+    write_folder(tmp_path / "benchmarks" / "Mine" / "HR", 2, height=48, width=40)
+    overrides = [
+        "model=bicubic",
+        "data=benchmark",
+        "data.sets=[Mine]",
+        f"paths.data_dir={tmp_path}",
+        "tile=auto",
+        "comparisons=0",
+        "trainer.enable_progress_bar=false",
+    ]
+    outcome = run_in_process("eval", overrides, tmp_path, capsys)
+    assert outcome.returncode == 0, outcome.stderr

@@ -105,9 +105,10 @@ class RunSettings:
 
 @dataclass
 class InferenceSettings:
-    """The shared inference path's options (top level of eval, and ``model``)."""
+    """The shared inference path's options (top level of eval, and ``model``): the same rules
+    as predict's, since all three run :func:`src.ops.inference.upscale`."""
 
-    tile: PositiveInt | None
+    tile: PositiveInt | Literal["auto"] | None
     tile_overlap: NonNegativeInt
     self_ensemble: bool
     tile_memory_mb: PositiveFloat
