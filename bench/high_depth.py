@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from src.data.datasets import to_tensor
-from src.data.images import PixelFormat, read_pixels
+from src.io.images import PixelFormat, read_pixels
 from src.metrics.paper import peak_of, score_batch
 from src.ops.imresize import imresize, imresize_array
 

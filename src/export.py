@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.media import same_file
+from src.io.media import same_file
 from src.models.exporting import (
     check_opset,
     export_onnx,

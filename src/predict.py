@@ -20,11 +20,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from src.data.media import available_memory, find_inputs, remove_stale_partials
+from src.io.media import available_memory, find_inputs, remove_stale_partials
+from src.io.predict_io import Report, Upscaler, listing, upscale_files
 from src.models.loading import adopt_checkpoint_scale, load_module
 from src.models.onnx_runtime import OnnxNetwork, is_onnx
 from src.ops.inference import AUTO, input_channels, upscale
-from src.ops.predict_io import Report, Upscaler, listing, upscale_files
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.errors import UserError

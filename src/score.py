@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from src.data.images import (
+from src.io.images import (
     PEAK_OF_DEPTH,
     RGB8,
     ImageReadError,

@@ -152,7 +152,7 @@ IN_PLACE_EXCEPTIONS = {
     # the /proc file that resets the peak memory counter
     "src/models/efficiency.py": 1,
     # the resumable download: ``<name>.part`` is appended to across runs, published when verified
-    "src/data/download.py": 1,
+    "src/io/download.py": 1,
     # hr.u8, lr.u8 and index.json inside the cache's temporary folder, published whole
     "src/data/subimages.py": 3,
 }
@@ -215,7 +215,7 @@ def test_every_writer_goes_through_the_one_helper():
     in_place = uses_of("in place", found)
     # Writes into a temporary that atomic_path handed out are fine: the encoders (OpenCV,
     # matplotlib) write to a path.
-    handed_out = {"src/data/images.py": 1, "src/data/media.py": 1, "src/leaderboard.py": 1}
+    handed_out = {"src/io/images.py": 1, "src/io/media.py": 1, "src/leaderboard.py": 1}
     assert in_place == {**IN_PLACE_EXCEPTIONS, **handed_out}
 
 
@@ -241,7 +241,7 @@ def call_of(code: str) -> ast.Call:
 
 
 def test_a_killed_writes_temporary_is_not_listed_as_an_image(tmp_path: Path):
-    from src.data.images import list_images
+    from src.io.images import list_images
     from tests.test_data import write_folder
 
     (kept,) = write_folder(tmp_path, 1, height=8, width=8)

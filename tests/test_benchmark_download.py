@@ -18,10 +18,10 @@ import pytest
 from src.data import benchmark_download, benchmarks
 from src.data.benchmark_download import DOWNLOADS, ensure_benchmark, pinned_files
 from src.data.benchmarks import MANIFEST, BenchmarkSet, pixel_digest
-from src.data.download import DownloadError
-from src.data.images import decode
 from src.data.sources import DatasetNotFoundError
 from src.eval import evaluate
+from src.io.download import DownloadError
+from src.io.images import decode
 from src.train import train
 from src.utils.runtime import close_loggers
 from tests.conftest import SHARED_DATA, SHARED_DIR

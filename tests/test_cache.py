@@ -12,10 +12,10 @@ import torch
 from src.data.cache import CacheSettings, MemoryCapError, decoded_bytes
 from src.data.datamodule import SRDataModule
 from src.data.degradations import AlbumentationsDegradation, BicubicDegradation
-from src.data.images import ImageReadError, read_rgb
 from src.data.paired import PairedFolderImages
 from src.data.sources import FolderImages, SkimageImages
 from src.data.subimages import SubImageCache, cut_positions
+from src.io.images import ImageReadError, read_rgb
 from src.ops.imresize import imresize_uint8, modcrop
 from src.utils.errors import UserError
 from tests.helpers import run_module

@@ -12,8 +12,8 @@ import torch
 from src.data.datamodule import SRDataModule
 from src.data.datasets import PatchDataset, ValidationImages, d4_transform, make_pairs
 from src.data.degradations import AlbumentationsDegradation, BicubicDegradation
-from src.data.images import ImageReadError, NamedImage, read_rgb
 from src.data.sources import DatasetNotFoundError, FolderImages, SkimageImages, split_files
+from src.io.images import ImageReadError, NamedImage, read_rgb
 from src.ops.imresize import imresize_uint8
 
 

@@ -13,9 +13,9 @@ import torch
 from src.data.benchmarks import BenchmarkSet, benchmark_sets
 from src.data.checks import fit_patches
 from src.data.datamodule import SRDataModule
-from src.data.images import ImageReadError, NamedImage
 from src.data.paired import PairedFolderImages
 from src.data.sources import ConcatImages, DatasetNotFoundError, FolderImages
+from src.io.images import ImageReadError, NamedImage
 from src.ops.imresize import modcrop
 from tests.helpers import TINY, compose_config
 from tests.test_data import photo, write_folder
@@ -231,7 +231,7 @@ def test_paired_config_trains_on_aligned_given_patches_and_validates_on_given_pa
 def no_fetch(monkeypatch):
     """Record calls to fetch instead of touching the network."""
     calls = []
-    monkeypatch.setattr("src.data.download.fetch", lambda *args, **kw: calls.append(args))
+    monkeypatch.setattr("src.io.download.fetch", lambda *args, **kw: calls.append(args))
     return calls
 
 

@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from src.data.datasets import PatchDataset, make_pairs
 from src.data.degradation_grid import load_degradation
 from src.data.degradation_grid import main as degradation_grid
-from src.data.images import NamedImage, read_rgb
 from src.data.kernels import (
     KernelSettings,
     filter_image,
@@ -33,6 +32,7 @@ from src.data.synthetic import (
     ResizeSettings,
     StageSettings,
 )
+from src.io.images import NamedImage, read_rgb
 from src.ops.imresize import imresize_uint8
 from tests.helpers import CONF_DIR
 from tests.test_data import photo

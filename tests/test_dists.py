@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from src.archs.vgg_features import VGGFeatures
+from src.io.weights import PUBLISHED
 from src.metrics.dists import CHANNELS, DISTS, STAGES, L2Pool
 from src.metrics.registry import LOWER_IS_BETTER, build_metrics, columns_of
 from src.metrics.report import markdown_table, summarize
-from src.models.weights import PUBLISHED
 from src.utils.errors import UserError
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from src.data import download as dl
-from src.data.download import DownloadError, RemoteArchive, download, extract, fetch, sha256_of
+from src.io import download as dl
+from src.io.download import DownloadError, RemoteArchive, download, extract, fetch, sha256_of
 
 # --- local HTTP server -----------------------------------------------------------------------
 

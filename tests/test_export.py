@@ -12,8 +12,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from src.data.media import write_image
 from src.export import export
+from src.io.media import write_image
 from src.models.exporting import (
     ExportError,
     export_onnx,

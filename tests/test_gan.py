@@ -95,7 +95,7 @@ def test_perceptual_weights_are_fetched_by_checksum_once(
     monkeypatch: pytest.MonkeyPatch,
 ):
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    from src.models import weights
+    from src.io import weights
 
     full = VGGFeatures(["conv1_2"])
     data_path = tmp_path / "vgg.pth"

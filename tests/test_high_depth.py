@@ -27,12 +27,12 @@ from src.archs.srvgg_compact import SRVGGNetCompact
 from src.archs.vdsr import VDSR
 from src.data.datasets import make_pairs, to_tensor
 from src.data.degradations import BicubicDegradation
-from src.data.dicom import MODALITY_OFFSET, read_dicom, write_dicom
-from src.data.images import ImageReadError, NamedImage, PixelFormat, read_named, to_format
+from src.io.dicom import MODALITY_OFFSET, read_dicom, write_dicom
+from src.io.images import ImageReadError, NamedImage, PixelFormat, read_named, to_format
+from src.io.predict_io import quantize, upscale_pixels
 from src.metrics.paper import score_batch
 from src.ops.imresize import imresize, imresize_array
 from src.ops.inference import input_channels
-from src.ops.predict_io import quantize, upscale_pixels
 from src.utils.errors import UserError
 from tests.helpers import CONF_DIR, TINY, run_module
 

@@ -156,9 +156,9 @@ def test_non_numbers_where_numbers_belong_are_refused(tmp_path: Path, value):
 
 
 def test_every_user_facing_error_is_a_user_error():
-    from src.data.download import DownloadError
-    from src.data.images import ImageReadError
     from src.data.sources import DatasetNotFoundError
+    from src.io.download import DownloadError
+    from src.io.images import ImageReadError
     from src.models.checkpoint import CheckpointError
     from src.models.pretrained import PretrainedWeightsError
     from src.models.sr_module import NonFiniteLossError

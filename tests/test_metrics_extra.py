@@ -94,7 +94,7 @@ def test_predictions_are_matched_to_hr_by_name(prediction, reference, expected):
 def test_score_equals_eval_on_the_same_outputs(tmp_path: Path):
     """Bicubic x2 of a small set: src.eval scores it; src.predict writes the same SR images from
     the same MATLAB LR; src.score of those files gives the same per-image numbers."""
-    from src.data.images import write_rgb
+    from src.io.images import write_rgb
     from src.ops.imresize import imresize_uint8, modcrop
 
     hr_dir = tmp_path / "benchmarks" / "Mini" / "HR"
@@ -148,7 +148,7 @@ def test_score_equals_eval_on_the_same_outputs(tmp_path: Path):
 
 
 def test_score_without_reference_scores_no_reference_metrics_only(tmp_path: Path):
-    from src.data.images import write_rgb
+    from src.io.images import write_rgb
 
     write_rgb(tmp_path / "sr" / "a.png", cv2.resize(photo(1, 40, 40), (200, 200)))
     result = run_module(

@@ -12,10 +12,10 @@ import torch
 from omegaconf import open_dict
 from PIL import Image, ImageOps
 
-from src.data.media import NoInputsError, read_image, write_image
+from src.io.media import NoInputsError, read_image, write_image
+from src.io.predict_io import LUMA_WEIGHTS, upscale_files, upscale_pixels
 from src.ops.imresize import imresize
 from src.ops.inference import TileError, auto_tile, measure_bytes_per_lr_pixel, upscale
-from src.ops.predict_io import LUMA_WEIGHTS, upscale_files, upscale_pixels
 from src.predict import predict
 from src.utils.errors import UserError
 from tests.helpers import compose_config, run_module
@@ -324,8 +324,8 @@ def test_auto_tile_fits_the_budget_and_matches_whole_image(tmp_path: Path):
 def test_written_levels_round_as_the_metric_path_rounds():
     """Floats within an ulp of a half level: float32 products round some of them the other way,
     so a written PNG would score differently from the same output scored in memory."""
+    from src.io.predict_io import quantize as quantize_as_written
     from src.metrics.paper import to_uint8_levels
-    from src.ops.predict_io import quantize as quantize_as_written
 
     steps = np.arange(-20, 20, dtype=np.float32) * np.float32(6e-9)
     unit = (np.float32(100.5 / 255) + steps).astype(np.float32).reshape(4, 10)

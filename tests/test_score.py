@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from omegaconf import open_dict
 
-from src.data.images import write_rgb
 from src.eval import evaluate
+from src.io.images import write_rgb
 from src.score import score
 from src.utils.cli import run_or_explain
 from src.utils.schema import ConfigValueError, check_config

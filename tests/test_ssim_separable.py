@@ -20,7 +20,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from src.data.images import read_rgb
+from src.io.images import read_rgb
 from src.metrics import ssim as ssim_module
 from src.metrics.paper import crop_border, luma, score_batch, to_uint8_levels
 from src.metrics.ssim import HALF_WINDOW, ssim

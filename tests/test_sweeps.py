@@ -187,7 +187,7 @@ def fake_run(
     """A run folder as src.train leaves it, without training: the parameter count is the one
     logged at the start (hparams.yaml), the saved config is not rebuilt."""
     from src.archs.edsr import EDSR
-    from src.models.zoo import count_parameters
+    from src.utils.complexity import count_parameters
 
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
@@ -206,7 +206,7 @@ def fake_run(
 
 def test_leaderboard_of_a_folder(tmp_path: Path, capsys):
     from src.archs.edsr import EDSR
-    from src.models.zoo import count_parameters
+    from src.utils.complexity import count_parameters
 
     def scores(step: int, psnr: float, ssim: float, set5: float) -> dict[str, object]:
         return {

@@ -123,7 +123,7 @@ def test_wandb_offline_run_logs_images_and_psnr(
     assert any(key.endswith("/captions") for key in images)
     media = list(run_file.parent.glob("files/media/images/compare/**/*.png"))
     assert len(media) == 2  # one comparison per validation image
-    from src.data.images import read_rgb
+    from src.io.images import read_rgb
 
     assert read_rgb(media[0]).max() > 0  # uint8 images: not saved black
 

@@ -81,7 +81,7 @@ def test_a_training_pair_with_lr_of_the_wrong_size_is_a_user_error():
 
     from src.data.datasets import PairSizeError, make_pair
     from src.data.degradations import BicubicDegradation
-    from src.data.images import NamedImage
+    from src.io.images import NamedImage
     from src.utils.errors import UserError
 
     image = NamedImage("a", np.zeros((48, 48, 3), np.uint8), lr=np.zeros((16, 16, 3), np.uint8))

@@ -19,7 +19,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from src.data.images import write_rgb
+from src.io.images import write_rgb
 from src.metrics.paper import batch_peak, psnr_y
 from src.ops.imresize import imresize
 

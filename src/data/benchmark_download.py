@@ -6,7 +6,7 @@ public URL at a fixed commit, with the sha256 and size of its bytes; ``benchmark
 makes a set's HR folder whole:
 
 * the pinned files the folder lacks are downloaded one by one with
-  :func:`src.data.download.download` (resumable ``.part`` files, the sha256 checked before a file
+  :func:`src.io.download.download` (resumable ``.part`` files, the sha256 checked before a file
   gets its name, a download that does not match deleted and refused naming the file and URL),
   then decoded and compared with the pixel manifest;
 * copies already there can be checked too: one that is not the pinned file and decodes to other
@@ -27,9 +27,9 @@ from functools import cache
 from pathlib import Path
 
 from src.data.benchmarks import name_list, pixel_digest, pixel_manifest, warn_differing
-from src.data.download import DownloadError, RemoteArchive, download, sha256_of
-from src.data.images import ImageReadError, decode, list_images
 from src.data.sources import DatasetNotFoundError
+from src.io.download import DownloadError, RemoteArchive, download, sha256_of
+from src.io.images import ImageReadError, decode, list_images
 from src.utils.runtime import say
 
 DOWNLOADS = Path(__file__).with_name("benchmark_downloads.tsv")

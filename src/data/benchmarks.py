@@ -26,7 +26,8 @@ from typing import Literal
 
 import numpy as np
 
-from src.data.images import (
+from src.data.sources import DatasetNotFoundError, ImageReader, ImageSource, OnBadImage
+from src.io.images import (
     ImageReadError,
     NamedImage,
     decode,
@@ -35,7 +36,6 @@ from src.data.images import (
     read_rgb,
     to_rgb_uint8,
 )
-from src.data.sources import DatasetNotFoundError, ImageReader, ImageSource, OnBadImage
 
 MANIFEST = Path(__file__).with_name("benchmark_pixels.tsv")
 PIXELS_DIFFER = (

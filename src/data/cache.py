@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from src.data.images import header_only_pil
+from src.io.images import header_only_pil
 from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)

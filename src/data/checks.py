@@ -2,7 +2,7 @@
 
 Everything that could make a training step fail is checked once, when the data module is set up,
 never in the middle of an epoch. :func:`refuse_or_skip` applies ``on_bad_image``: ``error`` raises
-:class:`~src.data.images.ImageReadError` listing every problem (so one run shows them all), and
+:class:`~src.io.images.ImageReadError` listing every problem (so one run shows them all), and
 ``skip`` warns with the same list and carries on without those images.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import warnings
 
-from src.data.images import ImageReadError, NamedImage
 from src.data.sources import DatasetNotFoundError, OnBadImage
+from src.io.images import ImageReadError, NamedImage
 
 MAX_LISTED = 20
 

@@ -31,7 +31,6 @@ from src.data.cache import CacheSettings, cache_settings, check_memory_cap
 from src.data.checks import fit_patches
 from src.data.datasets import PatchDataset, ValidationImages, ValidationItem, make_pairs
 from src.data.degradations import BicubicDegradation, Degradation
-from src.data.images import ImageReadError, NamedImage, PixelFormat
 from src.data.samplers import ResumableIndexSampler, UnpaddedDistributedSampler
 from src.data.sources import (
     ImageSource,
@@ -42,6 +41,7 @@ from src.data.sources import (
     source_readers,
 )
 from src.data.subimages import SubImageCache
+from src.io.images import ImageReadError, NamedImage, PixelFormat
 from src.ops.degrade import unsharp_mask
 from src.utils.errors import UserError
 
@@ -105,7 +105,7 @@ class SRDataModule(pl.LightningDataModule):
         ``sharpen_target`` (``weight``, ``kernel_size``, ``threshold``; null: off) trains against
         Real-ESRGAN's unsharp-masked HR, kept beside the plain one as ``hr_plain``.
         ``bit_depth`` (auto, 8, 16) and ``channels`` (1, 3; auto is resolved from the files
-        before the module is built) are the :class:`~src.data.images.PixelFormat` every source
+        before the module is built) are the :class:`~src.io.images.PixelFormat` every source
         read from files decodes to. ``download`` (``data.download``), like ``root``, is only
         recorded: the configs pass it to their sources."""
         super().__init__()

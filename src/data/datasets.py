@@ -27,9 +27,9 @@ from torch.utils.data import Dataset
 
 from src.data.checks import refuse_or_skip
 from src.data.degradations import Degradation, check_bit_depth, on_device
-from src.data.images import PEAK_OF_DEPTH, ImageReadError, NamedImage, bit_depth_of
 from src.data.sources import ImageReader, OnBadImage
 from src.data.synthetic import SEED_BOUND
+from src.io.images import PEAK_OF_DEPTH, ImageReadError, NamedImage, bit_depth_of
 from src.ops.imresize import modcrop
 from src.utils.errors import UserError
 

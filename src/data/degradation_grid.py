@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from src.data.degradations import Degradation
-from src.data.images import read_rgb, write_rgb
 from src.data.sources import SkimageImages
+from src.io.images import read_rgb, write_rgb
 from src.ops.imresize import modcrop
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "degradation"

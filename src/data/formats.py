@@ -13,8 +13,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, open_dict
 
-from src.data.images import DICOM_SUFFIXES, header_only_pil
 from src.data.sources import source_files
+from src.io.images import DICOM_SUFFIXES, header_only_pil
 from src.utils.runtime import say
 
 # Pillow modes of single-channel files (8-bit, 16-bit, 32-bit integer or float gray, with or

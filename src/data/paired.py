@@ -15,8 +15,8 @@ from functools import partial
 from pathlib import Path
 
 from src.data.checks import refuse_or_skip, size_text
-from src.data.images import ImageReadError, NamedImage, list_images, read_named, read_pixels
 from src.data.sources import DatasetNotFoundError, FolderSplit, ImageReader
+from src.io.images import ImageReadError, NamedImage, list_images, read_named, read_pixels
 
 
 def lr_candidates(hr_stem: str, scale: int) -> list[str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from src.data.images import (
+from src.io.images import (
     RGB8,
     ImageReadError,
     NamedImage,
@@ -33,7 +33,7 @@ from src.data.images import (
 from src.utils.errors import UserError
 
 if TYPE_CHECKING:
-    from src.data.download import RemoteArchive
+    from src.io.download import RemoteArchive
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,12 @@ def archive_to_fetch(
 ) -> RemoteArchive:
     """The archive to fetch for a missing folder, refusing one without a sha256 to verify it.
 
-    ``download`` is a :class:`~src.data.download.RemoteArchive`, or its fields as a mapping
+    ``download`` is a :class:`~src.io.download.RemoteArchive`, or its fields as a mapping
     (``url``, ``sha256``, ``size``, ``filename``, ``subdir``): the form dataset configs use, so
     that a config whose checksum is not known yet still builds. ``key`` is where ``download``
     sits in the config, quoted in the message.
     """
-    from src.data.download import RemoteArchive
+    from src.io.download import RemoteArchive
 
     if isinstance(download, RemoteArchive):
         return download
@@ -229,7 +229,7 @@ class FolderImages(FolderSplit):
                 f"{root.resolve()} (set paths.data_dir, or the data config's root, to where "
                 f"they are{'; data.download=true fetches them' if self.download else ''})"
             )
-        from src.data.download import fetch
+        from src.io.download import fetch
 
         archive = archive_to_fetch(self.download, self.name, root, self.download_key)
         cache = Path(self.cache_dir) if self.cache_dir else root.parent / ".downloads"

@@ -43,8 +43,8 @@ import numpy as np
 
 from src.data.cache import CacheSettings
 from src.data.degradations import Degradation, describe
-from src.data.images import DECODED_PIXELS, RGB8, NamedImage, PixelFormat
 from src.data.sources import DatasetNotFoundError, OnBadImage, read_each, warn_skipped
+from src.io.images import DECODED_PIXELS, RGB8, NamedImage, PixelFormat
 from src.ops.imresize import modcrop
 from src.utils.errors import UserError
 from src.utils.files import publish, remove_stale_beside, temporary_beside

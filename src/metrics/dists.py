@@ -9,7 +9,7 @@ the two global means and a structure term the global covariance with the two var
 learned per-channel weights alpha (texture) and beta (structure), divided by their total sum,
 average them, and DISTS is one minus that average. This is the authors' package DISTS-pytorch
 0.1, to float rounding. VGG16 comes from torchvision's ImageNet file and alpha/beta from the
-authors' ``weights.pt``, fetched by sha256 (:mod:`src.models.weights`), given as a folder
+authors' ``weights.pt``, fetched by sha256 (:mod:`src.io.weights`), given as a folder
 holding them, or random (tests only).
 """
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.archs.vgg_features import VGGFeatures
-from src.models.weights import DEFAULT_CACHE, load_weights
+from src.io.weights import DEFAULT_CACHE, load_weights
 from src.utils.errors import UserError
 
 STAGES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")

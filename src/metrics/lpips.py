@@ -7,7 +7,7 @@ passed through a frozen ImageNet backbone, AlexNet (``lpips``, the paper's defau
 channels, their squared difference is weighted per channel by LPIPS's learned 1x1 layer
 (``lin<k>.model.1.weight``, the released v0.1 files' names) and averaged over the image; the
 five averages are summed. Backbone and linear weights come from the published files, fetched by
-sha256 (:mod:`src.models.weights`), given as a folder holding them, or random (tests only).
+sha256 (:mod:`src.io.weights`), given as a folder holding them, or random (tests only).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 from src.archs.alexnet_features import CHANNELS as ALEX_CHANNELS
 from src.archs.alexnet_features import AlexNetFeatures
 from src.archs.vgg_features import VGGFeatures
-from src.models.weights import DEFAULT_CACHE, load_weights
+from src.io.weights import DEFAULT_CACHE, load_weights
 
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)

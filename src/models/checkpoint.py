@@ -23,8 +23,8 @@ from typing import Any
 import hydra
 from omegaconf import OmegaConf
 
+from src.io.tensors import PretrainedWeightsError, load_tensors_only
 from src.models.gan_module import GAN_MODULE, SR_MODULE, generator_config
-from src.models.pretrained import PretrainedWeightsError, load_tensors_only
 from src.models.sr_module import SRModule
 from src.utils.errors import UserError
 

@@ -37,7 +37,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.models.zoo import build_net, count_parameters
+from src.models.zoo import build_net
+from src.utils.complexity import count_parameters
 from src.utils.errors import UserError
 from src.utils.precision import cpu_has_native_bf16
 

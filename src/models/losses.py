@@ -5,7 +5,7 @@ weighted sum of any of them (``conf/loss``).
   with its weight: ESRGAN's ``conv5_4`` before the activation, or Real-ESRGAN's five
   ``conv*_*`` layers before theirs (``{conv1_2: 0.1, conv2_2: 0.1, conv3_4: 1, conv4_4: 1,
   conv5_4: 1}``). Its weights are torchvision's ImageNet file, fetched by checksum and cached
-  (:mod:`src.models.weights`); ``weights=PATH`` offline; ``weights=random`` for tests only.
+  (:mod:`src.io.weights`); ``weights=PATH`` offline; ``weights=random`` for tests only.
 * :class:`GANLoss` gives the discriminator's and the generator's adversarial losses for the
   vanilla (non-saturating), least-squares, hinge, WGAN(-GP) and relativistic-average (ESRGAN)
   formulations, from the discriminator's logits on real and fake images.
@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from src.archs.vgg_features import Variant, VGGFeatures
-from src.models.weights import DEFAULT_CACHE, DOWNLOAD, load_weights
+from src.io.weights import DEFAULT_CACHE, DOWNLOAD, load_weights
 
 
 class CharbonnierLoss(nn.Module):

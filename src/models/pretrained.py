@@ -19,8 +19,6 @@ The usual containers are unwrapped before the keys are compared with the network
 
 from __future__ import annotations
 
-import pickle
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.utils.errors import UserError
+from src.io.tensors import PretrainedWeightsError, load_tensors_only
 
-TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-SAFETENSORS_SUFFIX = ".safetensors"
 # Container keys tried in order; the first one present whose value is a mapping wins.
 CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model")
 LIGHTNING_NET_PREFIX = "net."
@@ -39,13 +35,6 @@ LIGHTNING_NET_PREFIX = "net."
 LIGHTNING_EMA_PREFIX = "ema.module."
 DATA_PARALLEL_PREFIX = "module."
 MAX_KEYS_LISTED = 10
-
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
-_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
-
-
-class PretrainedWeightsError(UserError, RuntimeError):
-    """A weights file that cannot be, or must not be, loaded into the given network."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -97,64 +86,6 @@ def without_recomputed_buffers(
         for key, value in state.items()
         if key in expected or key.rsplit(".", 1)[-1] not in recomputed
     }
-
-
-def load_tensors_only(path: Path) -> object:
-    """The file's content, read without running any code (weights-only unpickler/safetensors)."""
-    suffix = path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        return _load_safetensors(path)
-    if suffix in TORCH_SUFFIXES:
-        return _load_torch(path)
-    accepted = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))
-    raise PretrainedWeightsError(
-        f"unsupported weights file type {suffix!r} for {path}; accepted: {accepted}"
-    )
-
-
-def _load_torch(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise PretrainedWeightsError(_refusal_message(path, str(exc))) from None
-    except Exception as exc:  # torch reports corrupt files with many error types
-        raise PretrainedWeightsError(
-            f"cannot read {path} as a PyTorch checkpoint: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def _refusal_message(path: Path, unpickler_error: str) -> str:
-    """Explain why the weights-only unpickler refused ``path`` (nothing from it has run)."""
-    accepted = (
-        "Only state dicts of tensors (torch.save(net.state_dict(), ...)) or .safetensors files "
-        "are accepted; if you trust the file, re-save its state dict where it was made."
-    )
-    found = _UNSUPPORTED_GLOBAL.search(unpickler_error)
-    if found or "add_safe_globals" in unpickler_error:
-        culprit = f" (it references {found.group(1)})" if found else ""
-        return (
-            f"refusing to load {path}: it contains pickled Python objects or code{culprit}, "
-            f"which could run arbitrary code if unpickled, so none of it was loaded. {accepted}"
-        )
-    detail = _UNPICKLER_DETAIL.search(unpickler_error)
-    reason = detail.group(1).strip() if detail else unpickler_error.splitlines()[0]
-    return (
-        f"refusing to load {path}: the safe (weights-only) unpickler cannot read it ({reason}); "
-        f"it is corrupted or holds pickled data other than tensors. {accepted}"
-    )
-
-
-def _load_safetensors(path: Path) -> object:
-    try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise PretrainedWeightsError(
-            f"reading {path} needs the safetensors package: pip install safetensors"
-        ) from None
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own error type for a malformed file
-        raise PretrainedWeightsError(f"cannot read {path} as safetensors: {exc}") from exc
 
 
 def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:

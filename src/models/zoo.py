@@ -17,9 +17,9 @@ import hydra
 import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.complexity import count_gflops, count_parameters
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -48,19 +48,6 @@ def build_net(name: str, scale: int, device: str = "cpu") -> nn.Module:
     with torch.device(device):
         net: nn.Module = hydra.utils.instantiate(cfg.model.net)
     return net.eval()
-
-
-def count_parameters(net: nn.Module) -> int:
-    """Trainable parameters."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
-
-
-def count_gflops(net: nn.Module, size: int, device: str = "meta") -> float:
-    """GFLOPs (2 x multiply-adds) of one forward pass on a ``size`` x ``size`` RGB input."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(torch.zeros(1, 3, size, size, device=device))
-    return counter.get_total_flops() / 1e9
 
 
 SLOW_SECONDS = 5.0

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
-from src.models.zoo import count_gflops, count_parameters
+from src.utils.complexity import count_gflops, count_parameters
 
 # GFLOPs are counted for one forward pass on an LR input of this side, the size the NTIRE
 # efficient-SR reports use.

@@ -19,20 +19,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from src.io.kinds import DICOM_SUFFIXES, ImageReadError
 from src.utils.errors import UserError
 from src.utils.files import atomic_path, is_temporary
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 # What decoding makes of a file (part of the key of on-disk caches of decoded pixels).
 DECODED_PIXELS = "uint8 RGB: 16-bit rounded to 8, gray expanded to 3 channels, alpha dropped"
 # The top of each bit depth's range: pixels are divided by it into [0, 1].
 PEAK_OF_DEPTH = {8: 255, 16: 65535}
 DTYPE_OF_DEPTH = {8: np.uint8, 16: np.uint16}
-
-
-class ImageReadError(UserError, ValueError):
-    """An image file that cannot be used, with the file and the reason in the message."""
 
 
 @dataclass(frozen=True)
@@ -131,14 +127,14 @@ def _with_depth(pixels: np.ndarray, source: str, bit_depth: int | None) -> np.nd
 
 def decode(path: str | Path) -> np.ndarray:
     """Decode ``path`` as stored (RGB order, any depth and channel count; a DICOM slice as its
-    modality values on the uint16 grid, :mod:`src.data.dicom`), or raise naming it."""
+    modality values on the uint16 grid, :mod:`src.io.dicom`), or raise naming it."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
     if path.suffix.lower() in DICOM_SUFFIXES:
-        from src.data.dicom import read_dicom  # pydicom only for DICOM files
+        from src.io.dicom import read_dicom  # pydicom only for DICOM files
 
         return read_dicom(path)
     raw = np.fromfile(path, dtype=np.uint8)

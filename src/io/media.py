@@ -1,6 +1,6 @@
 """Images and videos as they come from users, for prediction: find, read, write.
 
-Unlike :mod:`src.data.images` (training and scoring, always 8-bit RGB), these keep what the file
+Unlike :mod:`src.io.images` (training and scoring, always 8-bit RGB), these keep what the file
 holds: grayscale stays one channel, alpha stays, 16-bit stays 16-bit. The EXIF orientation tag
 (JPEG, PNG, WebP, TIFF) is applied on reading, so a phone photo comes out upright and the output,
 written without the tag, displays the same way. Every write is atomic
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.data.images import ImageReadError, decode, header_only_pil
+from src.io.images import ImageReadError, decode, header_only_pil
 from src.utils.errors import UserError
 from src.utils.files import atomic_path, is_temporary, publish, remove_stale, temporary_beside
 

@@ -1,7 +1,7 @@
 """Published weight files that losses and metrics need: fetched by checksum, cached, or given.
 
 A setting such as ``loss.perceptual.weights`` takes ``download`` (the published file, fetched once
-by :func:`src.data.download.download`, verified by its sha256 and cached), a local ``PATH``
+by :func:`src.io.download.download`, verified by its sha256 and cached), a local ``PATH``
 (for machines without internet: the file, or a folder holding the published files under their
 published names), or ``random``: random weights, for tests only, announced with a warning every
 time, since a loss or a score computed with them means nothing.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from src.data.download import DownloadError, RemoteArchive, download
-from src.models.pretrained import PretrainedWeightsError, load_tensors_only
+from src.io.download import DownloadError, RemoteArchive, download
+from src.io.tensors import PretrainedWeightsError, load_tensors_only
 from src.utils.errors import UserError
 from src.utils.runtime import warn
 

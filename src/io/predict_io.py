@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from src.data.dicom import is_dicom, write_dicom
-from src.data.images import ImageReadError
-from src.data.media import (
+from src.io.dicom import is_dicom, write_dicom
+from src.io.images import ImageReadError
+from src.io.media import (
     SIXTEEN_BIT_SUFFIXES,
     ImageHeader,
     MediaError,

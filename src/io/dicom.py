@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from src.data.images import DICOM_SUFFIXES, ImageReadError
+from src.io.kinds import DICOM_SUFFIXES, ImageReadError
 from src.utils.files import atomic_path
 
 # Modality value 0 sits here on the uint16 grid.
