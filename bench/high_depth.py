@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from src.data.datasets import to_tensor
-from src.io.images import PixelFormat, read_pixels
+from src.io.images import PixelFormat, read_pixels, sixteen_to_eight_bits
 from src.metrics.paper import peak_of, score_batch
 from src.ops.imresize import imresize, imresize_array
 
@@ -51,7 +51,7 @@ def test_card(size: int) -> np.ndarray:
 def write_png(folder: Path, name: str, pixel_format: PixelFormat, card: np.ndarray) -> Path:
     pixels = card if pixel_format.channels == 3 else card[:, :, :1]
     if pixel_format.bit_depth == 8:
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        pixels = sixteen_to_eight_bits(pixels)
     path = folder / f"{name.replace(' ', '_')}.png"
     stored = pixels[:, :, 0] if pixels.shape[2] == 1 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(path), stored)

@@ -25,6 +25,7 @@ from src.utils.files import atomic_path, is_temporary
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 # What decoding makes of a file (part of the key of on-disk caches of decoded pixels).
+EXIF_ORIENTATION_TAG = 0x0112
 DECODED_PIXELS = "uint8 RGB: 16-bit rounded to 8, gray expanded to 3 channels, alpha dropped"
 # The top of each bit depth's range: pixels are divided by it into [0, 1].
 PEAK_OF_DEPTH = {8: 255, 16: 65535}
@@ -121,13 +122,20 @@ def _with_depth(pixels: np.ndarray, source: str, bit_depth: int | None) -> np.nd
     if bit_depth is None or bit_depth == depth:
         return pixels
     if bit_depth == 8:
-        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return sixteen_to_eight_bits(pixels)
     return pixels.astype(np.uint16) * np.uint16(257)
 
 
+def sixteen_to_eight_bits(pixels: np.ndarray) -> np.ndarray:
+    """uint16 to uint8, each value to the nearest 8-bit level (round(v * 255 / 65535)), exactly
+    in integers: the one conversion every reader and writer uses."""
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
 def decode(path: str | Path) -> np.ndarray:
-    """Decode ``path`` as stored (RGB order, any depth and channel count; a DICOM slice as its
-    modality values on the uint16 grid, :mod:`src.io.dicom`), or raise naming it."""
+    """Decode ``path`` upright (EXIF orientation applied) in RGB order, at its own depth and
+    channel count (a DICOM slice as its modality values on the uint16 grid, :mod:`src.io.dicom`),
+    or raise naming it."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
@@ -144,7 +152,36 @@ def decode(path: str | Path) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[2] >= 3:
         order = cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB
         pixels = cv2.cvtColor(pixels, order)
-    return pixels
+    # OpenCV's IMREAD_UNCHANGED ignores EXIF orientation: turned upright here, once, so a phone
+    # photo is the same image to training, evaluation, scoring and prediction.
+    return apply_orientation(pixels, exif_orientation(path))
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of ``path`` (1 = upright, also when there is none)."""
+    from PIL import Image
+
+    try:
+        with header_only_pil(), Image.open(path) as image:
+            return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # best effort: a file Pillow cannot parse is taken as upright
+        return 1
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an image stored with EXIF ``orientation`` upright (the 8 values of the standard)."""
+    if orientation in (5, 7):  # transpose (5) and transverse (7) mirror along a diagonal
+        pixels = np.swapaxes(pixels, 0, 1)
+        return np.ascontiguousarray(np.rot90(pixels, 2) if orientation == 7 else pixels)
+    operations = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: np.rot90(a, 2),
+        4: lambda a: a[::-1],
+        6: lambda a: np.rot90(a, -1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    operation = operations.get(orientation)
+    return pixels if operation is None else np.ascontiguousarray(operation(pixels))
 
 
 def is_single_channel(pixels: np.ndarray) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.io.images import ImageReadError, decode, header_only_pil
+from src.io.images import ImageReadError, decode, header_only_pil, sixteen_to_eight_bits
 from src.utils.errors import UserError
 from src.utils.files import atomic_path, is_temporary, publish, remove_stale, temporary_beside
 
@@ -51,7 +51,6 @@ OUTPUT_FORMATS = {
 # Formats that store 16-bit samples; the others get 8 bits.
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".dicom")
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
-EXIF_ORIENTATION_TAG = 0x0112
 GLOB_CHARS = "*?["
 
 
@@ -189,35 +188,9 @@ def available_memory() -> int | None:
     return None
 
 
-def exif_orientation(path: Path) -> int:
-    """The EXIF orientation tag of ``path`` (1 = upright, also when there is none)."""
-    from PIL import Image
-
-    try:
-        with header_only_pil(), Image.open(path) as image:
-            return int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
-    except Exception:  # best effort: a file Pillow cannot parse is taken as upright
-        return 1
-
-
-def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn an image stored with EXIF ``orientation`` upright (the 8 values of the standard)."""
-    if orientation in (5, 7):  # transpose (5) and transverse (7) mirror along a diagonal
-        pixels = np.swapaxes(pixels, 0, 1)
-        return np.ascontiguousarray(np.rot90(pixels, 2) if orientation == 7 else pixels)
-    operations = {
-        2: lambda a: a[:, ::-1],
-        3: lambda a: np.rot90(a, 2),
-        4: lambda a: a[::-1],
-        6: lambda a: np.rot90(a, -1),
-        8: lambda a: np.rot90(a, 1),
-    }
-    operation = operations.get(orientation)
-    return pixels if operation is None else np.ascontiguousarray(operation(pixels))
-
-
 def read_image(path: Path) -> np.ndarray:
-    """Decode ``path`` upright, as stored: (H, W) gray or (H, W, 3|4) RGB(A), uint8 or uint16."""
+    """Decode ``path`` upright (:func:`decode` applies EXIF orientation), as stored otherwise:
+    (H, W) gray or (H, W, 3|4) RGB(A), uint8 or uint16."""
     pixels = decode(path)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise MediaError(f"{path}: unsupported pixel type {pixels.dtype} (need 8 or 16 bit)")
@@ -225,13 +198,13 @@ def read_image(path: Path) -> np.ndarray:
         pixels = pixels[:, :, 0]
     if pixels.ndim == 3 and pixels.shape[2] not in (3, 4):
         raise MediaError(f"{path}: unsupported channel count {pixels.shape[2]}")
-    return apply_orientation(pixels, exif_orientation(path))
+    return pixels
 
 
 def fit_format(pixels: np.ndarray, suffix: str) -> np.ndarray:
     """Reduce ``pixels`` to what the format stores: 8 bits and no alpha where it must."""
     if pixels.dtype == np.uint16 and suffix not in SIXTEEN_BIT_SUFFIXES:
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        pixels = sixteen_to_eight_bits(pixels)
     if pixels.ndim == 3 and pixels.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
         pixels = np.ascontiguousarray(pixels[:, :, :3])
     return pixels
