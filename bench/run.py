@@ -146,10 +146,10 @@ LOADER_IMAGES = ["astronaut", "coffee", "rocket", "hubble_deep_field", "immunohi
 def write_sample_folder(folder: Path) -> Path:
     """The scikit-image sample photos as PNG files: a small folder-of-files training set."""
     from src.data.sources import SkimageImages
-    from src.io.images import write_rgb
+    from src.io.images import write_image
 
     for image in SkimageImages(names=LOADER_IMAGES).load():
-        write_rgb(folder / f"{image.name}.png", image.pixels)
+        write_image(folder / f"{image.name}.png", image.pixels)
     return folder
 
 

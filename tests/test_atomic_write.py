@@ -215,7 +215,7 @@ def test_every_writer_goes_through_the_one_helper():
     in_place = uses_of("in place", found)
     # Writes into a temporary that atomic_path handed out are fine: the encoders (OpenCV,
     # matplotlib) write to a path.
-    handed_out = {"src/io/images.py": 1, "src/io/media.py": 1, "src/leaderboard.py": 1}
+    handed_out = {"src/io/images.py": 1, "src/leaderboard.py": 1}  # write_image, the plot
     assert in_place == {**IN_PLACE_EXCEPTIONS, **handed_out}
 
 

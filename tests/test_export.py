@@ -13,7 +13,7 @@ import torch
 from omegaconf import open_dict
 
 from src.export import export
-from src.io.media import write_image
+from src.io.images import write_image
 from src.models.exporting import (
     ExportError,
     export_onnx,

@@ -94,15 +94,15 @@ def test_predictions_are_matched_to_hr_by_name(prediction, reference, expected):
 def test_score_equals_eval_on_the_same_outputs(tmp_path: Path):
     """Bicubic x2 of a small set: src.eval scores it; src.predict writes the same SR images from
     the same MATLAB LR; src.score of those files gives the same per-image numbers."""
-    from src.io.images import write_rgb
+    from src.io.images import write_image
     from src.ops.imresize import imresize_uint8, modcrop
 
     hr_dir = tmp_path / "benchmarks" / "Mini" / "HR"
     lr_dir, sr_dir = tmp_path / "lr", tmp_path / "sr"
     for index in range(3):
         hr = photo(index, 100 + 10 * index, 120)
-        write_rgb(hr_dir / f"im{index}.png", hr)
-        write_rgb(lr_dir / f"im{index}x2.png", imresize_uint8(modcrop(hr, 2), 0.5))
+        write_image(hr_dir / f"im{index}.png", hr)
+        write_image(lr_dir / f"im{index}x2.png", imresize_uint8(modcrop(hr, 2), 0.5))
     evaluated = run_module(
         "src.eval",
         [
@@ -148,9 +148,9 @@ def test_score_equals_eval_on_the_same_outputs(tmp_path: Path):
 
 
 def test_score_without_reference_scores_no_reference_metrics_only(tmp_path: Path):
-    from src.io.images import write_rgb
+    from src.io.images import write_image
 
-    write_rgb(tmp_path / "sr" / "a.png", cv2.resize(photo(1, 40, 40), (200, 200)))
+    write_image(tmp_path / "sr" / "a.png", cv2.resize(photo(1, 40, 40), (200, 200)))
     result = run_module(
         "src.score",
         [f"pred={tmp_path / 'sr'}", "scale=4", "metrics=[niqe]", f"hydra.run.dir={tmp_path}/s"],

@@ -12,7 +12,8 @@ import torch
 from omegaconf import open_dict
 from PIL import Image, ImageOps
 
-from src.io.media import NoInputsError, read_image, write_image
+from src.io.images import write_image
+from src.io.media import NoInputsError, read_image
 from src.io.predict_io import LUMA_WEIGHTS, upscale_files, upscale_pixels
 from src.ops.imresize import imresize
 from src.ops.inference import TileError, auto_tile, measure_bytes_per_lr_pixel, upscale

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import open_dict
 
 from src.eval import evaluate
-from src.io.images import write_rgb
+from src.io.images import write_image
 from src.score import score
 from src.utils.cli import run_or_explain
 from src.utils.schema import ConfigValueError, check_config
@@ -61,8 +61,8 @@ def test_crop_border_reaches_the_paper_scores_and_is_recorded(tmp_path: Path, ca
     sr = hr.copy()
     sr[1:-1, 1:-1] = np.clip(sr[1:-1, 1:-1].astype(int) + 3, 0, 255).astype(np.uint8)
     sr[0] = 255 - sr[0]  # wrong only in the outermost row: a crop of 2 never sees it
-    write_rgb(tmp_path / "gt" / "a.png", hr)
-    write_rgb(tmp_path / "pred" / "a.png", sr)
+    write_image(tmp_path / "gt" / "a.png", hr)
+    write_image(tmp_path / "pred" / "a.png", sr)
     by_crop = {}
     for crop in ("null", "0", "2"):
         (record,) = score(
@@ -87,18 +87,18 @@ def test_crop_border_must_be_a_non_negative_integer(tmp_path: Path, task: str, v
 
 
 def test_hr_files_sharing_a_name_are_refused_naming_both(tmp_path: Path, capsys):
-    write_rgb(tmp_path / "gt" / "baby.png", photo(0, 32, 32))
-    write_rgb(tmp_path / "gt" / "baby.bmp", photo(1, 32, 32))
-    write_rgb(tmp_path / "pred" / "baby.png", photo(0, 32, 32))
+    write_image(tmp_path / "gt" / "baby.png", photo(0, 32, 32))
+    write_image(tmp_path / "gt" / "baby.bmp", photo(1, 32, 32))
+    write_image(tmp_path / "pred" / "baby.png", photo(0, 32, 32))
     line = refused(score_config(tmp_path, tmp_path / "pred", tmp_path / "gt", "scale=2"), capsys)
     assert "baby.bmp and baby.png" in line and "prediction baby.png" in line
     assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_two_predictions_of_one_hr_image_are_refused_naming_both(tmp_path: Path, capsys):
-    write_rgb(tmp_path / "gt" / "baby.png", photo(0, 32, 32))
-    write_rgb(tmp_path / "pred" / "baby.png", photo(0, 32, 32))
-    write_rgb(tmp_path / "pred" / "baby_x4.png", photo(1, 32, 32))
+    write_image(tmp_path / "gt" / "baby.png", photo(0, 32, 32))
+    write_image(tmp_path / "pred" / "baby.png", photo(0, 32, 32))
+    write_image(tmp_path / "pred" / "baby_x4.png", photo(1, 32, 32))
     line = refused(score_config(tmp_path, tmp_path / "pred", tmp_path / "gt", "scale=2"), capsys)
     assert "baby.png and baby_x4.png" in line and "HR baby.png" in line
     assert not (tmp_path / "out" / "results.json").exists()
@@ -106,9 +106,9 @@ def test_two_predictions_of_one_hr_image_are_refused_naming_both(tmp_path: Path,
 
 def test_results_name_the_hr_file_of_each_prediction(tmp_path: Path):
     for name in ("baby", "bird"):
-        write_rgb(tmp_path / "gt" / f"{name}.png", photo(len(name), 32, 32))
-        write_rgb(tmp_path / "pred" / f"{name}_x2.png", photo(len(name), 32, 32))
-    write_rgb(tmp_path / "gt" / "butterfly.png", photo(9, 32, 32))  # no prediction of it
+        write_image(tmp_path / "gt" / f"{name}.png", photo(len(name), 32, 32))
+        write_image(tmp_path / "pred" / f"{name}_x2.png", photo(len(name), 32, 32))
+    write_image(tmp_path / "gt" / "butterfly.png", photo(9, 32, 32))  # no prediction of it
     score(score_config(tmp_path, tmp_path / "pred", tmp_path / "gt", "scale=2"))
     results = results_of(tmp_path)
     rows = {row["name"]: row["hr"] for row in results["images"]}
@@ -122,15 +122,15 @@ def test_results_name_the_hr_file_of_each_prediction(tmp_path: Path):
 
 @pytest.mark.parametrize("crop", [["scale=2", "crop_border=10"], ["scale=10"]])
 def test_a_crop_that_leaves_no_pixels_is_refused(tmp_path: Path, capsys, crop: list[str]):
-    write_rgb(tmp_path / "gt" / "a.png", photo(0, 20, 20))
-    write_rgb(tmp_path / "pred" / "a.png", photo(0, 20, 20))
+    write_image(tmp_path / "gt" / "a.png", photo(0, 20, 20))
+    write_image(tmp_path / "pred" / "a.png", photo(0, 20, 20))
     line = refused(score_config(tmp_path, tmp_path / "pred", tmp_path / "gt", *crop), capsys)
     assert "a.png" in line and "cropping 10 pixels" in line and "at most 9" in line
     assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_niqe_of_an_image_smaller_than_its_block_is_refused(tmp_path: Path, capsys):
-    write_rgb(tmp_path / "pred" / "a.png", photo(0, 100, 100))
+    write_image(tmp_path / "pred" / "a.png", photo(0, 100, 100))
     cfg = score_config(tmp_path, tmp_path / "pred", None, "scale=4", "metrics=[niqe]")
     line = refused(cfg, capsys)
     assert "niqe needs at least 96x96" in line and "a.png" in line and "92x92" in line
@@ -138,8 +138,8 @@ def test_niqe_of_an_image_smaller_than_its_block_is_refused(tmp_path: Path, caps
 
 
 def test_no_metrics_is_refused(tmp_path: Path, capsys):
-    write_rgb(tmp_path / "gt" / "a.png", photo(0, 32, 32))
-    write_rgb(tmp_path / "pred" / "a.png", photo(0, 32, 32))
+    write_image(tmp_path / "gt" / "a.png", photo(0, 32, 32))
+    write_image(tmp_path / "pred" / "a.png", photo(0, 32, 32))
     for gt in (tmp_path / "gt", None):
         cfg = score_config(tmp_path, tmp_path / "pred", gt, "scale=2", "metrics=[]")
         assert (
@@ -171,7 +171,7 @@ def eval_once(tmp_path: Path, crop: str) -> dict:
 
 
 def test_eval_crops_crop_border_and_records_it(tmp_path: Path, capsys):
-    write_rgb(tmp_path / "benchmarks" / "Mini" / "HR" / "a.png", photo(3, 60, 64))
+    write_image(tmp_path / "benchmarks" / "Mini" / "HR" / "a.png", photo(3, 60, 64))
     default = eval_once(tmp_path, "null")
     whole = eval_once(tmp_path, "0")
     printed = capsys.readouterr().out

@@ -19,7 +19,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from src.io.images import write_rgb
+from src.io.images import write_image
 from src.metrics.paper import batch_peak, psnr_y
 from src.ops.imresize import imresize
 
@@ -145,7 +145,7 @@ class ComparisonImages(pl.Callback):
         if not self.set_figures:
             return
         for set_name, rows in self._rows.items():
-            write_rgb(self.dirpath / f"{set_name}_crops.png", join(rows, axis=0))
+            write_image(self.dirpath / f"{set_name}_crops.png", join(rows, axis=0))
 
     @rank_zero_only
     def on_validation_batch_end(
@@ -184,7 +184,7 @@ class ComparisonImages(pl.Callback):
             caption = (
                 f"{set_name}/{name} step {step}: bicubic {bicubic_psnr:.2f} dB, SR {sr_psnr:.2f} dB"
             )
-            write_rgb(self.dirpath / f"step{step:07d}_{set_name}_{name}.png", grid)
+            write_image(self.dirpath / f"step{step:07d}_{set_name}_{name}.png", grid)
             if self.log_to_loggers:
                 self._log(trainer, f"compare/{set_name}/{name}", grid, caption, step)
 

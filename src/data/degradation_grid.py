@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from src.data.degradations import Degradation
 from src.data.sources import SkimageImages
-from src.io.images import read_rgb, write_rgb
+from src.io.images import read_rgb, write_image
 from src.ops.imresize import modcrop
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "degradation"
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     hr = centre_crop(load_image(args.image), args.crop, args.scale)
     picture = grid(tiles_for(hr, args.configs, args.scale, args.draws), args.columns)
-    write_rgb(args.out, picture)
+    write_image(args.out, picture)
     print(f"wrote {args.out} ({len(args.configs)} configs, {picture.shape[1]}x{picture.shape[0]})")
     return args.out
 

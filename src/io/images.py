@@ -26,6 +26,8 @@ from src.utils.files import atomic_path, is_temporary
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 # What decoding makes of a file (part of the key of on-disk caches of decoded pixels).
 EXIF_ORIENTATION_TAG = 0x0112
+SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".dicom")
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 DECODED_PIXELS = "uint8 RGB: 16-bit rounded to 8, gray expanded to 3 channels, alpha dropped"
 # The top of each bit depth's range: pixels are divided by it into [0, 1].
 PEAK_OF_DEPTH = {8: 255, 16: 65535}
@@ -126,6 +128,10 @@ def _with_depth(pixels: np.ndarray, source: str, bit_depth: int | None) -> np.nd
     return pixels.astype(np.uint16) * np.uint16(257)
 
 
+class ImageWriteError(UserError, OSError):
+    """An image that cannot be encoded in the format its file name asks for."""
+
+
 def sixteen_to_eight_bits(pixels: np.ndarray) -> np.ndarray:
     """uint16 to uint8, each value to the nearest 8-bit level (round(v * 255 / 65535)), exactly
     in integers: the one conversion every reader and writer uses."""
@@ -206,16 +212,30 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return to_rgb_uint8(decode(path), str(path))
 
 
-def write_rgb(path: str | Path, pixels: np.ndarray) -> None:
-    """Encode an (H, W, 3) RGB or (H, W, 1) single-channel array, uint8 or uint16, to ``path``
-    (written whole, then renamed); the extension picks the format."""
+def fit_format(pixels: np.ndarray, suffix: str) -> np.ndarray:
+    """Reduce ``pixels`` to what the format stores: 8 bits and no alpha where it must."""
+    if pixels.dtype == np.uint16 and suffix not in SIXTEEN_BIT_SUFFIXES:
+        pixels = sixteen_to_eight_bits(pixels)
+    if pixels.ndim == 3 and pixels.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
+        pixels = np.ascontiguousarray(pixels[:, :, :3])
+    return pixels
+
+
+def write_image(path: str | Path, pixels: np.ndarray) -> None:
+    """Encode (H, W), (H, W, 1) or (H, W, 3|4) RGB(A) ``pixels``, uint8 or uint16, to ``path``
+    atomically; the suffix picks the format, and what it cannot hold (16 bits, alpha) is reduced
+    by :func:`fit_format`. The one image writer."""
     path = Path(path)
-    stored = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
-    if stored.ndim == 3:
-        stored = cv2.cvtColor(stored, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(path.suffix or ".png", stored)
+    suffix = path.suffix.lower()
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    pixels = fit_format(pixels, suffix)
+    if pixels.ndim == 3:
+        order = cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        pixels = cv2.cvtColor(pixels, order)
+    ok, encoded = cv2.imencode(suffix, pixels)
     if not ok:
-        raise OSError(f"could not encode {path}")
+        raise ImageWriteError(f"{path}: OpenCV could not encode a {suffix} image")
     with atomic_path(path) as temporary:
         encoded.tofile(temporary)
 

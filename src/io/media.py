@@ -22,9 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.io.images import ImageReadError, decode, header_only_pil, sixteen_to_eight_bits
+from src.io.images import (
+    ImageReadError,
+    decode,
+    header_only_pil,
+)
 from src.utils.errors import UserError
-from src.utils.files import atomic_path, is_temporary, publish, remove_stale, temporary_beside
+from src.utils.files import is_temporary, publish, remove_stale, temporary_beside
 
 IMAGE_SUFFIXES = (
     ".png",
@@ -49,8 +53,6 @@ OUTPUT_FORMATS = {
     "dcm": ".dcm",
 }
 # Formats that store 16-bit samples; the others get 8 bits.
-SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".dicom")
-ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 GLOB_CHARS = "*?["
 
 
@@ -199,29 +201,6 @@ def read_image(path: Path) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[2] not in (3, 4):
         raise MediaError(f"{path}: unsupported channel count {pixels.shape[2]}")
     return pixels
-
-
-def fit_format(pixels: np.ndarray, suffix: str) -> np.ndarray:
-    """Reduce ``pixels`` to what the format stores: 8 bits and no alpha where it must."""
-    if pixels.dtype == np.uint16 and suffix not in SIXTEEN_BIT_SUFFIXES:
-        pixels = sixteen_to_eight_bits(pixels)
-    if pixels.ndim == 3 and pixels.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
-        pixels = np.ascontiguousarray(pixels[:, :, :3])
-    return pixels
-
-
-def write_image(path: Path, pixels: np.ndarray) -> None:
-    """Encode (H, W) or (H, W, 3|4) RGB(A) ``pixels`` to ``path`` atomically (suffix = format)."""
-    suffix = path.suffix.lower()
-    pixels = fit_format(pixels, suffix)
-    if pixels.ndim == 3:
-        order = cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR
-        pixels = cv2.cvtColor(pixels, order)
-    ok, encoded = cv2.imencode(suffix, pixels)
-    if not ok:
-        raise MediaError(f"{path}: OpenCV could not encode a {suffix} image")
-    with atomic_path(path) as temporary:
-        encoded.tofile(temporary)
 
 
 # --- videos ----------------------------------------------------------------------------------

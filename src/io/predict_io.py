@@ -35,9 +35,8 @@ import torch
 from tqdm import tqdm
 
 from src.io.dicom import is_dicom, write_dicom
-from src.io.images import ImageReadError
+from src.io.images import SIXTEEN_BIT_SUFFIXES, ImageReadError, write_image
 from src.io.media import (
-    SIXTEEN_BIT_SUFFIXES,
     ImageHeader,
     MediaError,
     VideoWriter,
@@ -48,7 +47,6 @@ from src.io.media import (
     read_image,
     same_file,
     video_frames,
-    write_image,
 )
 from src.ops.imresize import imresize
 from src.utils.errors import UserError
