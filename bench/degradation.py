@@ -21,6 +21,7 @@ import skimage.data
 import torch
 
 from src.data.batch_degradation import BatchRealESRGANDegradation
+from src.utils.tables import markdown_table
 
 SCALE, HR_PATCH = 4, 256
 
@@ -86,11 +87,11 @@ def main() -> None:
             batch_rate(degradation, hr, args.batches, device) for _ in range(args.repeats)
         ],
     }
-    print("| path | patches/s (median) | runs |")
-    print("|---|---:|---|")
-    for name, rates in rows.items():
-        runs = ", ".join(f"{r:.1f}" for r in rates)
-        print(f"| {name} | {statistics.median(rates):.1f} | {runs} |")
+    table = [
+        [name, f"{statistics.median(rates):.1f}", ", ".join(f"{r:.1f}" for r in rates)]
+        for name, rates in rows.items()
+    ]
+    print(markdown_table(["path", "patches/s (median)", "runs"], table, [False, True, False]))
 
 
 if __name__ == "__main__":

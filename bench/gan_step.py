@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from src.train import build
+from src.utils.tables import markdown_table
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 WARMUP = 2
@@ -100,10 +101,8 @@ def main() -> None:
         for index, (name, overrides) in enumerate(variants.items()):
             run_dir = Path(folder) / str(index)
             results[name] = step_seconds([*overrides, *common], args.steps, run_dir)
-    print("| step | seconds (median) |")
-    print("|---|---:|")
-    for name, seconds in results.items():
-        print(f"| {name} | {seconds:.2f} |")
+    table = [[name, f"{seconds:.2f}"] for name, seconds in results.items()]
+    print(markdown_table(["step", "seconds (median)"], table, [False, True]))
     psnr, gan = results.values()
     print(f"GAN step / PSNR step: {gan / psnr:.1f}x")
 

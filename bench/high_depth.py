@@ -27,6 +27,7 @@ from src.data.datasets import to_tensor
 from src.io.images import PixelFormat, read_pixels, sixteen_to_eight_bits
 from src.metrics.paper import peak_of, score_batch
 from src.ops.imresize import imresize, imresize_array
+from src.utils.tables import markdown_table
 
 SCALE = 2
 FORMATS = {
@@ -96,11 +97,12 @@ def main() -> None:
             rows[name] = measure(path, pixel_format, args.repeats)
     columns = ["decode", "LR", "tensor", "score", "bytes/px"]
     print(f"\n{args.size}x{args.size} HR, x{SCALE}, {torch.get_num_threads()} threads, ms")
-    print("| format | " + " | ".join(columns) + " |")
-    print("|---|" + "---:|" * len(columns))
-    for name, row in rows.items():
-        cells = [f"{row[c]:.0f}" if c != "bytes/px" else f"{row[c]:.2f}" for c in columns]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    cells = {
+        name: [f"{row[c]:.0f}" if c != "bytes/px" else f"{row[c]:.2f}" for c in columns]
+        for name, row in rows.items()
+    }
+    table = [[name, *values] for name, values in cells.items()]
+    print(markdown_table(["format", *columns], table, [False] + [True] * len(columns)))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from src.utils import config as _config  # noqa: F401  (registers the YAML resol
 from src.utils.files import atomic_path, write_text_atomic
 from src.utils.run_config import PARAMS_KEY
 from src.utils.sweep import FAILED_FILE, RUN_FILE, read_json
+from src.utils.tables import markdown_table
 
 log = logging.getLogger("srlab.leaderboard")
 
@@ -244,7 +245,7 @@ def markdown(runs: list[Run], root: Path) -> str:
     ]
     if common:
         lines += ["Shared overrides: " + " ".join(f"`{o}`" for o in common), ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for index, (run, overrides) in enumerate(zip(runs, own, strict=True), start=1):
         best = run.best
         cells = [
@@ -263,8 +264,8 @@ def markdown(runs: list[Run], root: Path) -> str:
             cells += [_cell(score.psnr_y if score else None, 4)]
             cells += [_cell(score.ssim_y if score else None, 4)]
         cells.append(" ".join(run.error.split())[:100])
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return "\n".join([*lines, markdown_table(header, rows)]) + "\n"
 
 
 def csv_rows(runs: list[Run]) -> list[dict[str, Any]]:
@@ -385,11 +386,7 @@ def _text(value: object) -> str:
 
 def trials_markdown(rows: list[dict[str, Any]]) -> str:
     header = [k for k in rows[0] if k != "error"] if rows else []
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [_text(row[k]) for k in header]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, [[_text(row[k]) for k in header] for row in rows]) + "\n"
 
 
 def write_trials(root: Path, runs: list[Run], search_keys: list[str]) -> None:

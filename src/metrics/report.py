@@ -18,6 +18,7 @@ from typing import Any
 from src.metrics.paper import METRIC_NAMES
 from src.metrics.published import lookup
 from src.metrics.registry import LOWER_IS_BETTER
+from src.utils import tables
 from src.utils.files import write_text_atomic
 
 
@@ -79,15 +80,15 @@ def _as_printed(psnr: float) -> str:
     return f"{psnr:.2f}" if abs(psnr * 100 - round(psnr * 100)) < 1e-6 else f"{psnr:.4f}"
 
 
-def _published_cells(summary: SetSummary) -> str:
+def _published_cells(summary: SetSummary) -> list[str]:
     if summary.published_psnr_y is None or summary.published_ssim_y is None:
-        return " - | - |"
+        return ["-", "-"]
     d_psnr = summary.psnr_y - summary.published_psnr_y
     d_ssim = summary.ssim_y - summary.published_ssim_y
-    return (
-        f" {_as_printed(summary.published_psnr_y)} / {summary.published_ssim_y:.4f} |"
-        f" {d_psnr:+.4f} / {d_ssim:+.4f} |"
-    )
+    return [
+        f"{_as_printed(summary.published_psnr_y)} / {summary.published_ssim_y:.4f}",
+        f"{d_psnr:+.4f} / {d_ssim:+.4f}",
+    ]
 
 
 def cell(value: float) -> str:
@@ -104,17 +105,14 @@ def markdown_table(summaries: list[SetSummary]) -> str:
     """A Markdown table, one row per set: our scores (the paper ones, then any other metric),
     the published ones and the difference."""
     extras = list(dict.fromkeys(k for s in summaries for k in s.extra))
-    header = "| set | images | PSNR_Y | SSIM_Y | PSNR_RGB | SSIM_RGB |"
-    header += "".join(f" {extra_header(k)} |" for k in extras)
-    lines = [
-        header + " published Y | ours - published |",
-        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(extras) + "---:|---:|",
-    ]
+    header = ["set", "images", "PSNR_Y", "SSIM_Y", "PSNR_RGB", "SSIM_RGB"]
+    header += [extra_header(k) for k in extras] + ["published Y", "ours - published"]
+    rows = []
     for s in summaries:
-        cells = "".join(f" {s.extra[k]:.4f} |" if k in s.extra else " - |" for k in extras)
-        paper = "".join(f" {cell(v)} |" for v in (s.psnr_y, s.ssim_y, s.psnr_rgb, s.ssim_rgb))
-        lines.append(f"| {s.set} | {s.images} |" + paper + cells + _published_cells(s))
-    return "\n".join(lines)
+        paper = [cell(v) for v in (s.psnr_y, s.ssim_y, s.psnr_rgb, s.ssim_rgb)]
+        others = [f"{s.extra[k]:.4f}" if k in s.extra else "-" for k in extras]
+        rows.append([s.set, str(s.images), *paper, *others, *_published_cells(s)])
+    return tables.markdown_table(header, rows, [False] + [True] * (len(header) - 1))
 
 
 def write_results(

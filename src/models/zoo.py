@@ -20,6 +20,7 @@ from torch import nn
 
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.complexity import count_gflops, count_parameters
+from src.utils.tables import markdown_table
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -89,15 +90,21 @@ def markdown(entries: list[ZooEntry], scale: int, size: int, threads: int) -> st
         f"x{scale}, LR input {size}x{size}, CPU latency: median of the timed runs after a warm-up"
         f" ({threads} threads); runs = 1: one run longer than {SLOW_SECONDS:.0f} s",
         "",
-        "| model | network | params | GFLOPs | CPU latency (ms) | runs |",
-        "|---|---|---:|---:|---:|---:|",
     ]
-    for e in entries:
-        latency = "-" if e.latency_ms is None else f"{e.latency_ms:.0f}"
-        lines.append(
-            f"| {e.name} | {e.network} | {e.params:,} | {e.gflops:.1f} | {latency} | {e.runs} |"
-        )
-    return "\n".join(lines)
+    header = ["model", "network", "params", "GFLOPs", "CPU latency (ms)", "runs"]
+    rows = [
+        [
+            e.name,
+            e.network,
+            f"{e.params:,}",
+            f"{e.gflops:.1f}",
+            "-" if e.latency_ms is None else f"{e.latency_ms:.0f}",
+            str(e.runs),
+        ]
+        for e in entries
+    ]
+    right = [False, False, True, True, True, True]
+    return "\n".join([*lines, markdown_table(header, rows, right)])
 
 
 def main(argv: list[str] | None = None) -> None:
