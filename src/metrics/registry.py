@@ -52,6 +52,8 @@ EXTRA = {
     "dists": MetricInfo("dists", ("dists",), False, True),
 }
 KNOWN = {**PAPER, **EXTRA}
+# What is scored when nothing else is asked (conf/scoring.yaml says the same for the commands).
+DEFAULT_METRICS = tuple(PAPER)
 LOWER_IS_BETTER = {
     column for info in KNOWN.values() if not info.higher_is_better for column in info.columns
 }

@@ -12,6 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, open_dict
 
+from src.metrics.registry import DEFAULT_METRICS
 from src.models.checkpoint import module_from_checkpoint, read_checkpoint
 from src.models.sr_module import SRModule
 from src.utils.config import to_plain
@@ -60,7 +61,7 @@ def metric_options(cfg: DictConfig) -> dict[str, Any]:
     where ``crop_border`` is set, the pixels cropped from each border (else the scale)."""
     cache = str(Path(cfg.paths.root_dir) / ".cache" / "weights")
     options: dict[str, Any] = {
-        "metrics": list(cfg.get("metrics") or ["psnr", "ssim"]),
+        "metrics": list(cfg.get("metrics") or DEFAULT_METRICS),
         "metric_weights": str(cfg.get("metric_weights") or "download"),
         "metric_cache": cache,
     }

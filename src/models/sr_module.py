@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
 from src.metrics.paper import Gray, batch_peak, convention, score_batch
-from src.metrics.registry import build_metrics, columns_of
+from src.metrics.registry import DEFAULT_METRICS, build_metrics, columns_of
 from src.models.losses import prepare_weights
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
 from src.utils.errors import UserError
@@ -88,7 +88,7 @@ class SRModule(pl.LightningModule):
         compile: bool = False,
         val_set_names: list[str] | None = None,
         tile_memory_mb: float = DEFAULT_TILE_MEMORY_MB,
-        metrics: Sequence[str] = ("psnr", "ssim"),
+        metrics: Sequence[str] = DEFAULT_METRICS,
         metric_weights: str = "download",
         metric_cache: str = ".cache/weights",
         crop_border: int | None = None,
