@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from src.models.losses import ArtifactLoss, artifact_map, local_variance
+from src.utils.schema import ConfigValueError, check_config
 from tests.helpers import compose_config, run_module
 from tests.test_gan import logged_keys, recipe_args
 
@@ -72,16 +73,14 @@ def test_an_esrgan_run_with_the_artifact_loss_logs_it(tmp_path: Path):
 
 
 def test_the_artifact_loss_without_ema_is_one_error_line(tmp_path: Path):
-    from src.train import build
-
     args = [
         *recipe_args("esrgan_x4", tmp_path / "run", steps=1),
         "model.artifact_weight=1.0",
         "model.ema_decay=null",
     ]
     cfg = compose_config("train", args, tmp_path)
-    with pytest.raises(Exception, match=r"model\.artifact_weight .*model\.ema_decay"):
-        build(cfg)
+    with pytest.raises(ConfigValueError, match=r"model\.artifact_weight .*model\.ema_decay"):
+        check_config(cfg, "train")
     result = run_module("src.train", args, timeout=200)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode != 0 and len(errors) == 1, result.stderr[-2000:]
@@ -91,14 +90,14 @@ def test_the_artifact_loss_without_ema_is_one_error_line(tmp_path: Path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.artifact_weight=-1", "0 or more"),
-        ("model.artifact_weight=much", "a number"),
-        ("+model.artifact_window=6", "odd integer"),
+        ("model.artifact_weight=-1", "model.artifact_weight must be a number >= 0, got -1"),
+        ("model.artifact_weight=much", "model.artifact_weight must be a number >= 0, got 'much'"),
+        ("++model.artifact_window=6", "model.artifact_window must be an integer >= 3 and odd"),
+        ("++model.artifact_window=1", "model.artifact_window must be an integer >= 3 and odd"),
     ],
 )
 def test_bad_artifact_settings_name_their_key(tmp_path: Path, override: str, message: str):
-    from src.train import build
-
     args = [*recipe_args("esrgan_x4", tmp_path / "run", steps=1), override]
-    with pytest.raises(Exception, match=message):
-        build(compose_config("train", args, tmp_path))
+    with pytest.raises(ConfigValueError) as error:
+        check_config(compose_config("train", args, tmp_path), "train")
+    assert message in str(error.value)

@@ -85,23 +85,6 @@ def gradient_penalty(
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-def artifact_loss(weight: Any, window: Any, has_ema: bool) -> ArtifactLoss | None:
-    """LDL's artifact loss for ``model.artifact_weight`` and ``model.artifact_window`` (None at
-    weight 0), or one error naming the key that is wrong."""
-    if isinstance(weight, bool) or not isinstance(weight, int | float):
-        raise UserError(f"model.artifact_weight must be a number, not {weight!r}")
-    if weight < 0:
-        raise UserError(f"model.artifact_weight must be 0 or more, not {weight}")
-    if not isinstance(window, int) or window < 3 or window % 2 == 0:
-        raise UserError(f"model.artifact_window must be an odd integer >= 3, not {window!r}")
-    if weight and not has_ema:
-        raise UserError(
-            "model.artifact_weight (LDL's artifact loss) compares with the EMA generator: "
-            "set model.ema_decay (LDL uses 0.999)"
-        )
-    return ArtifactLoss(window) if weight else None
-
-
 class GANModule(SRModule):
     """An SRModule whose generator also learns to fool a discriminator."""
 
@@ -131,7 +114,8 @@ class GANModule(SRModule):
         self.clip_grad_norm = clip_grad_norm
         self.d_clip_grad_norm = d_clip_grad_norm
         self.gp_weight = gp_weight
-        self.artifact_loss = artifact_loss(artifact_weight, artifact_window, self.ema is not None)
+        # artifact_weight, artifact_window and the EMA they need are checked by the schema.
+        self.artifact_loss = ArtifactLoss(artifact_window) if artifact_weight else None
         self.artifact_weight = float(artifact_weight)
 
     def on_fit_start(self) -> None:

@@ -81,6 +81,18 @@ class Pattern:
         return f"of the form {self.form}"
 
 
+@dataclass(frozen=True)
+class Odd:
+    """An odd integer (a window or kernel with a centre pixel)."""
+
+    def holds(self, value: int) -> bool:
+        return value % 2 == 1
+
+    def text(self) -> str:
+        return "and odd"
+
+
+Bound = Range | Pattern | Odd
 PositiveInt = Annotated[int, Range(low=1)]
 NonNegativeInt = Annotated[int, Range(low=0)]
 PositiveFloat = Annotated[float, Range(low=0, low_open=True)]
@@ -151,6 +163,7 @@ class ModelSettings:
     artifact_weight: NonNegativeFloat
     clip_grad_norm: PositiveFloat | None
     d_clip_grad_norm: PositiveFloat | None
+    artifact_window: Annotated[int, Range(low=3), Odd()]
 
 
 @dataclass
@@ -369,7 +382,7 @@ def describe_type(annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin is Annotated:
         base, *extras = get_args(annotation)
-        bounds = " ".join(extra.text() for extra in extras if isinstance(extra, Range | Pattern))
+        bounds = " ".join(extra.text() for extra in extras if isinstance(extra, Bound))
         return f"{describe_type(base)} {bounds}".strip()
     if origin is Literal:
         return "one of " + ", ".join(str(choice) for choice in get_args(annotation))
@@ -391,7 +404,7 @@ def matches(value: Any, annotation: Any) -> bool:
         return value is None
     if origin is Annotated:
         base, *extras = get_args(annotation)
-        ranges = [extra for extra in extras if isinstance(extra, Range | Pattern)]
+        ranges = [extra for extra in extras if isinstance(extra, Bound)]
         return matches(value, base) and all(bound.holds(value) for bound in ranges)
     if origin is Literal:
         return any(value == choice or str(value) == str(choice) for choice in get_args(annotation))
@@ -517,6 +530,13 @@ def check_cross_fields(plain: dict[str, Any]) -> None:
         raise ConfigValueError(
             "trainer.gradient_clip_val does not apply to GAN training (manual optimisation); use "
             "model.clip_grad_norm and model.d_clip_grad_norm"
+        )
+    artifact = model.get("artifact_weight")
+    uses_artifact = isinstance(artifact, int | float) and artifact > 0
+    if gan and uses_artifact and model.get("ema_decay") is None:
+        raise ConfigValueError(
+            "model.artifact_weight (LDL's artifact loss) compares with the EMA generator: set "
+            "model.ema_decay (LDL uses 0.999)"
         )
     steps, interval = trainer.get("max_steps"), trainer.get("val_check_interval")
     if isinstance(steps, int) and isinstance(interval, int) and interval > steps:
