@@ -182,3 +182,11 @@ def test_a_value_that_cannot_be_resolved_is_an_error_not_a_skipped_section(tmp_p
     cfg = compose_config("train", ["+tags_extra=${nowhere}"], tmp_path)
     with pytest.raises(ConfigValueError, match="tags_extra cannot be resolved"):
         check_config(cfg, "train")
+
+
+def test_sharpen_target_keys_are_the_schemas(tmp_path: Path):
+    """data.sharpen_target's keys are checked by the key walk (the data module no longer checks
+    them by hand)."""
+    cfg = compose_config("train", ["data.sharpen_target={weight:1,foo:2}"], tmp_path)
+    with pytest.raises(ConfigValueError, match="unknown key data.sharpen_target.foo"):
+        check_config(cfg, "train")

@@ -48,18 +48,13 @@ from src.utils.errors import UserError
 log = logging.getLogger(__name__)
 
 DEFAULT_NUM_PATCHES = 16_000
-SHARPENING_KEYS = ("weight", "kernel_size", "threshold")
 
 
 def sharpening(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """``data.sharpen_target`` checked: null, or some of weight, kernel_size and threshold."""
+    """``data.sharpen_target`` as the sharpening takes it: null, or some of weight, kernel_size
+    and threshold (the schema refuses other keys and bad values)."""
     if settings is None:
         return None
-    unknown = sorted(set(settings) - set(SHARPENING_KEYS))
-    if unknown:
-        raise UserError(
-            f"data.sharpen_target: unknown key(s) {unknown}; known: {', '.join(SHARPENING_KEYS)}"
-        )
     values = dict(settings)
     if "kernel_size" in values:
         values["kernel_size"] = int(values["kernel_size"])
