@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src.models.checkpoint import CheckpointError, read_checkpoint
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.files import atomic_path, write_text_atomic
 from src.utils.run_config import PARAMS_KEY
@@ -119,9 +119,8 @@ def checkpoint_steps(folder: Path) -> int | None:
     if not path.is_file():
         return None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(checkpoint["global_step"])
-    except Exception:  # a corrupt or foreign file: fall back to the logged steps
+        return int(read_checkpoint(path, mmap=True)["global_step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):  # fall back to the logged steps
         return None
 
 

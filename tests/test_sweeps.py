@@ -421,3 +421,16 @@ def test_submitit_runs_a_sweep_as_jobs(images: Path, tmp_path: Path):
     assert (sweep_dir / ".submitit").is_dir()
     rows = leaderboard_csv(sweep_dir)
     assert [(row["run"], row["status"]) for row in rows] == [("0", "completed"), ("1", "failed")]
+
+
+def test_the_leaderboard_reads_a_runs_steps_through_the_checkpoint_reader(tmp_path: Path):
+    import torch
+
+    from src.leaderboard import checkpoint_steps
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "global_step": 7}, folder / "last.ckpt")
+    assert checkpoint_steps(tmp_path) == 7
+    (folder / "last.ckpt").write_bytes(b"not a checkpoint")
+    assert checkpoint_steps(tmp_path) is None  # the logged steps are used instead

@@ -25,22 +25,23 @@ class PretrainedWeightsError(UserError, RuntimeError):
     """A weights file that cannot be, or must not be, loaded into the given network."""
 
 
-def load_tensors_only(path: Path) -> object:
-    """The file's content, read without running any code (weights-only unpickler/safetensors)."""
+def load_tensors_only(path: Path, mmap: bool = False) -> object:
+    """The file's content, read without running any code (weights-only unpickler/safetensors).
+    ``mmap``: a PyTorch file's tensors are mapped, not read (a cheap look at a big checkpoint)."""
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         return _load_safetensors(path)
     if suffix in TORCH_SUFFIXES:
-        return _load_torch(path)
+        return _load_torch(path, mmap)
     accepted = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))
     raise PretrainedWeightsError(
         f"unsupported weights file type {suffix!r} for {path}; accepted: {accepted}"
     )
 
 
-def _load_torch(path: Path) -> object:
+def _load_torch(path: Path, mmap: bool = False) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise PretrainedWeightsError(_refusal_message(path, str(exc))) from None
     except Exception as exc:  # torch reports corrupt files with many error types

@@ -102,13 +102,14 @@ def stored_model_config(checkpoint: dict[str, Any], path: str | Path) -> dict[st
     return config
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict with ``weights_only=True``; errors name the file and the cause."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True`` (``mmap``: tensors mapped, not read);
+    errors name the file and the cause."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        checkpoint = load_tensors_only(path)
+        checkpoint = load_tensors_only(path, mmap)
     except PretrainedWeightsError as error:
         raise CheckpointError(str(error)) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
