@@ -57,6 +57,8 @@ from tests.test_data import write_folder
         ("train", "data.bit_depth=12", "data.bit_depth must be one of auto, 8, 16, got 12"),
         ("train", "data.channels=2", "data.channels must be one of auto, 1, 3, got 2"),
         ("eval", "data.bit_depth=10", "data.bit_depth must be one of auto, 8, 16, got 10"),
+        ("train", "data.download=maybe", "data.download must be true or false, got 'maybe'"),
+        ("eval", "crop_border=-1", "crop_border must be an integer >= 0 or null, got -1"),
         ("predict", "output_format=dicom", "output_format must be one of png, jpg"),
         ("eval", "tile=-4", "tile must be an integer >= 1 or one of auto or null, got -4"),
         ("eval", "comparisons=-1", "comparisons must be an integer >= 0"),
