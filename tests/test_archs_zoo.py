@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.archs.atd import ATD
+from src.archs.base import size_multiple_of
 from src.archs.dat import DAT
 from src.archs.drct import DRCT
 from src.archs.drrn import DRRN
@@ -202,6 +203,12 @@ def _input(height: int = 13, width: int = 11, batch: int = 1, seed: int = 0) -> 
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
+def _fit(net: nn.Module, height: int = 13, width: int = 11) -> tuple[int, int]:
+    """The sides rounded up to the input size multiple ``net`` needs (RRDBNet x2: 2, x1: 4)."""
+    multiple = size_multiple_of(net)
+    return height + -height % multiple, width + -width % multiple
+
+
 def _count(net: nn.Module) -> int:
     return sum(parameter.numel() for parameter in net.parameters())
 
@@ -211,9 +218,10 @@ def _count(net: nn.Module) -> int:
 def test_output_is_input_times_scale(name: str, scale: int) -> None:
     net = TINY[name](scale).eval()
     assert net.scale == scale
+    height, width = _fit(net, 13, 11)
     with torch.no_grad():
-        out = net(_input(13, 11))
-    assert out.shape == (1, 3, 13 * scale, 11 * scale)
+        out = net(_input(height, width))
+    assert out.shape == (1, 3, height * scale, width * scale)
     assert torch.isfinite(out).all()
 
 
@@ -262,7 +270,7 @@ def test_state_dict_round_trip(name: str) -> None:
     trained = TINY[name](2).eval()
     torch.manual_seed(1)
     fresh = TINY[name](2).eval()
-    x = _input()
+    x = _input(*_fit(fresh))
     with torch.no_grad():
         assert not torch.equal(fresh(x), trained(x)), "two random inits should differ"
         fresh.load_state_dict(trained.state_dict())
@@ -461,6 +469,22 @@ def test_state_dict_keys_follow_reference_code(name: str, scale: int, keys: list
     state = TINY[name](scale).state_dict()
     assert set(keys) <= set(state), sorted(set(keys) - set(state))
     assert not any("mean" in key or "relative_position_index" in key for key in state)
+
+
+@pytest.mark.parametrize(("scale", "unshuffle"), [(1, 4), (2, 2), (4, 1)])
+def test_rrdbnet_follows_basicsr_at_x1_x2_and_x4(scale: int, unshuffle: int) -> None:
+    """BasicSR pixel-unshuffles the input by 4 at x1 and by 2 at x2, then upsamples x4 as at x4
+    (so its and Real-ESRGAN's x2 files load); the input sides must be multiples of the factor."""
+    net = TINY["rrdbnet"](scale).eval()
+    state = net.state_dict()
+    assert tuple(state["conv_first.weight"].shape) == (8, 3 * unshuffle**2, 3, 3)
+    assert "conv_up2.weight" in state and "conv_up3.weight" not in state
+    assert size_multiple_of(net) == unshuffle
+    with torch.no_grad():
+        assert net(_input(12, 8)).shape == (1, 3, 12 * scale, 8 * scale)
+        if unshuffle > 1:
+            with pytest.raises(ValueError, match=f"multiples of {unshuffle}"):
+                net(_input(12, 8 + unshuffle // 2))
 
 
 @pytest.mark.parametrize(

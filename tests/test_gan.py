@@ -30,12 +30,14 @@ SMALL = {
     "srvgg_compact": ["model.net.num_feat=8", "model.net.num_conv=2"],
 }
 RECIPES = {
-    "esrgan_x4": ["model.discriminator.input_size=64", "model.discriminator.num_feat=8"],
+    "esrgan_x4": ["model.discriminator.num_feat=8"],
     "realesrnet_x4": [],
     "realesrgan_x4": ["model.discriminator.num_feat=8"],
     "realesrgan_compact_x4": ["model.discriminator.num_feat=8"],
 }
 PERCEPTUAL_RANDOM = "model.loss.terms.perceptual.loss.weights=random"
+# LR patch sides: 16 px, but 32 where the critic takes only 128 px HR patches (BasicSR's VGG one).
+LR_PATCH = {"esrgan_x4": 32}
 
 
 def recipe_args(name: str, run_dir: Path, steps: int = 4) -> list[str]:
@@ -47,7 +49,7 @@ def recipe_args(name: str, run_dir: Path, steps: int = 4) -> list[str]:
         *RECIPES[name],
         *perceptual,
         "data.batch_size=2",
-        "data.lr_patch_size=16",
+        f"data.lr_patch_size={LR_PATCH.get(name, 16)}",
         f"trainer.max_steps={steps}",
         "trainer.log_every_n_steps=1",
         "logger=csv",
@@ -143,15 +145,16 @@ def test_composite_loss_sums_weighted_terms_and_keeps_each():
 
 
 @pytest.mark.parametrize(
-    ("critic", "shape"),
+    ("critic", "side", "shape"),
     [
-        (VGGStyleDiscriminator(num_feat=8, input_size=64), (2, 1)),
-        (UNetDiscriminatorSN(num_feat=8), (2, 1, 64, 64)),
-        (PatchGANDiscriminator(num_feat=8), (2, 1, 6, 6)),
+        (VGGStyleDiscriminator(num_feat=8, input_size=128), 128, (2, 1)),
+        (VGGStyleDiscriminator(num_feat=4, input_size=256), 256, (2, 1)),
+        (UNetDiscriminatorSN(num_feat=8), 64, (2, 1, 64, 64)),
+        (PatchGANDiscriminator(num_feat=8), 64, (2, 1, 6, 6)),
     ],
 )
-def test_critics_give_their_logits_and_train(critic: nn.Module, shape: tuple[int, ...]):
-    x = torch.rand(2, 3, 64, 64)
+def test_critics_give_their_logits_and_train(critic: nn.Module, side: int, shape: tuple[int, ...]):
+    x = torch.rand(2, 3, side, side)
     logits = critic(x)
     assert tuple(logits.shape) == shape
     GANLoss("vanilla").discriminator(logits, critic(x * 0.5)).backward()
@@ -163,6 +166,14 @@ def test_critics_have_the_published_sizes():
         return sum(p.numel() for p in net.parameters())
 
     assert count(VGGStyleDiscriminator()) == 14_499_401  # BasicSR's VGGStyleDiscriminator(128)
+    # At 256 px BasicSR adds a sixth stage, so the linear layer still sees 4 x 4 positions.
+    with torch.device("meta"):  # shapes only
+        wide = VGGStyleDiscriminator(input_size=256)
+    assert count(wide) == 21_055_049
+    assert tuple(wide.state_dict()["conv5_1.weight"].shape) == (512, 512, 4, 4)
+    assert tuple(wide.state_dict()["linear1.weight"].shape) == (100, 512 * 4 * 4)
+    with pytest.raises(ValueError, match="128 or 256"):
+        VGGStyleDiscriminator(input_size=64)
     assert count(UNetDiscriminatorSN()) == 4_376_897  # Real-ESRGAN's net_d
     assert list(UNetDiscriminatorSN().state_dict())[:3] == [
         "conv0.weight",

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
 from src.archs.swin_skeleton import ResidualGroup, SwinSkeleton, check_settings
 from src.archs.window import (
     ConvFFN,
@@ -264,6 +265,10 @@ class ATDLayerGroup(nn.Module):
 
 class ATD(SwinSkeleton):
     """ATD for classical and lightweight SR; RGB in [0, 1] in and out."""
+
+    traits = NetworkTraits(
+        scales=PIXEL_SHUFFLE_SCALES, upsampler_scales={"pixelshuffledirect": None}
+    )
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
     recomputed_buffers = ("relative_position_index_SA",)

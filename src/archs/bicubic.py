@@ -11,13 +11,15 @@ pipeline itself against the published row.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.ops.imresize import imresize
 
 
-class Bicubic(nn.Module):
+class Bicubic(SRNetwork):
     """Upscale by ``scale`` with MATLAB-exact bicubic interpolation."""
+
+    traits = NetworkTraits(scales=None, tile_exact=True)
 
     def __init__(self, scale: int):
         super().__init__()

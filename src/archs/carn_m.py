@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
+
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
@@ -140,8 +142,10 @@ class MultiScaleUpsampler(nn.Module):
         return getattr(self, f"up{scale}")(x)
 
 
-class CARNM(nn.Module):
+class CARNM(SRNetwork):
     """CARN-M; input and output RGB in [0, 1]. Holds every head in ``scales``, uses ``scale``."""
+
+    traits = NetworkTraits(scales=(2, 3, 4), channels=(3,), tile_exact=True)
 
     def __init__(
         self,

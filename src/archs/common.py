@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import SRNetwork
+
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
@@ -56,7 +58,7 @@ def same_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
 
 
-class DistillationTrunk(nn.Module):
+class DistillationTrunk(SRNetwork):
     """The trunk IMDN and its successor RFDN share: a 3x3 conv, a chain of blocks whose outputs
     are concatenated and fused (1x1 conv + LeakyReLU), a 3x3 conv, a long skip from the first
     conv, and a conv + pixel-shuffle tail.

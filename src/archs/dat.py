@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
 from src.archs.swin_skeleton import SwinSkeleton, check_depths, check_upsampler
 from src.archs.window import (
     DynamicPositionBias,
@@ -60,8 +61,7 @@ from src.archs.window import (
     relative_offsets,
     tokens_to_image,
 )
-
-RESIDUAL_CONVS = ("1conv", "3conv")
+from src.utils.choices import RESIDUAL_CONVS
 
 Size = tuple[int, int]
 # The shifted-window masks of the two spatial branches (rectangles and their transposes).
@@ -304,6 +304,10 @@ def is_shifted(group: int, block: int) -> bool:
 
 class DAT(SwinSkeleton):
     """Dual Aggregation Transformer for classical and lightweight SR; RGB in [0, 1] in and out."""
+
+    traits = NetworkTraits(
+        scales=PIXEL_SHUFFLE_SCALES, upsampler_scales={"pixelshuffledirect": None}
+    )
 
     # Stored in the authors' files, rebuilt here from the settings (see import_weights).
     recomputed_buffers = ("rpe_biases", "relative_position_index", "attn_mask_0", "attn_mask_1")

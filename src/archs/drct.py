@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
 from src.archs.swin_skeleton import SwinSkeleton, check_depths
 from src.archs.swinir import SwinTransformerBlock
 from src.archs.window import (
@@ -111,6 +112,8 @@ class RDG(nn.Module):
 
 class DRCT(SwinSkeleton):
     """DRCT for classical SR; RGB in [0, 1] in and out."""
+
+    traits = NetworkTraits(scales=PIXEL_SHUFFLE_SCALES)
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
     recomputed_buffers = ("relative_position_index", "attn_mask")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.ops.color import upscale_luma
 from src.ops.imresize import imresize
 
@@ -51,8 +52,10 @@ class RecursiveBlock(nn.Module):
         return features
 
 
-class DRRN(nn.Module):
+class DRRN(SRNetwork):
     """Recursive blocks on the bicubic image, a reconstruction conv, and a global residual."""
+
+    traits = NetworkTraits(scales=None, channels=(3,), tile_exact=True)
 
     # RGB in and out, whatever channel the convolutions see (Y by default).
     image_channels = 3

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits, SRNetwork
 from src.archs.common import MeanShift, PixelShuffleUpsampler
 
 
@@ -36,8 +37,10 @@ class ResidualBlock(nn.Module):
         return x + self.body(x) * self.res_scale
 
 
-class EDSR(nn.Module):
+class EDSR(SRNetwork):
     """EDSR; input and output RGB in [0, 1] (the DIV2K mean is removed and added back)."""
+
+    traits = NetworkTraits(scales=PIXEL_SHUFFLE_SCALES, tile_exact=True)
 
     def __init__(
         self,

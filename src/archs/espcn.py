@@ -19,11 +19,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.ops.color import upscale_luma
 
 
-class ESPCN(nn.Module):
+class ESPCN(SRNetwork):
     """Three convolutions on the LR image, then one sub-pixel shuffle to the HR grid."""
+
+    traits = NetworkTraits(scales=None, channels=(3,), tile_exact=True)
 
     # RGB in and out, whatever channel the convolutions see (Y by default).
     image_channels = 3

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.ops.color import upscale_luma
 
 
@@ -29,8 +30,10 @@ def _conv_prelu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Seq
     )
 
 
-class FSRCNN(nn.Module):
+class FSRCNN(SRNetwork):
     """Hourglass-shaped CNN on the LR image with a learned deconvolution upsampler."""
+
+    traits = NetworkTraits(scales=None, channels=(3,), tile_exact=True)
 
     # RGB in and out, whatever channel the convolutions see (Y by default).
     image_channels = 3

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
 from src.archs.swin_skeleton import (
     BlockSequence,
     ResidualGroup,
@@ -237,6 +238,8 @@ class AttenBlocks(BlockSequence):
 
 class HAT(SwinSkeleton):
     """Hybrid attention transformer for classical SR; RGB in [0, 1] in and out."""
+
+    traits = NetworkTraits(scales=PIXEL_SHUFFLE_SCALES)
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
     recomputed_buffers = ("relative_position_index_SA", "relative_position_index_OCA", "attn_mask")

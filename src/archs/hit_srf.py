@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits
 from src.archs.swin_skeleton import (
     BlockSequence,
     ResidualGroup,
@@ -212,6 +213,8 @@ class HierarchicalTransformerBlock(nn.Module):
 class HiTSRF(SwinSkeleton):
     """HiT-SRF for lightweight SR; RGB in [0, 1] in and out (the DIV2K mean is subtracted
     inside, as the authors trained it)."""
+
+    traits = NetworkTraits(scales=None)
 
     # Rebuilt from the window sizes; kept out of the state dict (see import_weights).
     recomputed_buffers = ("relative_position_index", "relative_offsets")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import NetworkTraits
 from src.archs.common import DistillationTrunk, same_conv
 
 LEAKY_SLOPE = 0.05
@@ -85,6 +86,8 @@ class IMDB(nn.Module):
 
 class IMDN(DistillationTrunk):
     """IMDN; input and output RGB in [0, 1]."""
+
+    traits = NetworkTraits(scales=None)
 
     def __init__(
         self,

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.rlfn import SlimESA
 from src.archs.safmn import ChannelLayerNorm
 from src.archs.window import relative_position_index
@@ -272,13 +273,15 @@ class OSAG(nn.Module):
         return self.esa(self.residual_layer(x) + x)
 
 
-class OmniSR(nn.Module):
+class OmniSR(SRNetwork):
     """Omni-SR on RGB in [0, 1] (mapped to the authors' [-1, 1] inside).
 
     ``pe`` turns the relative position bias on (the released models) or off. The official
     ``ffn_bias`` option is not taken: the official blocks ignore it (their feed-forwards have
     no bias either way).
     """
+
+    traits = NetworkTraits(scales=None)
 
     # Rebuilt from the window size; the official code does not save it, other copies may.
     recomputed_buffers = ("rel_pos_indices",)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
+
 LEAKY_SLOPE = 0.2
 
 
@@ -80,8 +82,10 @@ def upsampling_steps(scale: int) -> list[int]:
     raise ValueError(f"PAN supports scales 2, 3 and 4, got {scale}")
 
 
-class PAN(nn.Module):
+class PAN(SRNetwork):
     """PAN; input and output RGB in [0, 1]."""
+
+    traits = NetworkTraits(scales=(2, 3, 4), tile_exact=True)
 
     def __init__(
         self,

@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from src.utils.construction import RecordsArguments
+
 
 def norm_layer(kind: Literal["batch", "instance", "none"], channels: int) -> nn.Module:
     if kind == "batch":
@@ -26,7 +28,7 @@ def norm_layer(kind: Literal["batch", "instance", "none"], channels: int) -> nn.
     raise ValueError(f"norm must be batch, instance or none, got {kind!r}")
 
 
-class PatchGANDiscriminator(nn.Module):
+class PatchGANDiscriminator(RecordsArguments, nn.Module):
     """A map of realness logits, one per receptive-field patch."""
 
     def __init__(

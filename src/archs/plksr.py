@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.common import same_conv
 
 # Kernel sizes of the channel mixer's expanding and reducing convolutions.
@@ -116,8 +117,10 @@ class PLKBlock(nn.Module):
         return self.refine(self.attn(self.lk(self.channe_mixer(x)))) + x
 
 
-class PLKSR(nn.Module):
+class PLKSR(SRNetwork):
     """PLKSR on RGB in [0, 1]; the defaults are the paper's main model."""
+
+    traits = NetworkTraits(scales=None, channels=(3,), tile_exact=True)
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits, SRNetwork
 from src.archs.common import MeanShift, PixelShuffleUpsampler
 
 
@@ -75,8 +76,10 @@ class ResidualGroup(nn.Module):
         return x + self.body(x)
 
 
-class RCAN(nn.Module):
+class RCAN(SRNetwork):
     """Residual-in-residual network of channel-attention blocks; RGB in [0, 1] in and out."""
+
+    traits = NetworkTraits(scales=PIXEL_SHUFFLE_SCALES)
 
     def __init__(
         self,

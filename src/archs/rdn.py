@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits, SRNetwork
 from src.archs.common import upsample_factors
 
 
@@ -67,8 +68,10 @@ def _upsampler(
     return nn.Sequential(*layers)
 
 
-class RDN(nn.Module):
+class RDN(SRNetwork):
     """Residual dense network; RGB in [0, 1] in and out."""
+
+    traits = NetworkTraits(scales=PIXEL_SHUFFLE_SCALES, tile_exact=True)
 
     def __init__(
         self,

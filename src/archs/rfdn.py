@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits
 from src.archs.common import DistillationTrunk, same_conv
 
 LEAKY_SLOPE = 0.05
@@ -121,6 +122,8 @@ class RFDB(nn.Module):
 
 class RFDN(DistillationTrunk):
     """RFDN; computes what the official network computes (0..255 for the released weights)."""
+
+    traits = NetworkTraits(scales=None, value_range=255.0)
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.common import same_conv
 from src.archs.rfdn import strided_max_pool
 
@@ -68,8 +69,10 @@ class RLFB(nn.Module):
         return self.esa(self.c5(out))
 
 
-class RLFN(nn.Module):
+class RLFN(SRNetwork):
     """RLFN; computes what the official network computes (0..255 for the released weights)."""
+
+    traits = NetworkTraits(scales=None, value_range=255.0)
 
     def __init__(self, scale: int, num_features: int = 52, num_channels: int = 3):
         super().__init__()

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
+
 LEVELS = 4
 
 
@@ -98,7 +100,7 @@ class AttBlock(nn.Module):
         return self.ccm(self.norm2(x)) + x
 
 
-class ModulationTrunk(nn.Module):
+class ModulationTrunk(SRNetwork):
     """SAFMN's layout, which SMFANet keeps: a 3x3 convolution to ``dim`` features, ``blocks``
     with one long skip, a 3x3 convolution to ``3 * scale**2`` channels and a pixel shuffle."""
 
@@ -118,6 +120,8 @@ class ModulationTrunk(nn.Module):
 
 class SAFMN(ModulationTrunk):
     """SAFMN on RGB in [0, 1] (the official network has no mean shift or scaling)."""
+
+    traits = NetworkTraits(scales=None)
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits
 from src.archs.safmn import ModulationTrunk
 
 # EASA pools to 1/DOWN_SCALE of the feature size.
@@ -144,6 +145,8 @@ class FMB(nn.Module):
 
 class SMFANet(ModulationTrunk):
     """SMFANet (``dim=36, n_blocks=8``) or SMFANet+ (``dim=48, n_blocks=12``); RGB in [0, 1]."""
+
+    traits = NetworkTraits(scales=None)
 
     def __init__(
         self,

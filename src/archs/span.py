@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.common import same_conv
 
 NUM_BLOCKS = 6
@@ -98,7 +99,8 @@ class Conv3XC(nn.Module):
 
 class SPAB(nn.Module):
     """Swift parameter-free attention block; returns the output, the first convolution's output
-    (before its activation) and the attention map."""
+    after its activation, and the attention map. (Upstream's first SiLU is in-place, so the
+    ``out1`` it returns beside the output is the activated one; the released weights expect it.)"""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -108,14 +110,16 @@ class SPAB(nn.Module):
         self.act1 = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out1 = self.c1_r(x)
-        out3 = self.c3_r(self.act1(self.c2_r(self.act1(out1))))
+        out1 = self.act1(self.c1_r(x))
+        out3 = self.c3_r(self.act1(self.c2_r(out1)))
         attention = torch.sigmoid(out3) - 0.5
         return (out3 + x) * attention, out1, attention
 
 
-class SPAN(nn.Module):
+class SPAN(SRNetwork):
     """SPAN; computes what the official network computes (see the module docstring)."""
+
+    traits = NetworkTraits(scales=None, channels=(3,), tile_exact=True)
 
     def __init__(
         self,

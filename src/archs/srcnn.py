@@ -21,12 +21,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.ops.color import upscale_luma
 from src.ops.imresize import imresize
 
 
-class SRCNN(nn.Module):
+class SRCNN(SRNetwork):
     """Patch extraction, non-linear mapping and reconstruction convs on the bicubic image."""
+
+    traits = NetworkTraits(scales=None, channels=(3,), tile_exact=True)
 
     # RGB in and out, whatever channel the convolutions see (Y by default).
     image_channels = 3

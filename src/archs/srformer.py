@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
 from src.archs.swin_skeleton import (
     BlockSequence,
     ResidualGroup,
@@ -167,6 +168,10 @@ def _check_settings(
 
 class SRFormer(SwinSkeleton):
     """SRFormer for classical and lightweight SR; RGB in [0, 1] in and out."""
+
+    traits = NetworkTraits(
+        scales=PIXEL_SHUFFLE_SCALES, upsampler_scales={"pixelshuffledirect": None}
+    )
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
     recomputed_buffers = ("aligned_relative_position_index", "attn_mask")

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from src.archs.base import NetworkTraits, SRNetwork
+
 Activation = Literal["relu", "prelu", "leakyrelu"]
 
 
@@ -38,8 +40,10 @@ def activation(kind: Activation, features: int) -> nn.Module:
     raise ValueError(f"act_type must be relu, prelu or leakyrelu, got {kind!r}")
 
 
-class SRVGGNetCompact(nn.Module):
+class SRVGGNetCompact(SRNetwork):
     """A plain stack of LR-resolution convolutions, a pixel shuffle and a nearest-upscale skip."""
+
+    traits = NetworkTraits(scales=None, tile_exact=True)
 
     def __init__(
         self,

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from src.archs.base import SRNetwork
 from src.archs.common import MeanShift, PixelShuffleUpsampler
 from src.archs.window import drop_path_rates, image_to_tokens, pad_to_multiple, tokens_to_image
+from src.utils.choices import UPSAMPLERS
 
-UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
 Block = TypeVar("Block", bound=nn.Module)
 
 
@@ -101,7 +102,7 @@ class ResidualGroup(nn.Module):
         return tokens + image_to_tokens(self.conv(tokens_to_image(out, size)))
 
 
-class SwinSkeleton(nn.Module):
+class SwinSkeleton(SRNetwork):
     """Mean shift, ``conv_first``, the token body with a long skip, the upsampler, the crop.
 
     A network calls :meth:`_build_head`, sets ``self.layers``, calls :meth:`_build_tail` (in this

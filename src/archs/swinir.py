@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
 from src.archs.swin_skeleton import (
     BlockSequence,
     ResidualGroup,
@@ -68,6 +69,10 @@ class SwinTransformerBlock(ShiftedWindowBlock):
 
 class SwinIR(SwinSkeleton):
     """SwinIR for classical and lightweight SR; RGB in [0, 1] in and out."""
+
+    traits = NetworkTraits(
+        scales=PIXEL_SHUFFLE_SCALES, upsampler_scales={"pixelshuffledirect": None}
+    )
 
     # Stored in the authors' files, rebuilt here from the window size (see import_weights).
     recomputed_buffers = ("relative_position_index", "attn_mask")

@@ -21,8 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import spectral_norm
 
+from src.utils.construction import RecordsArguments
 
-class UNetDiscriminatorSN(nn.Module):
+
+class UNetDiscriminatorSN(RecordsArguments, nn.Module):
     """A realness logit map the size of the input."""
 
     def __init__(self, in_channels: int = 3, num_feat: int = 64, skip_connection: bool = True):

@@ -8,8 +8,11 @@ no licence applies: SR Lab's code is an independent implementation from the pape
 
 Variant: 20 3x3 convolution layers of 64 features with ReLU between them, predicting the residual
 that is added to the bicubic-upsampled input. Like the paper, only luma goes through the network
-by default (``y_only=True``), chroma is bicubic. Parameters with ``y_only=True``: 665,921 at every
-scale (664,704 weights plus biases); with ``y_only=False``: 668,227.
+by default (``y_only=True``), chroma is bicubic. The convolutions have biases, as in the authors'
+released model; ``bias=False`` builds the port's bias-free network (its ``input``,
+``residual_layer.i.conv`` and ``output`` weights are ``body.0``, ``body.<2i + 2>`` and
+``body.38`` here). Parameters with ``y_only=True``: 665,921 at every scale (664,704 weights plus
+1,217 biases; 664,704 with ``bias=False``); with ``y_only=False``: 668,227 (667,008).
 """
 
 from __future__ import annotations
@@ -17,18 +20,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.archs.base import NetworkTraits, SRNetwork
 from src.ops.color import upscale_luma
 from src.ops.imresize import imresize
 
 
-class VDSR(nn.Module):
+class VDSR(SRNetwork):
     """A plain deep CNN learning the difference between the bicubic image and the HR image."""
+
+    traits = NetworkTraits(scales=None, channels=(3,), tile_exact=True)
 
     # RGB in and out, whatever channel the convolutions see (Y by default).
     image_channels = 3
 
     def __init__(
-        self, scale: int, num_layers: int = 20, num_features: int = 64, y_only: bool = True
+        self,
+        scale: int,
+        num_layers: int = 20,
+        num_features: int = 64,
+        y_only: bool = True,
+        bias: bool = True,
     ):
         super().__init__()
         if num_layers < 2:
@@ -36,10 +47,14 @@ class VDSR(nn.Module):
         self.scale = scale
         self.y_only = y_only
         channels = 1 if y_only else 3
-        layers: list[nn.Module] = [nn.Conv2d(channels, num_features, 3, padding=1)]
+
+        def conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+            return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+
+        layers: list[nn.Module] = [conv(channels, num_features)]
         for _ in range(num_layers - 2):
-            layers += [nn.ReLU(inplace=True), nn.Conv2d(num_features, num_features, 3, padding=1)]
-        layers += [nn.ReLU(inplace=True), nn.Conv2d(num_features, channels, 3, padding=1)]
+            layers += [nn.ReLU(inplace=True), conv(num_features, num_features)]
+        layers += [nn.ReLU(inplace=True), conv(num_features, channels)]
         self.body = nn.Sequential(*layers)
 
     def _upscale(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,15 +25,10 @@ import cv2
 import numpy as np
 from scipy.special import j1
 
-BORDERS = {"reflect": cv2.BORDER_REFLECT, "replicate": cv2.BORDER_REPLICATE}
-KERNEL_KINDS = (
-    "iso",
-    "aniso",
-    "generalized_iso",
-    "generalized_aniso",
-    "plateau_iso",
-    "plateau_aniso",
-)
+from src.utils import choices
+
+BORDERS = dict(zip(choices.BORDERS, (cv2.BORDER_REFLECT, cv2.BORDER_REPLICATE), strict=True))
+KERNEL_KINDS = choices.KERNEL_KINDS
 
 
 def _offsets(size: int) -> tuple[np.ndarray, np.ndarray]:

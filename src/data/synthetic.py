@@ -40,11 +40,14 @@ from src.data.kernels import (
     uniform,
 )
 from src.ops.imresize import imresize_uint8
+from src.utils import choices
 
 # Noise values come from a generator seeded by one draw below this bound from the patch's own,
 # so both paths take the same draws from it (the batch path seeds a torch.Generator instead).
 SEED_BOUND = 2**62
-RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+RESIZE_MODES = dict(
+    zip(choices.RESIZE_MODES, (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC), strict=True)
+)
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
