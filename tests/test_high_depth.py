@@ -15,6 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from src.archs.base import size_multiple_of
 from src.archs.drrn import DRRN
 from src.archs.edsr import EDSR
 from src.archs.espcn import ESPCN
@@ -190,9 +191,12 @@ def test_single_channel_models_include_the_zoo_families() -> None:
 
 @pytest.mark.parametrize("name", sorted(SINGLE_CHANNEL_NETWORKS))
 def test_single_channel_networks_take_and_give_one_channel(name: str) -> None:
+    net = SINGLE_CHANNEL_NETWORKS[name]().eval()
+    multiple = size_multiple_of(net)  # RRDBNet x2 pixel-unshuffles: even sides
+    height, width = 13 + -13 % multiple, 11 + -11 % multiple
     with torch.no_grad():
-        out = SINGLE_CHANNEL_NETWORKS[name]().eval()(torch.rand(1, 1, 13, 11))
-    assert out.shape == (1, 1, 26, 22) and torch.isfinite(out).all()
+        out = net(torch.rand(1, 1, height, width))
+    assert out.shape == (1, 1, 2 * height, 2 * width) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("network", [SRCNN, FSRCNN, ESPCN, VDSR, DRRN])
@@ -218,7 +222,7 @@ def test_a_single_channel_set_through_an_rgb_only_network_is_refused(
     )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors and "data.channels=1, but SPAN takes 3-channel images" in errors[0]
+    assert errors and "data.channels=1: SPAN takes 3-channel images only" in errors[0]
 
 
 # --- prediction -------------------------------------------------------------------------------

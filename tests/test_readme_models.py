@@ -122,3 +122,15 @@ def test_the_check_fails_on_a_missing_or_unknown_config() -> None:
     added = row.sub(lambda m: m.group(0) + m.group(0).replace("edsr_large", "edsr_huge"), text)
     with pytest.raises(AssertionError, match=re.escape("not in conf/model: ['edsr_huge']")):
         _check_names(added)
+
+
+CHOICES_HEADING = "### What each network declares, and every setting with fixed values"
+
+
+def test_readme_choices_and_declarations_are_the_generated_tables() -> None:
+    from src.models.zoo import choices_markdown
+
+    text = _readme()
+    start = text.index(CHOICES_HEADING)
+    section = text[start : text.index("\n### ", start + 1)]
+    assert choices_markdown() in section, "README: rerun `python -m src.models choices`"

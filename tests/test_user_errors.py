@@ -18,28 +18,44 @@ from tests.test_data import write_folder
     [
         (
             [*TINY, "scale=5"],
-            "error: model.net (EDSR): scale must be 2, 3, 4 or 8 for a pixel-shuffle upsampler, "
-            "got 5",
+            "error: scale=5: EDSR supports scales 2, 3, 4 or 8",
         ),
         (
             ["model=swinir", "model.net.upsampler=foo", "logger=csv"],
-            "error: model.net (SwinIR): upsampler must be one of",
+            "error: model.net.upsampler must be one of pixelshuffle, pixelshuffledirect, got 'foo'",
         ),
         (
             [*TINY, "loss=esrgan", "model.loss.terms.perceptual.loss.criterion=l3"],
-            "error: model.loss.terms.perceptual.loss (PerceptualLoss): criterion must be l1 or l2",
+            "error: model.loss.terms.perceptual.loss.criterion must be one of l1, l2, got 'l3'",
         ),
         (
             ["experiment=esrgan_x4", "model.gan_loss.kind=foo", "logger=csv"],
-            "error: model.gan_loss (GANLoss): GAN loss kind must be vanilla",
+            "error: model.gan_loss.kind must be one of vanilla, lsgan, hinge, wgan, ragan",
         ),
         (
             [*TINY, "degradation=realesrgan", "data.degradation.first.resize.modes=[foo]"],
-            "error: data.degradation (RealESRGANDegradation): unknown resize mode(s) ['foo']",
+            "error: data.degradation.first.resize.modes must be one of area, bilinear, bicubic, "
+            "got ['foo']",
+        ),
+        (
+            [*TINY, "degradation=realesrgan", "+data.degradation.second.blur.kinds.foo=0.1"],
+            "error: data.degradation.second.blur.kinds must be one of iso, aniso,",
+        ),
+        (
+            ["model=pan", "scale=8", "logger=csv"],
+            "error: scale=8: PAN supports scales 2, 3 or 4",
+        ),
+        (
+            ["model=swinir", "scale=5", "logger=csv"],
+            "error: scale=5: SwinIR supports scales 2, 3, 4 or 8",
+        ),
+        (
+            ["model=span", "data.channels=1", "logger=csv"],
+            "error: data.channels=1: SPAN takes 3-channel images only",
         ),
     ],
 )
-def test_a_constructor_refusing_its_arguments_is_one_line_naming_the_key(
+def test_a_bad_choice_or_scale_is_one_line_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], line: str
 ):
     outcome = run_in_process("train", [*overrides, "trainer.max_steps=1"], tmp_path, capsys)

@@ -1,6 +1,7 @@
 """``python -m src.models``: print the model zoo table (see :mod:`src.models.zoo`);
 ``python -m src.models efficiency model=<name> ...``: the NTIRE efficiency protocol for one
-network (see :mod:`src.models.efficiency`)."""
+network (see :mod:`src.models.efficiency`); ``python -m src.models choices``: the settings with
+fixed values and what each network declares (see :func:`src.models.zoo.choices_markdown`)."""
 
 import sys
 
@@ -10,6 +11,10 @@ if sys.argv[1:2] == ["efficiency"]:
     from src.models.efficiency import main as efficiency
 
     run_or_explain(lambda: efficiency(sys.argv[2:]))
+elif sys.argv[1:2] == ["choices"]:
+    from src.models.zoo import choices_markdown
+
+    print(choices_markdown())
 else:
     from src.models.zoo import main
 

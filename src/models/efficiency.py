@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from src.archs.base import traits_of
 from src.models.zoo import build_net
 from src.utils.complexity import count_parameters
 from src.utils.errors import UserError
@@ -69,12 +70,17 @@ class Efficiency:
     bf16_note: str = ""
 
 
-def bf16_wanted(setting: str, device: torch.device) -> tuple[bool, str]:
-    """Whether to time bf16, and why not when not."""
+def bf16_wanted(
+    setting: str, device: torch.device, net: nn.Module | None = None
+) -> tuple[bool, str]:
+    """Whether to time bf16, and why not when not (``net``'s declaration may rule it out)."""
     if setting not in ("auto", "true", "false"):
         raise UserError(f"bf16={setting}: choose auto, true or false")
     if setting != "auto":
         return setting == "true", "" if setting == "true" else "not asked for"
+    traits = traits_of(net)
+    if traits is not None and not traits.bf16_safe:
+        return False, f"skipped: {type(net).__name__} declares bf16 unsafe; bf16=true times it"
     if device.type == "cpu" and not cpu_has_native_bf16():
         return False, "skipped: no bf16 instructions on this CPU; bf16=true times it anyway"
     return True, ""
@@ -174,8 +180,8 @@ def measure(
     name: str, scale: int, size: int, runs: int, device_name: str, bf16_setting: str = "auto"
 ) -> Efficiency:
     device = torch.device(device_name)
-    time_bf16, bf16_note = bf16_wanted(bf16_setting, device)
     meta = build_net(name, scale, device="meta")
+    time_bf16, bf16_note = bf16_wanted(bf16_setting, device, meta)
     gmacs = count_macs(meta, size, "meta")
     activations, layers = count_activations(meta, size, "meta")
     net = build_net(name, scale, device=device_name)

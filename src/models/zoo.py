@@ -18,7 +18,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from src.archs.base import traits_of
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.choices import CHOICES
 from src.utils.complexity import count_gflops, count_parameters
 from src.utils.tables import markdown_table
 
@@ -40,6 +42,43 @@ class ZooEntry:
 def model_names() -> list[str]:
     """The selectable ``model=`` options."""
     return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def network_class(name: str) -> tuple[type, str | None]:
+    """The network class ``conf/model/<name>.yaml`` builds, and its ``upsampler`` if it sets
+    one; nothing is instantiated."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}"])
+    net = cfg.model.net
+    return hydra.utils.get_class(net._target_), net.get("upsampler")
+
+
+def choices_markdown() -> str:
+    """The table of settings with fixed values (:data:`src.utils.choices.CHOICES`), then what
+    each ``conf/model`` network declares: scales, image channels, tiling, bf16."""
+    lines = ["| setting | valid values |", "|---|---|"]
+    for choice in CHOICES:
+        each = {"value": "", "items": " (each item)", "keys": " (each key)"}[choice.form]
+        lines.append(f"| `{choice.section}.{choice.key}`{each} | {', '.join(choice.values)} |")
+    header = ["model", "network", "scales", "channels", "tiles exact", "bf16 safe", "weights range"]
+    rows = []
+    for name in model_names():
+        cls, upsampler = network_class(name)
+        traits = traits_of(cls)
+        if traits is None:
+            continue
+        rows.append(
+            [
+                name,
+                cls.__name__,
+                traits.scales_text(upsampler),
+                " or ".join(str(c) for c in traits.channels),
+                "yes" if traits.tile_exact else "no",
+                "yes" if traits.bf16_safe else "no",
+                "0..255" if traits.value_range == 255.0 else "0..1",
+            ]
+        )
+    return "\n".join([*lines, "", markdown_table(header, rows)])
 
 
 def build_net(name: str, scale: int, device: str = "cpu") -> nn.Module:

@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.utils.choices import CHOICES
 from src.utils.errors import UserError
 
 
@@ -117,8 +118,8 @@ class RunSettings:
 
 @dataclass
 class InferenceSettings:
-    """The shared inference path's options (top level of eval, and ``model``): the same rules
-    as predict's, since all three run :func:`src.ops.inference.upscale`."""
+    """The shared inference path's options (``conf/inference.yaml``: the top level of train,
+    eval, predict and export, and ``model``, which interpolates them)."""
 
     tile: PositiveInt | Literal["auto"] | None
     tile_overlap: NonNegativeInt
@@ -149,7 +150,7 @@ class TrainerSettings:
 
 @dataclass
 class ModelSettings:
-    value_range: PositiveFloat
+    value_range: PositiveFloat | None
     channels_last: bool
     gray: Literal["expand", "raw"]
     ema_decay: OpenUnitInterval | None
@@ -213,10 +214,6 @@ class CallbackSettings:
 @dataclass
 class PredictSettings:
     input: str | None
-    tile: PositiveInt | Literal["auto"] | None
-    tile_overlap: NonNegativeInt
-    tile_memory_mb: PositiveFloat
-    self_ensemble: bool
     overwrite: bool
     progress: bool
     output_format: Literal["png", "jpg", "jpeg", "webp", "tiff", "dcm"] | None
@@ -324,6 +321,7 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
         ("", RunSettings),
         ("", CommonRun),
         ("", TrainRun),
+        ("", InferenceSettings),
         ("paths", PathSettings),
         ("model.loss.terms.*", LossTermSchema),
         ("model.discriminator.loss.terms.*", LossTermSchema),
@@ -352,6 +350,7 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
         ("", RunSettings),
         ("", CommonRun),
         ("", PredictRun),
+        ("", InferenceSettings),
         ("", PredictSettings),
         ("paths", PathSettings),
         ("model", ModelSettings),
@@ -360,6 +359,7 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
         ("", RunSettings),
         ("", CommonRun),
         ("", ExportRun),
+        ("", InferenceSettings),
         ("", ExportSettings),
         ("paths", PathSettings),
         ("model", ModelSettings),
@@ -546,6 +546,59 @@ def check_cross_fields(plain: dict[str, Any]) -> None:
         )
 
 
+def declared_traits(target: Any) -> Any:
+    """The ``traits`` an SR Lab network class declares (:mod:`src.archs.base`), found by its
+    ``_target_`` name; None for anything else. Looked up by name, so that this module does not
+    import the networks."""
+    if not isinstance(target, str) or not target.startswith(f"{OWN_PACKAGE}.archs."):
+        return None
+    try:
+        cls = get_object(target)
+    except (ImportError, ValueError):
+        return None  # the unknown-key walk names a target that does not exist
+    traits = getattr(cls, "traits", None)
+    return traits if hasattr(traits, "supports_scale") else None
+
+
+def check_network_declaration(plain: dict[str, Any]) -> None:
+    """``scale`` and ``data.channels`` against what the chosen network declares it supports.
+    Skipped when a checkpoint is loaded: it carries its own network and scale."""
+    net = section(plain, "model.net")
+    if not isinstance(net, dict) or plain.get("ckpt_path"):
+        return
+    traits = declared_traits(net.get("_target_"))
+    if traits is None:
+        return
+    name = str(net["_target_"]).rsplit(".", 1)[-1]
+    scale, upsampler = plain.get("scale"), net.get("upsampler")
+    if isinstance(scale, int) and not traits.supports_scale(scale, upsampler):
+        using = f" with upsampler={upsampler}" if upsampler in traits.upsampler_scales else ""
+        raise ConfigValueError(
+            f"scale={scale}: {name}{using} supports scales {traits.scales_text(upsampler)}"
+        )
+    channels = section(plain, "data.channels")
+    if isinstance(channels, int) and channels not in traits.channels:
+        raise ConfigValueError(
+            f"data.channels={channels}: {name} takes {' or '.join(map(str, traits.channels))}"
+            f"-channel images only; choose another network for this data"
+        )
+
+
+def check_choices(plain: dict[str, Any]) -> None:
+    """Settings with a fixed set of values (:data:`src.utils.choices.CHOICES`)."""
+    for choice in CHOICES:
+        for path, node in sections_at(plain, choice.section):
+            if not isinstance(node, dict) or node.get(choice.key) is None:
+                continue
+            unknown = choice.unknown(node[choice.key])
+            if unknown:
+                shown = unknown[0] if choice.form == "value" else unknown
+                raise ConfigValueError(
+                    f"{path}.{choice.key} must be one of {', '.join(choice.values)}, got "
+                    f"{shown!r}" + (" (each key)" if choice.form == "keys" else "")
+                )
+
+
 def check_config(cfg: DictConfig, task: str) -> None:
     """Check the composed config of ``task`` (train, eval, predict, export) against its
     schema; raise :class:`ConfigValueError` naming the first bad key."""
@@ -554,6 +607,8 @@ def check_config(cfg: DictConfig, task: str) -> None:
         for path, values in sections_at(plain, pattern):
             check_section(values, schema, path)
     check_cross_fields(plain)  # first: its messages say more than "unknown key"
+    check_network_declaration(plain)
+    check_choices(plain)
     check_known_keys(plain, task)
 
 
