@@ -30,10 +30,11 @@ from src.metrics.report import (
     summarize,
     write_results,
 )
-from src.models.loading import adopt_checkpoint_scale, load_module, metric_options
+from src.models.loading import checkpoint_scale, load_module, metric_options, read_run_checkpoint
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
+from src.utils.config import interpolation_overrides
 from src.utils.precision import remember_scoring_threads
 from src.utils.runtime import build_trainer, say
 from src.utils.schema import check_config
@@ -56,10 +57,14 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
     check_config(cfg, "eval")
     remember_scoring_threads()
-    adopt_checkpoint_scale(cfg)
-    resolve_auto_channels(cfg)
-    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
-    module = load_module(cfg, val_set_names=datamodule.val_set_names, **metric_options(cfg))
+    checkpoint = read_run_checkpoint(cfg)
+    scale = checkpoint_scale(cfg, checkpoint)
+    channels = resolve_auto_channels(cfg, scale)
+    scaled = interpolation_overrides(cfg.data, "scale", scale)
+    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data, **scaled, channels=channels)
+    module = load_module(
+        cfg, checkpoint, channels, val_set_names=datamodule.val_set_names, **metric_options(cfg)
+    )
     output_dir = Path(cfg.paths.output_dir)
     timer = SetTimer()
     callbacks: list[pl.Callback] = [timer]

@@ -27,7 +27,7 @@ from src.models.exporting import (
     export_safetensors,
     export_verified_onnx,
 )
-from src.models.loading import adopt_checkpoint_scale, load_module
+from src.models.loading import load_module
 from src.models.onnx_runtime import is_onnx
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
@@ -87,7 +87,6 @@ def export(cfg: DictConfig) -> Path:
         check_opset(cfg.opset)
     if is_onnx(cfg.get("ckpt_path")):
         raise UserError(f"{cfg.ckpt_path} is already an ONNX file")
-    adopt_checkpoint_scale(cfg)
     module = load_module(cfg).eval()
     path = target_path(cfg, module)
     weights = "EMA" if module.ema is not None else "raw"

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from src.io.media import available_memory, find_inputs, remove_stale_partials
 from src.io.predict_io import Report, Upscaler, listing, upscale_files
-from src.models.loading import adopt_checkpoint_scale, load_module
+from src.models.loading import load_module
 from src.models.onnx_runtime import OnnxNetwork, is_onnx
 from src.ops.inference import AUTO, input_channels, upscale
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
@@ -90,7 +90,6 @@ def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str, int]:
 def torch_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str, int]:
     """SRModule.forward (the shared inference path, in fp32 with autocast off as eval runs it)
     on the chosen device."""
-    adopt_checkpoint_scale(cfg)
     device = pick_device(cfg.device)
     module = load_module(cfg).eval().to(device)
 

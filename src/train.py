@@ -29,9 +29,9 @@ from src.models.sr_module import SRModule
 from src.ops.inference import input_channels
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
-from src.utils.config import in_multirun, to_plain
+from src.utils.config import in_multirun, interpolation_overrides
 from src.utils.errors import UserError
-from src.utils.precision import remember_scoring_threads, resolve_auto
+from src.utils.precision import remember_scoring_threads, resolve_auto, trainer_precision
 from src.utils.run_config import group_choices, log_run_config, run_hparams
 from src.utils.runtime import (
     build_callbacks,
@@ -49,11 +49,14 @@ log = logging.getLogger("srlab.train")
 SUMMARY_KEYS = ["val/psnr_y", "val/ssim_y", "val/psnr_rgb", "val/ssim_rgb"]
 
 
-def resolve_precision(cfg: DictConfig, model: SRModule) -> None:
-    """Replace ``trainer.precision=auto`` by what this device runs fastest, and say why."""
+def resolve_precision(cfg: DictConfig, model: SRModule) -> Any:
+    """The precision the Trainer runs with: ``trainer.precision``, or for ``auto`` what this
+    device runs fastest (said, with why). The config keeps ``auto``."""
     choice = resolve_auto(cfg.trainer, model.has_trainable_parameters)
-    if choice is not None:
-        say(f"precision {choice.precision} (trainer.precision=auto: {choice.reason})")
+    if choice is None:
+        return cfg.trainer.get("precision")
+    say(f"precision {choice.precision} (trainer.precision=auto: {choice.reason})")
+    return choice.precision
 
 
 def check_channels(datamodule: SRDataModule, model: SRModule) -> None:
@@ -83,20 +86,24 @@ def check_trainable_data(datamodule: SRDataModule, model: SRModule) -> None:
 def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     """Instantiate the data module, the SR module and the trainer from a composed config.
 
-    The data is downloaded (or found missing) first, before a logger or a run file exists."""
-    resolve_auto_channels(cfg)
-    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data)
+    The data is downloaded (or found missing) first, before a logger or a run file exists.
+    What ``auto`` settings stand for (``data.channels``, ``trainer.precision``) is passed to what
+    is built; ``cfg`` stays as composed."""
+    channels = resolve_auto_channels(cfg)
+    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data, channels=channels)
     datamodule.ensure_available()
     model: SRModule = hydra.utils.instantiate(
-        cfg.model, val_set_names=datamodule.val_set_names, **metric_options(cfg)
+        cfg.model,
+        **interpolation_overrides(cfg.model, "data.channels", channels),
+        val_set_names=datamodule.val_set_names,
+        **metric_options(cfg),
     )
-    model.model_config = to_plain(cfg.model)
     check_channels(datamodule, model)
     check_trainable_data(datamodule, model)
-    resolve_precision(cfg, model)
+    precision = resolve_precision(cfg, model)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     loggers = build_loggers(cfg.get("logger"))
-    trainer = build_trainer(cfg.trainer, logger=loggers, callbacks=callbacks)
+    trainer = build_trainer(cfg.trainer, precision=precision, logger=loggers, callbacks=callbacks)
     return datamodule, model, trainer
 
 
@@ -153,7 +160,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     train_set = datamodule.train_set.name if datamodule.train_set is not None else None
-    hparams = run_hparams(cfg, model.net, train_set, datamodule.val_set_names)
+    hparams = run_hparams(
+        cfg,
+        model.net,
+        train_set,
+        datamodule.val_set_names,
+        channels=datamodule.pixel_format.channels,
+        precision=trainer_precision(cfg.trainer, model.has_trainable_parameters),
+        value_range=model.value_range,
+    )
     log_run_config(trainer.loggers, hparams, str(cfg.optimized_metric))
     started = time.perf_counter()
     if model.has_trainable_parameters:

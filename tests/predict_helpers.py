@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from src.models.sr_module import SRModule
-from src.utils.config import to_plain
 from tests.helpers import compose_config
 
 # A 1-block, 8-feature EDSR: its receptive field reaches 6 LR pixels, so 8 px of tile overlap
@@ -21,19 +20,21 @@ MICRO = ["model.net.num_blocks=1", "model.net.num_features=8"]
 def micro_module(
     tmp_path: Path, scale: int = 2, extra: list[str] | None = None, seed: int = 0
 ) -> tuple[SRModule, dict]:
-    """A seeded micro EDSR SRModule and its resolved model config."""
+    """A seeded micro EDSR SRModule and the model config it records."""
     cfg = compose_config("predict", [f"scale={scale}", *MICRO, *(extra or [])], tmp_path / "cfg")
     torch.manual_seed(seed)
     module: SRModule = hydra.utils.instantiate(cfg.model)
-    config = to_plain(cfg.model)
-    module.model_config = config
+    config = module.model_config
+    assert config is not None
     return module.eval(), config
 
 
-def write_checkpoint(path: Path, module: SRModule) -> Path:
-    """Save ``module`` the way src.train's checkpoints hold it (state dict + srlab metadata)."""
+def write_checkpoint(path: Path, module: SRModule, model_config: dict | None = None) -> Path:
+    """Save ``module`` the way src.train's checkpoints hold it (state dict + srlab metadata);
+    ``model_config`` in place of the one the module records."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model_config": module.model_config, "scale": module.scale}
+    config = module.model_config if model_config is None else model_config
+    meta = {"model_config": config, "scale": module.scale}
     torch.save({"state_dict": module.state_dict(), "srlab": meta}, path)
     return path
 

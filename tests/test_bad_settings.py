@@ -92,13 +92,13 @@ def test_a_bad_training_setting_stops_the_command_before_any_work(tmp_path: Path
 
 def test_settings_lightning_refuses_are_one_line_naming_the_trainer(tmp_path: Path):
     from src.utils.errors import UserError
-    from src.utils.precision import resolve_auto
+    from src.utils.precision import trainer_precision
     from src.utils.runtime import build_trainer
 
     cfg = compose_config("train", ["trainer.accelerator=tpu"], tmp_path)  # no torch_xla here
-    resolve_auto(cfg.trainer)
+    precision = trainer_precision(cfg.trainer)
     with pytest.raises(UserError, match=r"^trainer: .*torch_xla"):
-        build_trainer(cfg.trainer, logger=False)
+        build_trainer(cfg.trainer, logger=False, precision=precision)
 
 
 @pytest.fixture

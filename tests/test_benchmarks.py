@@ -134,7 +134,7 @@ def assert_published_row(scores, model: str, scale: int, ssim_tolerance: float =
 def test_the_released_rlfn_x2_reproduces_its_set5_row(
     shared_data: Path, shared_weights: Path, tmp_path: Path
 ):
-    """RLFN's weights work on 0..255 pixels: model=rlfn says so (value_range), eval does not."""
+    """RLFN's weights work on 0..255 pixels: RLFN declares it (value_range), eval does not."""
     (set5,) = rlfn_x2_scores(tmp_path, shared_data, shared_weights, ["Set5"]).values()
     assert_published_row(set5, "rlfn", 2)
 

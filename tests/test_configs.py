@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 
 from src.data.datamodule import SRDataModule
 from src.models.sr_module import SRModule
-from src.utils.precision import resolve_auto
+from src.utils.precision import trainer_precision
 from tests.helpers import CONF_DIR, compose_config
 
 
@@ -92,8 +92,9 @@ def test_group_options_compose_and_instantiate(override: str, tmp_path: Path):
     if group == "cache":
         assert hydra.utils.instantiate(cfg.data).cache.on_disk == (override != "cache=memory")
     if group == "trainer" and (cfg.trainer.accelerator != "gpu" or torch.cuda.is_available()):
-        resolve_auto(cfg.trainer)
-        assert hydra.utils.instantiate(cfg.trainer, logger=False).max_steps == cfg.trainer.max_steps
+        precision = trainer_precision(cfg.trainer)
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=False, precision=precision)
+        assert trainer.max_steps == cfg.trainer.max_steps
 
 
 def test_scale_is_one_key_for_model_and_data(tmp_path: Path):

@@ -45,8 +45,8 @@ def trap(tmp_path: Path) -> tuple[Path, Path]:
 
 def hostile_checkpoint(tmp_path: Path, change: dict, name: str) -> Path:
     module, config = micro_module(tmp_path)
-    module.model_config = {**copy.deepcopy(config), **change}
-    return write_checkpoint(tmp_path / f"{name}.ckpt", module)
+    hostile = {**copy.deepcopy(config), **change}
+    return write_checkpoint(tmp_path / f"{name}.ckpt", module, hostile)
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], key: str, trap: tuple[Path, Path]):

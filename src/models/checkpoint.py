@@ -1,7 +1,9 @@
 """Reading SR Lab checkpoints safely and rebuilding the SRModule they were saved from.
 
-A checkpoint written by ``src.train`` carries the resolved model config under ``"srlab"``, so
-``src.eval ckpt_path=...`` and ``src.predict ckpt_path=...`` need no ``model=`` override.
+A checkpoint of an SRModule carries the config that rebuilds it under ``"srlab"`` (the module
+records it itself, :attr:`~src.models.sr_module.SRModule.model_config`, whether ``src.train`` or a
+plain Lightning Trainer saved it), so ``src.eval ckpt_path=...`` and ``src.predict ckpt_path=...``
+need no ``model=`` override.
 Loading is ``torch.load(weights_only=True)``: a file that would execute code is refused.
 
 The stored config is data from a file, and instantiating it would run whatever its ``_target_``
@@ -15,49 +17,20 @@ line naming the key.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import OmegaConf
 
 from src.io.tensors import PretrainedWeightsError, load_tensors_only
-from src.models.gan_module import GAN_MODULE, SR_MODULE, generator_config
+from src.models.gan_module import generator_config
 from src.models.sr_module import SRModule
+from src.models.targets import GAN_MODULE, SR_MODULE, allowed_targets
 from src.utils.errors import UserError
 
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, corrupt, unsafe or not from SR Lab."""
-
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-# The config groups whose options a stored model config is made of.
-BUILDING_GROUPS = ("model", "loss", "optimizer", "scheduler", "discriminator", "experiment")
-
-
-def targets_in(node: Any) -> Iterator[str]:
-    """Every ``_target_`` value in a nested config."""
-    if isinstance(node, dict):
-        if isinstance(node.get("_target_"), str):
-            yield node["_target_"]
-        for value in node.values():
-            yield from targets_in(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from targets_in(value)
-
-
-@cache
-def allowed_targets() -> frozenset[str]:
-    """The classes SR Lab's own configs build: what a stored config may name."""
-    found = {SR_MODULE, GAN_MODULE}
-    for group in BUILDING_GROUPS:
-        for path in (CONF_DIR / group).rglob("*.yaml"):
-            found.update(targets_in(OmegaConf.to_container(OmegaConf.load(path))))
-    return frozenset(found)
 
 
 def refuse_code(node: Any, where: str, path: str | Path) -> None:
@@ -128,9 +101,14 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
-def module_from_checkpoint(path: str | Path, **overrides: Any) -> SRModule:
-    """Rebuild the SRModule saved in ``path``; ``overrides`` replace model config keys."""
-    checkpoint = read_checkpoint(path)
+def module_from_checkpoint(
+    path: str | Path, checkpoint: dict[str, Any] | None = None, **overrides: Any
+) -> SRModule:
+    """Rebuild the SRModule saved in ``path``; ``overrides`` replace model config keys.
+
+    ``checkpoint``: the file as :func:`read_checkpoint` already gave it (read here otherwise)."""
+    if checkpoint is None:
+        checkpoint = read_checkpoint(path)
     stored = stored_model_config(checkpoint, path)
     if stored is None:
         raise CheckpointError(
@@ -149,5 +127,4 @@ def module_from_checkpoint(path: str | Path, **overrides: Any) -> SRModule:
     if missing:
         raise CheckpointError(f"{path}: network weights missing from checkpoint: {missing[:10]}")
     module.load_state_dict(weights, strict=False)
-    module.model_config = stored
     return module

@@ -38,6 +38,7 @@ from src.models.sr_module import (
     build_optimizer,
     build_scheduler,
 )
+from src.models.targets import SR_MODULE
 from src.utils.errors import UserError
 
 # Lightning warns that a checkpoint taken every N steps under manual optimisation holds the
@@ -45,8 +46,6 @@ from src.utils.errors import UserError
 # what an exact resume needs.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
-SR_MODULE = "src.models.sr_module.SRModule"
-GAN_MODULE = "src.models.gan_module.GANModule"
 # Keys of a GANModule config that an SRModule does not take.
 GAN_KEYS = (
     "discriminator",
@@ -86,7 +85,20 @@ def gradient_penalty(
 
 
 class GANModule(SRModule):
-    """An SRModule whose generator also learns to fool a discriminator."""
+    """An SRModule whose generator also learns to fool a discriminator.
+
+    Its hyper-parameters (SRModule's and its own) are recorded by SRModule's constructor, which
+    collects this constructor's arguments too; the critic, its loss and its optimiser and
+    scheduler factories are described in :attr:`model_config` by how they were built.
+    """
+
+    BUILT_ARGUMENTS = (
+        *SRModule.BUILT_ARGUMENTS,
+        "discriminator",
+        "gan_loss",
+        "d_optimizer",
+        "d_scheduler",
+    )
 
     def __init__(
         self,
@@ -117,6 +129,15 @@ class GANModule(SRModule):
         # artifact_weight, artifact_window and the EMA they need are checked by the schema.
         self.artifact_loss = ArtifactLoss(artifact_window) if artifact_weight else None
         self.artifact_weight = float(artifact_weight)
+
+    def built_parts(self) -> dict[str, Any]:
+        return {
+            **super().built_parts(),
+            "discriminator": self.discriminator,
+            "gan_loss": self.gan_loss,
+            "d_optimizer": self.d_optimizer_factory,
+            "d_scheduler": self.d_scheduler_factory,
+        }
 
     def on_fit_start(self) -> None:
         if "16-mixed" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision):

@@ -14,10 +14,15 @@ weighted sum of any of them (``conf/loss``).
   residual is locally noisy and worse than its EMA copy's; the GAN module feeds it the EMA's SR.
 * :class:`CompositeLoss` sums named terms with weights and keeps each term's last value for
   logging (``train/loss_<name>``).
+
+Each records its constructor arguments (:mod:`src.utils.construction`), and
+:func:`torch_loss_arguments` describes torch's own parameter-free losses, so a module's loss is
+saved with the config that rebuilds it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -27,9 +32,11 @@ from torch.nn import functional as F
 
 from src.archs.vgg_features import Variant, VGGFeatures
 from src.io.weights import DEFAULT_CACHE, DOWNLOAD, load_weights
+from src.utils.choices import CRITERIA, GAN_LOSS_KINDS
+from src.utils.construction import RecordsArguments
 
 
-class CharbonnierLoss(nn.Module):
+class CharbonnierLoss(RecordsArguments, nn.Module):
     """sqrt((x - y)^2 + eps^2), averaged: a smooth L1 (Lai et al., LapSRN, CVPR 2017)."""
 
     def __init__(self, eps: float = 1e-3):
@@ -45,10 +52,10 @@ def distance(kind: str) -> nn.Module:
         return nn.L1Loss()
     if kind == "l2":
         return nn.MSELoss()
-    raise ValueError(f"criterion must be l1 or l2, got {kind!r}")
+    raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {kind!r}")
 
 
-class PerceptualLoss(nn.Module):
+class PerceptualLoss(RecordsArguments, nn.Module):
     """Sum over ``layers`` of weight x distance(VGG(sr)[layer], VGG(hr)[layer]).
 
     The VGG weights are loaded on first use (or by :meth:`prepare`, which the Lightning module
@@ -100,7 +107,7 @@ class PerceptualLoss(nn.Module):
 GanKind = Literal["vanilla", "lsgan", "hinge", "wgan", "ragan"]
 
 
-class GANLoss(nn.Module):
+class GANLoss(RecordsArguments, nn.Module):
     """Adversarial losses from discriminator logits on real (HR) and fake (SR) images.
 
     ``ragan`` is ESRGAN's relativistic average GAN: each side judges whether a real image is
@@ -110,8 +117,8 @@ class GANLoss(nn.Module):
 
     def __init__(self, kind: GanKind = "vanilla"):
         super().__init__()
-        if kind not in ("vanilla", "lsgan", "hinge", "wgan", "ragan"):
-            raise ValueError(f"GAN loss kind must be vanilla, lsgan, hinge, wgan or ragan: {kind}")
+        if kind not in GAN_LOSS_KINDS:
+            raise ValueError(f"GAN loss kind must be one of {', '.join(GAN_LOSS_KINDS)}: {kind}")
         self.kind = kind
 
     @staticmethod
@@ -190,7 +197,7 @@ class ArtifactLoss(nn.Module):
         return F.l1_loss(weight * sr, weight * hr)
 
 
-class CompositeLoss(nn.Module):
+class CompositeLoss(RecordsArguments, nn.Module):
     """sum(weight x loss(sr, hr)) over named ``terms`` ({name: {loss: module, weight: w}})."""
 
     def __init__(self, terms: Mapping[str, Mapping[str, Any]]):
@@ -209,6 +216,24 @@ class CompositeLoss(nn.Module):
             self.last[name] = value.detach()
             total = total + self.weights[name] * value
         return total
+
+
+# The constructor arguments of torch's parameter-free losses: the deprecated two, and reduction.
+TORCH_LOSS_ARGUMENTS = frozenset({"size_average", "reduce", "reduction"})
+
+
+def torch_loss_arguments(loss: Any) -> dict[str, Any] | None:
+    """How one of torch's own parameter-free losses (``torch.nn.L1Loss``, ``MSELoss``, ...) was
+    built, for its config: ``{}``, or ``{"reduction": ...}`` where it is not the default. None for
+    anything else: a loss with weights or settings (``HuberLoss``'s delta), or a subclass from
+    outside torch, whose state its arguments would not capture."""
+    cls = type(loss)
+    if not isinstance(loss, nn.modules.loss._Loss) or not cls.__module__.startswith("torch."):
+        return None
+    parameters = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    if not parameters <= TORCH_LOSS_ARGUMENTS:
+        return None
+    return {} if loss.reduction == "mean" else {"reduction": loss.reduction}
 
 
 def prepare_weights(module: nn.Module) -> None:

@@ -5,6 +5,13 @@ It owns the loss, the optimiser and scheduler (built from Hydra partials), the o
 Validation scores every image once and logs, per set and overall:
 ``val/psnr_y``, ``val/ssim_y``, ``val/psnr_rgb``, ``val/ssim_rgb``, ``val/<Set>/<metric>`` and
 ``val/psnr_y_best``.
+
+The module records its own config: its settings as Lightning hyper-parameters
+(``save_hyperparameters``) and, for the objects it is given (network, losses, optimiser and
+scheduler factories), how they were built (:mod:`src.utils.construction`). :attr:`model_config`
+puts the two together into the Hydra config that rebuilds it, and every checkpoint carries it, so
+a module built in Python and trained by a plain Lightning Trainer loads in ``src.eval`` as one
+trained by ``src.train`` does.
 """
 
 from __future__ import annotations
@@ -12,24 +19,33 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
+from src.archs.base import size_multiple_of, traits_of
 from src.metrics.paper import Gray, batch_peak, convention, score_batch
 from src.metrics.registry import DEFAULT_METRICS, build_metrics, columns_of
-from src.models.losses import prepare_weights
-from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
+from src.models.losses import prepare_weights, torch_loss_arguments
+from src.models.targets import allowed_targets, config_aliases, targets_in
+from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, call_padded, upscale
+from src.utils.construction import NotDescribable, construction_config, target_name
 from src.utils.errors import UserError
 from src.utils.precision import fp32_scoring
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 OVERALL = "all"
+# Constructor arguments about a run rather than the model: the names of its validation sets and
+# how it scores (metrics, where their weight files live, the border crop). They are left out of
+# model_config: each command that scores passes its own.
+RUN_ARGUMENTS = ("val_set_names", "metrics", "metric_weights", "metric_cache", "crop_border")
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -66,8 +82,23 @@ def build_scheduler(
         raise UserError(f"{key}: {error}") from error
 
 
+def plain_value(value: Any) -> Any:
+    """An OmegaConf container (what Hydra passes for a list or mapping) as plain data, so that a
+    checkpoint's hyper-parameters load with ``weights_only=True``."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 class SRModule(pl.LightningModule):
-    """Train and score ``net``, a plain nn.Module mapping [0, 1] LR to [0, 1] SR."""
+    """Train and score ``net``, a plain nn.Module mapping [0, 1] LR to [0, 1] SR.
+
+    ``value_range``: the pixel range the network works in (255.0: it sees 0..255); None, the
+    default, takes what the network declares (:func:`src.archs.base.traits_of`), 1.0 for a
+    network without a declaration.
+    """
+
+    # The constructor arguments that are objects (the network, the loss, optimiser and scheduler
+    # factories): not hyper-parameters; model_config describes each by how it was built.
+    BUILT_ARGUMENTS: ClassVar[tuple[str, ...]] = ("net", "loss", "optimizer", "scheduler")
 
     def __init__(
         self,
@@ -76,7 +107,7 @@ class SRModule(pl.LightningModule):
         loss: nn.Module | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
-        value_range: float = 1.0,
+        value_range: float | None = None,
         pretrained: str | None = None,
         tile: Tile = None,
         tile_overlap: int = 16,
@@ -94,12 +125,20 @@ class SRModule(pl.LightningModule):
         crop_border: int | None = None,
     ):
         super().__init__()
+        # Every argument of this constructor and of a subclass's (GANModule's), but the objects.
+        self.save_hyperparameters(ignore=list(self.BUILT_ARGUMENTS), logger=False)
         self.net = net
         self.scale = scale
         self.loss = loss or nn.L1Loss()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.value_range = value_range
+        traits = traits_of(net)
+        if value_range is None:
+            value_range = traits.value_range if traits is not None else 1.0
+        self.value_range = float(value_range)
+        self.hparams.update({key: plain_value(value) for key, value in self.hparams.items()})
+        self.hparams["value_range"] = self.value_range  # the resolved value, not None
+        self._warned_config = False
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.tile_memory_mb = tile_memory_mb
@@ -114,7 +153,6 @@ class SRModule(pl.LightningModule):
         self.crop_border = crop_border
         if channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model_config: dict[str, Any] | None = None
         self.val_scores: list[dict[str, Any]] = []
         self.extra_metrics = build_metrics(list(metrics), metric_weights, metric_cache)
         self.metric_columns = columns_of(self.extra_metrics)
@@ -143,13 +181,15 @@ class SRModule(pl.LightningModule):
     def run_net(
         self, lr: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """One network call on [0, 1] input; networks trained on 0..255 see 0..255."""
+        """One network call on [0, 1] input; networks trained on 0..255 see 0..255, and
+        networks that need a size multiple get their input padded to it."""
         net = self.net if net is None else net
         if self.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
+        multiple = size_multiple_of(self.net)
         if self.value_range == 1.0:
-            return net(lr)
-        return net(lr * self.value_range) / self.value_range
+            return call_padded(net, lr, multiple, self.scale)
+        return call_padded(net, lr * self.value_range, multiple, self.scale) / self.value_range
 
     @property
     def border(self) -> int:
@@ -317,11 +357,63 @@ class SRModule(pl.LightningModule):
         self.log("val/psnr_y", logged.pop("val/psnr_y"), prog_bar=True)
         self.log_dict(logged)
 
-    # --- checkpoints -------------------------------------------------------------------------
+    # --- its own config and checkpoints -------------------------------------------------------
+    def built_parts(self) -> dict[str, Any]:
+        """The objects given for :attr:`BUILT_ARGUMENTS`, as this module holds them."""
+        return {
+            "net": self.net,
+            "loss": self.loss,
+            "optimizer": self.optimizer_factory,
+            "scheduler": self.scheduler_factory,
+        }
+
+    def describe(self) -> tuple[dict[str, Any] | None, str]:
+        """:attr:`model_config`, or None and which part records no construction."""
+        settings = {k: v for k, v in self.hparams.items() if k not in RUN_ARGUMENTS}
+        parts = {"hyper-parameters": settings, **self.built_parts()}
+        described: dict[str, Any] = {}
+        for name, part in parts.items():
+            try:
+                described[name] = construction_config(part, config_aliases(), torch_loss_arguments)
+            except NotDescribable as error:
+                return None, f"model.{name}: {error}"
+        settings = described.pop("hyper-parameters")
+        return {"_target_": target_name(type(self)), **settings, **described}, ""
+
+    @property
+    def model_config(self) -> dict[str, Any] | None:
+        """The Hydra config that rebuilds this module: ``_target_`` its class, its own
+        hyper-parameters (without :data:`RUN_ARGUMENTS`; ``value_range`` resolved) and the
+        config of each object it was given. None when one of those records no construction (a
+        network from outside SR Lab)."""
+        return self.describe()[0]
+
+    def stored_config(self) -> dict[str, Any] | None:
+        """:attr:`model_config` where ``src.eval`` can rebuild the module from it, else None with
+        a warning (once) that loading will need the network named."""
+        config, problem = self.describe()
+        if config is not None:
+            foreign = sorted(set(targets_in(config)) - allowed_targets())
+            if foreign:
+                config = None
+                problem = (
+                    f"it names {', '.join(foreign)}, which SR Lab does not build from a "
+                    "checkpoint (only what conf/ names)"
+                )
+        if config is None and not self._warned_config:
+            self._warned_config = True
+            rank_zero_warn(
+                f"the checkpoint holds no model config ({problem}): src.eval, src.predict and "
+                "src.export will need the network named to load it, model=<name> "
+                "model.pretrained=<checkpoint>"
+            )
+        return config
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta: dict[str, Any] = {"scale": self.scale, "best_psnr_y": self._best_so_far()}
-        if self.model_config is not None:
-            meta["model_config"] = self.model_config
+        config = self.stored_config()
+        if config is not None:
+            meta["model_config"] = config
         checkpoint["srlab"] = meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

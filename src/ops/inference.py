@@ -63,6 +63,19 @@ def input_channels(net: torch.nn.Module) -> int:
     return 3
 
 
+def call_padded(net: Network, lr: torch.Tensor, multiple: int, scale: int) -> torch.Tensor:
+    """``net(lr)`` for a network that needs input sides a multiple of ``multiple`` (declared by
+    the network, see :mod:`src.archs.base`): ``lr`` is padded at the bottom and right by
+    reflection, as BasicSR's inference does for its pixel-unshuffle networks, and the output is
+    cropped back to ``scale`` times the input size."""
+    if multiple <= 1:
+        return net(lr)
+    # No branch on the size: an exported graph keeps the padding for every input size.
+    height, width = lr.shape[-2:]
+    padded = torch.nn.functional.pad(lr, (0, -width % multiple, 0, -height % multiple), "reflect")
+    return net(padded)[..., : height * scale, : width * scale]
+
+
 def _starts(length: int, tile: int) -> Iterator[int]:
     """Start offsets of the cores that cover ``length`` pixels in steps of ``tile``."""
     yield from range(0, length, tile)

@@ -5,6 +5,7 @@ Registered on import of this module; every entry point and the tests import it b
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,34 @@ def register_resolvers() -> None:
 def to_plain(config: DictConfig | ListConfig) -> Any:
     """A resolved, plain-Python copy of a config node (safe to store in a checkpoint)."""
     return OmegaConf.to_container(config, resolve=True)
+
+
+def interpolation_overrides(node: DictConfig, key: str, value: Any) -> dict[str, Any]:
+    """Overrides that give ``value`` to every entry of ``node`` that reads the setting ``key``
+    (``${scale}``, ``${oc.select:data.channels,3}``), nested as in ``node``.
+
+    ``hydra.utils.instantiate(node, **overrides)`` then builds with a value derived after
+    composition (the scale of a checkpoint, the channel count ``data.channels=auto`` stands for)
+    while the config itself stays as it was composed. A list holding such an entry is given
+    whole (a merge replaces lists).
+    """
+    reads = re.compile(r"\$\{(?:oc\.select:)?" + re.escape(key) + r"(?:,[^{}]*)?\}")
+
+    def walk(item: Any) -> Any:
+        """The override of ``item``, or None where it reads no ``key``."""
+        if isinstance(item, str):
+            return value if reads.fullmatch(item) else None
+        if isinstance(item, dict):
+            entries = {k: walk(v) for k, v in item.items()}
+            return {k: v for k, v in entries.items() if v is not None} or None
+        if isinstance(item, list):
+            items = [walk(v) for v in item]
+            if all(v is None for v in items):
+                return None
+            return [item[i] if v is None else v for i, v in enumerate(items)]
+        return None
+
+    return walk(OmegaConf.to_container(node, resolve=False)) or {}
 
 
 register_resolvers()

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -101,13 +102,17 @@ def choose_precision(accelerator: str, trainable: bool = True) -> PrecisionChoic
 
 
 def resolve_auto(trainer: DictConfig, trainable: bool = True) -> PrecisionChoice | None:
-    """Replace ``precision: auto`` in a Trainer config by its choice (returned); None when the
-    config names a precision itself."""
+    """What ``precision: auto`` in a Trainer config stands for; None when the config names a
+    precision itself. The config is left as it is: the Trainer is given the choice."""
     if str(trainer.get("precision")) != AUTO:
         return None
-    choice = choose_precision(str(trainer.get("accelerator", AUTO)), trainable)
-    trainer.precision = choice.precision
-    return choice
+    return choose_precision(str(trainer.get("accelerator", AUTO)), trainable)
+
+
+def trainer_precision(trainer: DictConfig, trainable: bool = True) -> Any:
+    """The precision a Trainer config runs with: its own setting, or what ``auto`` stands for."""
+    choice = resolve_auto(trainer, trainable)
+    return trainer.get("precision") if choice is None else choice.precision
 
 
 def remember_scoring_threads() -> None:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from src.utils.complexity import count_gflops, count_parameters
+from src.utils.config import interpolation_overrides
 
 # GFLOPs are counted for one forward pass on an LR input of this side, the size the NTIRE
 # efficient-SR reports use.
@@ -70,7 +71,7 @@ def group_choices() -> dict[str, str]:
     return {str(k): str(v) for k, v in choices.items() if v is not None and "/" not in str(k)}
 
 
-def network_gflops(net_config: DictConfig) -> float | None:
+def network_gflops(net_config: DictConfig | dict[str, Any]) -> float | None:
     """GFLOPs of one forward pass on a 256x256 LR input, counted on the meta device."""
     try:
         with torch.device("meta"):
@@ -85,19 +86,35 @@ def plain(node: Any) -> Any:
 
 
 def run_hparams(
-    cfg: DictConfig, net: torch.nn.Module, train_set: str | None, val_sets: list[str]
+    cfg: DictConfig,
+    net: torch.nn.Module,
+    train_set: str | None,
+    val_sets: list[str],
+    *,
+    channels: int,
+    precision: Any,
+    value_range: float,
 ) -> dict[str, Any]:
-    """The flat description of a composed training config, its network and its data sets."""
+    """The flat description of a composed training config, its network and its data sets.
+
+    ``channels``, ``precision`` and ``value_range`` are what ``data.channels``,
+    ``trainer.precision`` and ``model.value_range`` stand for in this run: the config may say
+    ``auto`` or null, and keeps saying it."""
     choices = group_choices()
     model, data, trainer = cfg.model, cfg.data, cfg.trainer
+    net_config = plain(
+        OmegaConf.merge(
+            plain(model.net), interpolation_overrides(model.net, "data.channels", channels)
+        )
+    )
     params: dict[str, Any] = {
         "model": choices.get("model", type(net).__name__),
         "model/network": type(net).__name__,
         PARAMS_KEY: count_parameters(net),
-        "model/gflops": network_gflops(model.net),
-        **flatten(plain(model.net), "model/net"),
+        "model/gflops": network_gflops(net_config),
+        **flatten(net_config, "model/net"),
         "model/ema_decay": model.get("ema_decay"),
-        "model/value_range": model.get("value_range"),
+        "model/value_range": value_range,
         "scale": cfg.scale,
         "seed": cfg.seed,
         "data": choices.get("data"),
@@ -114,7 +131,7 @@ def run_hparams(
         "scheduler": choices.get("scheduler"),
         **flatten(plain(model.get("scheduler") or {}), "scheduler"),
         "trainer": choices.get("trainer"),
-        "trainer/precision": str(trainer.get("precision")),
+        "trainer/precision": str(precision),
         "trainer/max_steps": trainer.get("max_steps"),
         "trainer/devices": str(trainer.get("devices")),
         "git_commit": git_commit(Path(cfg.paths.root_dir)),
