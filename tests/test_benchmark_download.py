@@ -15,9 +15,10 @@ from pathlib import Path
 import cv2
 import pytest
 
-from src.data import benchmark_download, benchmarks
+from src.data import benchmark_download, pixels
 from src.data.benchmark_download import DOWNLOADS, ensure_benchmark, pinned_files
-from src.data.benchmarks import MANIFEST, BenchmarkSet, pixel_digest
+from src.data.benchmarks import BenchmarkSet
+from src.data.pixels import MANIFEST, pixel_digest
 from src.data.sources import DatasetNotFoundError
 from src.eval import evaluate
 from src.io.download import DownloadError
@@ -83,7 +84,7 @@ def urban(server: Server, tmp_path: Path) -> Published:  # noqa: F811
 def pinned(urban: Published, monkeypatch: pytest.MonkeyPatch) -> Published:
     """The fake manifests in place of the shipped ones, for runs built from the configs."""
     monkeypatch.setattr(benchmark_download, "DOWNLOADS", urban.manifest)
-    monkeypatch.setattr(benchmarks, "MANIFEST", urban.pixels)
+    monkeypatch.setattr(pixels, "MANIFEST", urban.pixels)
     return urban
 
 
@@ -108,7 +109,7 @@ def test_shipped_manifest_pins_every_file_of_the_five_sets() -> None:
     counts = Counter({name: len(pinned_files(name)) for name in ("Set5", "Set14", "B100")})
     counts.update({name: len(pinned_files(name)) for name in ("Urban100", "Manga109")})
     assert counts == {"Set5": 5, "Set14": 14, "B100": 100, "Urban100": 100, "Manga109": 109}
-    reference_pixels = benchmarks.pixel_manifest()
+    reference_pixels = pixels.pixel_manifest()
     for set_name in counts:
         for pinned_file in pinned_files(set_name):
             assert (set_name, pinned_file.name) in reference_pixels
@@ -304,7 +305,7 @@ def test_eval_downloads_missing_sets_too(
 ) -> None:
     published = publish(server, tmp_path / "manifests", {"Set5": 3})
     monkeypatch.setattr(benchmark_download, "DOWNLOADS", published.manifest)
-    monkeypatch.setattr(benchmarks, "MANIFEST", published.pixels)
+    monkeypatch.setattr(pixels, "MANIFEST", published.pixels)
     data_dir = tmp_path / "data"
     overrides = [
         "model=bicubic",

@@ -2,7 +2,7 @@
 
 ``benchmark_downloads.tsv`` pins every HR file of Set5, Set14, B100, Urban100 and Manga109 to a
 public URL at a fixed commit, with the sha256 and size of its bytes; ``benchmark_pixels.tsv``
-(:mod:`src.data.benchmarks`) gives the sha256 of each decoded image. :func:`ensure_benchmark`
+(:mod:`src.data.pixels`) gives the sha256 of each decoded image. :func:`ensure_benchmark`
 makes a set's HR folder whole:
 
 * the pinned files the folder lacks are downloaded one by one with
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from src.data.benchmarks import name_list, pixel_digest, pixel_manifest, warn_differing
-from src.data.sources import DatasetNotFoundError
+from src.data.errors import DatasetNotFoundError
+from src.data.pixels import name_list, pixel_digest, pixel_manifest, warn_differing
 from src.io.download import DownloadError, RemoteArchive, download, sha256_of
 from src.io.images import ImageReadError, decode, list_images
 from src.utils.runtime import say

@@ -15,17 +15,17 @@ unless ``data.download=false``.
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from src.data.benchmark_download import ensure_benchmark
+from src.data.pixels import pixel_digest, pixel_manifest, warn_differing
 from src.data.sources import DatasetNotFoundError, ImageReader, ImageSource, OnBadImage
 from src.io.images import (
     ImageReadError,
@@ -37,51 +37,11 @@ from src.io.images import (
     to_rgb_uint8,
 )
 
-MANIFEST = Path(__file__).with_name("benchmark_pixels.tsv")
 PIXELS_DIFFER = (
     "decodes to different pixels than the reference copy, so its scores may differ from "
     "published ones"
 )
 LrSource = Literal["matlab", "files"]
-
-
-SHOWN = 10  # file names quoted in one message, at most
-
-
-def pixel_manifest(path: Path | None = None) -> dict[tuple[str, str], str]:
-    """``(set, file name) -> sha256 of the decoded pixels`` of the reference copies, from
-    ``path`` (default: the shipped manifest)."""
-    return _read_pixel_manifest(path or MANIFEST)
-
-
-@cache
-def _read_pixel_manifest(path: Path) -> dict[tuple[str, str], str]:
-    with path.open() as handle:
-        return {
-            (r["set"], r["file"]): r["sha256_of_pixels"]
-            for r in csv.DictReader(handle, delimiter="\t")
-        }
-
-
-def name_list(files: Sequence[str]) -> str:
-    """The first few of ``files``, comma-separated, and how many more there are."""
-    more = f" and {len(files) - SHOWN} more" if len(files) > SHOWN else ""
-    return ", ".join(files[:SHOWN]) + more
-
-
-def warn_differing(name: str, files: Sequence[str]) -> None:
-    """One warning naming the images of set ``name`` whose pixels are not the reference's."""
-    if files:
-        warnings.warn(
-            f"{name}: {len(files)} image(s) decode to different pixels than the reference "
-            f"copies, so scores may differ from published ones: {name_list(files)}",
-            stacklevel=3,
-        )
-
-
-def pixel_digest(pixels: np.ndarray) -> str:
-    """sha256 of uint8 pixels, C-contiguous, as the manifest computes it."""
-    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
 @dataclass
@@ -105,8 +65,6 @@ class BenchmarkSet:
     def ensure_present(self) -> Path:
         """The HR folder, its missing files downloaded first for a set the manifest pins; a set
         still missing raises naming where it belongs."""
-        from src.data.benchmark_download import ensure_benchmark
-
         ensure_benchmark(self.name, self.hr_dir, allow_download=self.allow_download)
         self._files()
         return self.hr_dir

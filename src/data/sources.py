@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from src.data.benchmark_download import ensure_benchmark
+from src.data.errors import DatasetNotFoundError
 from src.io.images import (
     RGB8,
     ImageReadError,
@@ -30,7 +32,6 @@ from src.io.images import (
     read_named,
     to_rgb_uint8,
 )
-from src.utils.errors import UserError
 
 if TYPE_CHECKING:
     from src.io.download import RemoteArchive
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 
 Split = Literal["all", "train", "val"]
 OnBadImage = Literal["error", "skip"]
-
-
-class DatasetNotFoundError(UserError, FileNotFoundError):
-    """A configured dataset is not on disk and cannot be fetched; the message says what to do."""
 
 
 # Decodes one image when called (or raises ImageReadError naming its file); picklable.
@@ -215,8 +212,6 @@ class FolderImages(FolderSplit):
         """Return the folder, downloading it (or its missing files) first where configured."""
         root = Path(self.root)
         if self.benchmark is not None and not self._checked:
-            from src.data.benchmark_download import ensure_benchmark
-
             ensure_benchmark(
                 self.benchmark, root, allow_download=self.allow_download, check_copies=True
             )
