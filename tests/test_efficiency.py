@@ -66,4 +66,26 @@ def test_the_command_prints_the_report_and_refuses_bad_arguments():
         "error: model=nope"
     )
     odd = run_module("src.models", ["efficiency", "model=fsrcnn", "runs=zero"])
-    assert odd.returncode == 2 and "runs=zero: an integer is needed" in odd.stderr
+    assert odd.returncode == 2 and "error: runs must be an integer >= 1, got 'zero'" in odd.stderr
+
+
+@pytest.mark.parametrize(
+    ("argument", "line"),
+    [
+        (
+            "sclae=4",
+            "error: unknown key sclae: efficiency takes no such argument (did you mean scale?)",
+        ),
+        ("size=0", "error: size must be an integer >= 1, got 0"),
+        ("bf16=maybe", "error: bf16 must be one of auto or true or false, got 'maybe'"),
+        ("device=banana", "error: device must be one of cpu, cuda, mps or a string of the form"),
+        ("scale", "error: efficiency: 'scale' is not key=value"),
+    ],
+)
+def test_efficiency_arguments_are_checked_by_the_schema(argument: str, line: str) -> None:
+    from src.models.efficiency import parse
+    from src.utils.schema import ConfigValueError
+
+    with pytest.raises(ConfigValueError) as refused:
+        parse(["model=fsrcnn", argument])
+    assert f"error: {refused.value}".startswith(line)

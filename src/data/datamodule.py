@@ -123,8 +123,6 @@ class SRDataModule(pl.LightningDataModule):
         self.augment = augment
         self.pin_memory = pin_memory
         self.cache = cache_settings(cache)
-        if val_workers < 0:
-            raise UserError(f"data.val_workers must be 0 or more, got {val_workers}")
         self.val_workers = val_workers
         self.sharpen_target = sharpening(sharpen_target)
         self.pixel_format = PixelFormat.from_config(bit_depth, channels)

@@ -31,8 +31,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -42,14 +44,15 @@ from src.models.zoo import build_net
 from src.utils.complexity import count_parameters
 from src.utils.errors import UserError
 from src.utils.precision import cpu_has_native_bf16
+from src.utils.schema import ConfigValueError, EfficiencySettings, check_arguments
 
 WARMUP = 3
 CLEAR_REFS = Path("/proc/self/clear_refs")
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "model": None,
-    "scale": "4",
-    "size": "256",
-    "runs": "10",
+    "scale": 4,
+    "size": 256,
+    "runs": 10,
     "device": "cpu",
     "bf16": "auto",
 }
@@ -229,18 +232,16 @@ def report(result: Efficiency, scale: int, size: int, runs: int, device: str) ->
     )
 
 
-def parse(argv: list[str]) -> dict[str, str]:
-    """``key=value`` arguments over :data:`DEFAULTS`; an unknown key or a missing model is one
-    error naming it."""
-    settings = {k: v for k, v in DEFAULTS.items() if v is not None}
+def parse(argv: list[str]) -> dict[str, Any]:
+    """``key=value`` arguments (YAML values, as Hydra reads them) over :data:`DEFAULTS`, checked
+    by the schema (:class:`src.utils.schema.EfficiencySettings`)."""
+    settings: dict[str, Any] = dict(DEFAULTS)
     for argument in argv:
         key, sep, value = argument.partition("=")
-        if not sep or key not in DEFAULTS:
-            known = ", ".join(DEFAULTS)
-            raise UserError(f"efficiency: unknown argument {argument!r}; give key=value of {known}")
-        settings[key] = value
-    if "model" not in settings:
-        raise UserError("efficiency: give model=<name> (a conf/model config)")
+        if not sep:
+            raise ConfigValueError(f"efficiency: {argument!r} is not key=value")
+        settings[key] = yaml.safe_load(value) if value else None
+    check_arguments(settings, EfficiencySettings, "efficiency")
     return settings
 
 
@@ -248,17 +249,12 @@ def main(argv: list[str]) -> None:
     from src.models.zoo import model_names
 
     settings = parse(argv)
-    name = settings["model"]
+    name = str(settings["model"])
     if name not in model_names():
         raise UserError(f"model={name}: no such config; known: {', '.join(model_names())}")
-    numbers = {}
-    for key in ("scale", "size", "runs"):
-        try:
-            numbers[key] = int(settings[key])
-        except ValueError:
-            raise UserError(f"{key}={settings[key]}: an integer is needed") from None
-        if numbers[key] < 1:
-            raise UserError(f"{key}={settings[key]}: must be at least 1")
+    numbers = {key: int(settings[key]) for key in ("scale", "size", "runs")}
+    bf16 = settings["bf16"]
+    settings["bf16"] = bf16 if bf16 == "auto" else "true" if bf16 else "false"
     print(f"measuring {name} ...", file=sys.stderr, flush=True)
     scale, size, runs = numbers["scale"], numbers["size"], numbers["runs"]
     result = measure(name, scale, size, runs, settings["device"], settings["bf16"])

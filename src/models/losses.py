@@ -34,6 +34,7 @@ from src.archs.vgg_features import Variant, VGGFeatures
 from src.io.weights import DEFAULT_CACHE, DOWNLOAD, load_weights
 from src.utils.choices import CRITERIA, GAN_LOSS_KINDS
 from src.utils.construction import RecordsArguments
+from src.utils.schema import OddWindow, describe_type, matches
 
 
 class CharbonnierLoss(RecordsArguments, nn.Module):
@@ -188,8 +189,8 @@ class ArtifactLoss(nn.Module):
 
     def __init__(self, window: int = 7):
         super().__init__()
-        if window < 3 or window % 2 == 0:
-            raise ValueError(f"the artifact map's window must be odd and at least 3, not {window}")
+        if not matches(window, OddWindow):  # the schema's rule, for Python callers too
+            raise ValueError(f"window must be {describe_type(OddWindow)}, got {window}")
         self.window = window
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor, sr_ema: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,10 @@ class Odd:
         return "and odd"
 
 
+# A window or kernel side with a centre pixel: odd and at least 3 (LDL's artifact map).
+OddWindow = Annotated[int, Range(low=3), Odd()]
+
+
 Bound = Range | Pattern | Odd
 PositiveInt = Annotated[int, Range(low=1)]
 NonNegativeInt = Annotated[int, Range(low=0)]
@@ -164,7 +168,7 @@ class ModelSettings:
     artifact_weight: NonNegativeFloat
     clip_grad_norm: PositiveFloat | None
     d_clip_grad_norm: PositiveFloat | None
-    artifact_window: Annotated[int, Range(low=3), Odd()]
+    artifact_window: OddWindow
 
 
 @dataclass
@@ -243,6 +247,18 @@ class ScoreSettings:
 
 # A nested section: a mapping whose own keys its schema (or its ``_target_``) vouches for.
 Section = dict
+
+
+@dataclass
+class EfficiencySettings:
+    """``python -m src.models efficiency key=value ...`` (:mod:`src.models.efficiency`)."""
+
+    model: str
+    scale: PositiveInt
+    size: PositiveInt
+    runs: PositiveInt
+    device: Literal["cpu", "cuda", "mps"] | Annotated[str, Pattern(r"cuda:\d+", "cuda:N")]
+    bf16: Literal["auto"] | bool
 
 
 @dataclass
@@ -694,6 +710,19 @@ def unknown_key_error(key: str, path: str, known: set[str], reader: str) -> Conf
     close = difflib.get_close_matches(key, sorted(known), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return ConfigValueError(f"unknown key {full}: {reader}{hint}")
+
+
+def check_arguments(values: dict[str, Any], schema: type, command: str) -> None:
+    """Arguments of a command that takes ``key=value`` without Hydra: every key one of
+    ``schema``'s fields, every field given, every value fitting its annotation."""
+    known = {field.name for field in fields(schema)}
+    for key in values:
+        if key not in known:
+            raise unknown_key_error(key, "", known, f"{command} takes no such argument")
+    missing = [name for name in sorted(known) if values.get(name) is None]
+    if missing:
+        raise ConfigValueError(f"{command}: give {missing[0]}=...")
+    check_section(values, schema, "")
 
 
 def check_node_keys(node: dict[str, Any], path: str, task: str) -> None:
