@@ -50,6 +50,14 @@ from tests.test_data import write_folder
             "error: scale=5: SwinIR supports scales 2, 3, 4 or 8",
         ),
         (
+            ["model=swinir", "model.net.num_heads=[6,6]", "logger=csv"],
+            "error: model.net (SwinIR): 6 depths but 2 num_heads entries",
+        ),
+        (
+            ["model=hat", "model.net.embed_dim=100", "logger=csv"],
+            "error: model.net (HAT): embed_dim 100 is not divisible by every num_heads entry",
+        ),
+        (
             ["model=span", "data.channels=1", "logger=csv"],
             "error: data.channels=1: SPAN takes 3-channel images only",
         ),
