@@ -339,3 +339,20 @@ def test_export_and_its_parity_check_run_in_fp32_inside_bf16_autocast(tmp_path: 
         if attribute.name == "to"
     }
     assert stored == {onnx.TensorProto.FLOAT} and onnx.TensorProto.BFLOAT16 not in cast_to
+
+
+def test_a_network_that_declares_a_size_multiple_exports_padding_for_any_size(tmp_path: Path):
+    """RRDBNet at x2 pixel-unshuffles its input, so it declares a size multiple of 2; the padding
+    the shared path adds for it is part of the exported graph, for odd sizes too."""
+    overrides = ["model=rrdbnet", "scale=2", "model.net.num_features=8", "model.net.num_blocks=1"]
+    cfg = compose_config("export", [*overrides, "model.net.growth_rate=4"], tmp_path / "run")
+    module = hydra.utils.instantiate(cfg.model).eval()
+    path = tmp_path / "rrdbnet.onnx"
+    export_onnx(module, path, sample_size=24)
+    network = OnnxNetwork(path)
+    for shape in [(1, 3, 20, 28), (1, 3, 13, 11)]:
+        lr = torch.rand(shape)
+        with torch.no_grad():
+            expected = module(lr)
+        assert expected.shape[-2:] == (shape[2] * 2, shape[3] * 2)
+        assert float((network(lr) - expected).abs().max()) < 1e-4, shape
