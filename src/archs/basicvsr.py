@@ -1,0 +1,151 @@
+"""BasicVSR: Chan et al., "BasicVSR: The Search for Essential Components in Video
+Super-Resolution and Beyond", CVPR 2021.
+
+Upstream: https://github.com/XPixelGroup/BasicSR (commit 8d56e3a, basicsr/archs/basicvsr_arch.py,
+``BasicVSR`` and ``ConvResidualBlocks``), Apache-2.0 (no NOTICE file upstream).
+SR Lab's code is its own; parameter names follow the upstream file (``spynet.``,
+``backward_trunk.main.N``, ``forward_trunk.main.N``, ``fusion``, ``upconv1``, ``upconv2``,
+``conv_hr``, ``conv_last``), so BasicSR's released Vimeo-90K BI file loads strictly, SPyNet's
+weights and its ImageNet mean and deviation included (tested; its BD and REDS files are made by
+the same configuration, 64 features and 30 blocks, and were not checked here).
+
+A clip (N, T, 3, H, W) in [0, 1] gives (N, T, 3, 4H, 4W). SPyNet (:mod:`src.archs.spynet`)
+estimates the flow between each pair of neighbouring frames, both ways; it always runs (a clip of
+one frame has no pair to align). A backward pass over the clip, from the last frame to the first,
+warps the running features by the flow to the current frame (:func:`src.archs.flow.flow_warp`,
+zeros outside the frame), concatenates the frame and runs a trunk (a 3x3 convolution and
+LeakyReLU 0.1, then ``num_blocks`` residual blocks conv-ReLU-conv without batch norm); a forward
+pass does the same from the first frame to the last, and at each frame a 1x1 convolution fuses both
+directions' features, two pixel-shuffle x2 stages and two convolutions reconstruct the residual,
+and the frame bilinearly upsampled x4 (``align_corners=False``) is added back.
+
+Variant: the paper's and the released files' 64 features and 30 blocks per direction
+(upstream's constructor defaults to 15; its configs use 30): 6,291,311 parameters, of which
+SPyNet's 1,440,300 (paper: 6.3M). Only x4 exists upstream; the width before the last two
+convolutions is fixed at 64 whatever ``num_features`` is, as upstream fixes it.
+
+Declared not bf16-safe: under bf16 autocast (SPyNet's flows in bf16 too; the warp samples in
+float32) the released file on seven real Vid4 LR frames gave outputs 53 dB PSNR from fp32 after
+rounding to uint8, 1.6x faster on this CPU, but a largest error of 2.7% of the output's range,
+above the 2% that ``bf16_safe`` promises.
+
+Every frame's backward features are kept until the forward pass reaches it: memory grows with the
+clip's length (64 x H x W floats a frame), so a long video has to go through in chunks of frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.archs.base import NetworkTraits, SRNetwork
+from src.archs.flow import flow_warp
+from src.archs.spynet import SPyNet
+
+# The width of the layers after the second pixel shuffle (fixed upstream).
+RECONSTRUCTION_WIDTH = 64
+LRELU_SLOPE = 0.1
+
+
+class ResidualBlockNoBN(nn.Module):
+    """conv-ReLU-conv with an identity skip; starts from a He init scaled by 0.1 (upstream's
+    ``default_init_weights(..., 0.1)``)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_features, num_features, 3, padding=1)
+        self.conv2 = nn.Conv2d(num_features, num_features, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        for conv in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(conv.weight)
+            with torch.no_grad():
+                conv.weight.mul_(0.1)
+                if conv.bias is not None:
+                    conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.relu(self.conv1(x)))
+
+
+class ConvResidualBlocks(nn.Module):
+    """A propagation trunk: conv 3x3 + LeakyReLU, then residual blocks (``main.0``, ``main.2``)."""
+
+    def __init__(self, in_channels: int, num_features: int, num_blocks: int):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(in_channels, num_features, 3, padding=1),
+            nn.LeakyReLU(LRELU_SLOPE, inplace=True),
+            nn.Sequential(*(ResidualBlockNoBN(num_features) for _ in range(num_blocks))),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class BasicVSR(SRNetwork):
+    """BasicVSR; a clip (N, T, 3, H, W) in [0, 1] to (N, T, 3, 4H, 4W)."""
+
+    traits = NetworkTraits(scales=(4,), channels=(3,), bf16_safe=False, tile_exact=False)
+
+    def __init__(self, scale: int = 4, num_features: int = 64, num_blocks: int = 30):
+        super().__init__()
+        if scale != 4:
+            raise ValueError(f"BasicVSR upsamples x4 only, got scale {scale}")
+        self.scale = scale
+        self.num_features = num_features
+        self.spynet = SPyNet()
+        self.backward_trunk = ConvResidualBlocks(num_features + 3, num_features, num_blocks)
+        self.forward_trunk = ConvResidualBlocks(num_features + 3, num_features, num_blocks)
+        self.fusion = nn.Conv2d(2 * num_features, num_features, 1)
+        self.upconv1 = nn.Conv2d(num_features, 4 * num_features, 3, padding=1)
+        self.upconv2 = nn.Conv2d(num_features, 4 * RECONSTRUCTION_WIDTH, 3, padding=1)
+        self.conv_hr = nn.Conv2d(RECONSTRUCTION_WIDTH, RECONSTRUCTION_WIDTH, 3, padding=1)
+        self.conv_last = nn.Conv2d(RECONSTRUCTION_WIDTH, 3, 3, padding=1)
+        self.pixel_shuffle = nn.PixelShuffle(2)
+        self.lrelu = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
+
+    def flows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward, backward) flows of a clip, each (N, T - 1, 2, H, W): ``forward[:, i]`` warps
+        frame i's features onto frame i + 1, ``backward[:, i]`` frame i + 1's onto frame i."""
+        n, t, c, h, w = x.shape
+        earlier = x[:, :-1].reshape(-1, c, h, w)
+        later = x[:, 1:].reshape(-1, c, h, w)
+        backward = self.spynet(earlier, later).view(n, t - 1, 2, h, w)
+        forward = self.spynet(later, earlier).view(n, t - 1, 2, h, w)
+        return forward, backward
+
+    def reconstruct(self, features: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """One output frame from both directions' features (2F channels) and its LR frame."""
+        out = self.lrelu(self.fusion(features))
+        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
+        out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
+        out = self.conv_last(self.lrelu(self.conv_hr(out)))
+        base = F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
+        return out + base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[2] != 3:
+            raise ValueError(f"BasicVSR takes a clip (N, T, 3, H, W), got {tuple(x.shape)}")
+        n, t, _, h, w = x.shape
+        if t > 1:
+            flows_forward, flows_backward = self.flows(x)
+
+        backward_features: list[torch.Tensor] = []  # last frame first
+        propagated = x.new_zeros(n, self.num_features, h, w)
+        for i in range(t - 1, -1, -1):
+            if i < t - 1:
+                propagated = flow_warp(propagated, flows_backward[:, i])
+            propagated = self.backward_trunk(torch.cat((x[:, i], propagated), dim=1))
+            backward_features.append(propagated)
+
+        outputs: list[torch.Tensor] = []
+        propagated = x.new_zeros(n, self.num_features, h, w)
+        for i in range(t):
+            if i > 0:
+                propagated = flow_warp(propagated, flows_forward[:, i - 1])
+            propagated = self.forward_trunk(torch.cat((x[:, i], propagated), dim=1))
+            # Frame i's backward features, released once used.
+            features = torch.cat((backward_features.pop(), propagated), dim=1)
+            outputs.append(self.reconstruct(features, x[:, i]))
+        return torch.stack(outputs, dim=1)
