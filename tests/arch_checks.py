@@ -104,3 +104,34 @@ def assert_official_file_loads_strictly(
         with torch.no_grad():
             assert torch.equal(target(x), source(x))
     return target
+
+
+def with_random_offsets(net: nn.Module, scale: float = 0.05) -> None:
+    """Give the deformable layers' offset convolutions (zero at initialisation, as upstream)
+    small weights, as training would: their inputs then reach the output."""
+    from src.archs.deform_conv import ModulatedDeformConv2d
+
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, ModulatedDeformConv2d):
+                module.conv_offset.weight.normal_(0.0, scale)
+
+
+def assert_offsets_gate_then_train(net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> None:
+    """At initialisation the offset convolutions are zero (upstream's init), so only the layers
+    feeding them get no gradient; with any offset weights every parameter gets one, and an Adam
+    step leaves everything finite."""
+    net.train()
+    (net(x) - target).abs().mean().backward()
+    missing = parameters_without_gradient(net)
+    assert missing and all("offset_conv" in name for name in missing), missing
+    net.zero_grad(set_to_none=True)
+    with_random_offsets(net)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss = (net(x) - target).abs().mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert not parameters_without_gradient(net)
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    optimizer.step()
+    assert all(torch.isfinite(p).all() for p in net.parameters())

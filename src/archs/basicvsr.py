@@ -35,6 +35,8 @@ clip's length (64 x H x W floats a frame), so a long video has to go through in 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,6 +85,29 @@ class ConvResidualBlocks(nn.Module):
         return self.main(x)
 
 
+def neighbour_flows(spynet: SPyNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward, backward) flows of a clip (N, T, 3, H, W), each (N, T - 1, 2, H, W):
+    ``forward[:, i]`` warps frame i's features onto frame i + 1, ``backward[:, i]`` frame
+    i + 1's onto frame i (BasicVSR's and IconVSR's ``get_flow`` upstream)."""
+    n, t, c, h, w = x.shape
+    earlier = x[:, :-1].reshape(-1, c, h, w)
+    later = x[:, 1:].reshape(-1, c, h, w)
+    backward = spynet(earlier, later).view(n, t - 1, 2, h, w)
+    forward = spynet(later, earlier).view(n, t - 1, 2, h, w)
+    return forward, backward
+
+
+def upsample_and_add(net: Any, features: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """The reconstruction BasicVSR and IconVSR share: two pixel-shuffle x2 stages (``upconv1``,
+    ``upconv2``), ``conv_hr`` and ``conv_last`` of ``net``, plus the LR frame upsampled x4
+    bilinearly (``align_corners=False``)."""
+    out = net.lrelu(net.pixel_shuffle(net.upconv1(features)))
+    out = net.lrelu(net.pixel_shuffle(net.upconv2(out)))
+    out = net.conv_last(net.lrelu(net.conv_hr(out)))
+    base = F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
+    return out + base
+
+
 class BasicVSR(SRNetwork):
     """BasicVSR; a clip (N, T, 3, H, W) in [0, 1] to (N, T, 3, 4H, 4W)."""
 
@@ -106,23 +131,12 @@ class BasicVSR(SRNetwork):
         self.lrelu = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
 
     def flows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(forward, backward) flows of a clip, each (N, T - 1, 2, H, W): ``forward[:, i]`` warps
-        frame i's features onto frame i + 1, ``backward[:, i]`` frame i + 1's onto frame i."""
-        n, t, c, h, w = x.shape
-        earlier = x[:, :-1].reshape(-1, c, h, w)
-        later = x[:, 1:].reshape(-1, c, h, w)
-        backward = self.spynet(earlier, later).view(n, t - 1, 2, h, w)
-        forward = self.spynet(later, earlier).view(n, t - 1, 2, h, w)
-        return forward, backward
+        """(forward, backward) flows of a clip: :func:`neighbour_flows`."""
+        return neighbour_flows(self.spynet, x)
 
     def reconstruct(self, features: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """One output frame from both directions' features (2F channels) and its LR frame."""
-        out = self.lrelu(self.fusion(features))
-        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
-        out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
-        out = self.conv_last(self.lrelu(self.conv_hr(out)))
-        base = F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
-        return out + base
+        return upsample_and_add(self, self.lrelu(self.fusion(features)), frame)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[2] != 3:
