@@ -97,15 +97,30 @@ def neighbour_flows(spynet: SPyNet, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return forward, backward
 
 
-def upsample_and_add(net: Any, features: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-    """The reconstruction BasicVSR and IconVSR share: two pixel-shuffle x2 stages (``upconv1``,
-    ``upconv2``), ``conv_hr`` and ``conv_last`` of ``net``, plus the LR frame upsampled x4
-    bilinearly (``align_corners=False``)."""
+def add_upsampling_tail(net: nn.Module, num_features: int) -> None:
+    """Register the reconstruction tail BasicVSR, IconVSR and BasicVSR++ share, under the
+    authors' names: ``upconv1`` and ``upconv2`` (each before a pixel shuffle x2), ``conv_hr``,
+    ``conv_last``, with LeakyReLU between them."""
+    width = RECONSTRUCTION_WIDTH
+    net.add_module("upconv1", nn.Conv2d(num_features, 4 * num_features, 3, padding=1))
+    net.add_module("upconv2", nn.Conv2d(num_features, 4 * width, 3, padding=1))
+    net.add_module("conv_hr", nn.Conv2d(width, width, 3, padding=1))
+    net.add_module("conv_last", nn.Conv2d(width, 3, 3, padding=1))
+    net.add_module("pixel_shuffle", nn.PixelShuffle(2))
+    net.add_module("lrelu", nn.LeakyReLU(LRELU_SLOPE, inplace=True))
+
+
+def upsample_and_add(
+    net: Any, features: torch.Tensor, frame: torch.Tensor, upsampled: bool = True
+) -> torch.Tensor:
+    """The tail of :func:`add_upsampling_tail` on ``features``, plus the input frame: upsampled
+    x4 bilinearly (``align_corners=False``), or as it is for a same-size variant."""
     out = net.lrelu(net.pixel_shuffle(net.upconv1(features)))
     out = net.lrelu(net.pixel_shuffle(net.upconv2(out)))
     out = net.conv_last(net.lrelu(net.conv_hr(out)))
-    base = F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
-    return out + base
+    if not upsampled:
+        return out + frame
+    return out + F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
 
 
 class BasicVSR(SRNetwork):
@@ -123,12 +138,7 @@ class BasicVSR(SRNetwork):
         self.backward_trunk = ConvResidualBlocks(num_features + 3, num_features, num_blocks)
         self.forward_trunk = ConvResidualBlocks(num_features + 3, num_features, num_blocks)
         self.fusion = nn.Conv2d(2 * num_features, num_features, 1)
-        self.upconv1 = nn.Conv2d(num_features, 4 * num_features, 3, padding=1)
-        self.upconv2 = nn.Conv2d(num_features, 4 * RECONSTRUCTION_WIDTH, 3, padding=1)
-        self.conv_hr = nn.Conv2d(RECONSTRUCTION_WIDTH, RECONSTRUCTION_WIDTH, 3, padding=1)
-        self.conv_last = nn.Conv2d(RECONSTRUCTION_WIDTH, 3, 3, padding=1)
-        self.pixel_shuffle = nn.PixelShuffle(2)
-        self.lrelu = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
+        add_upsampling_tail(self, num_features)
 
     def flows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(forward, backward) flows of a clip: :func:`neighbour_flows`."""
@@ -136,7 +146,8 @@ class BasicVSR(SRNetwork):
 
     def reconstruct(self, features: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """One output frame from both directions' features (2F channels) and its LR frame."""
-        return upsample_and_add(self, self.lrelu(self.fusion(features)), frame)
+        fused = F.leaky_relu(self.fusion(features), LRELU_SLOPE)
+        return upsample_and_add(self, fused, frame)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[2] != 3:

@@ -75,7 +75,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.archs.base import NetworkTraits, SRNetwork
-from src.archs.basicvsr import LRELU_SLOPE, RECONSTRUCTION_WIDTH, ConvResidualBlocks
+from src.archs.basicvsr import (
+    LRELU_SLOPE,
+    ConvResidualBlocks,
+    add_upsampling_tail,
+    upsample_and_add,
+)
 from src.archs.deform_conv import ModulatedDeformConv2d
 from src.archs.flow import flow_warp
 from src.archs.spynet import SPyNet
@@ -236,12 +241,7 @@ class BasicVSRPlusPlus(SRNetwork):
         self.reconstruction = ConvResidualBlocks(
             (1 + len(BRANCHES)) * num_features, num_features, RECONSTRUCTION_BLOCKS
         )
-        self.upconv1 = nn.Conv2d(num_features, 4 * num_features, 3, padding=1)
-        self.upconv2 = nn.Conv2d(num_features, 4 * RECONSTRUCTION_WIDTH, 3, padding=1)
-        self.conv_hr = nn.Conv2d(RECONSTRUCTION_WIDTH, RECONSTRUCTION_WIDTH, 3, padding=1)
-        self.conv_last = nn.Conv2d(RECONSTRUCTION_WIDTH, 3, 3, padding=1)
-        self.pixel_shuffle = nn.PixelShuffle(2)
-        self.lrelu = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
+        add_upsampling_tail(self, num_features)
 
     @property
     def size_multiple(self) -> int:
@@ -306,13 +306,7 @@ class BasicVSRPlusPlus(SRNetwork):
 
     def reconstruct(self, features: Tensor, frame: Tensor) -> Tensor:
         """One output frame from its five features (5C channels) and its input frame."""
-        out = self.reconstruction(features)
-        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
-        out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
-        out = self.conv_last(self.lrelu(self.conv_hr(out)))
-        if self.scale == 4:
-            return out + F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
-        return out + frame
+        return upsample_and_add(self, self.reconstruction(features), frame, self.scale == 4)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[2] != 3:

@@ -51,9 +51,8 @@ from torch import nn
 
 from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.basicvsr import (
-    LRELU_SLOPE,
-    RECONSTRUCTION_WIDTH,
     ConvResidualBlocks,
+    add_upsampling_tail,
     neighbour_flows,
     upsample_and_add,
 )
@@ -104,12 +103,7 @@ class IconVSR(SRNetwork):
         self.backward_trunk = ConvResidualBlocks(f + 3, f, num_blocks)
         self.forward_fusion = nn.Conv2d(2 * f, f, 3, padding=1)
         self.forward_trunk = ConvResidualBlocks(2 * f + 3, f, num_blocks)
-        self.upconv1 = nn.Conv2d(f, 4 * f, 3, padding=1)
-        self.upconv2 = nn.Conv2d(f, 4 * RECONSTRUCTION_WIDTH, 3, padding=1)
-        self.conv_hr = nn.Conv2d(RECONSTRUCTION_WIDTH, RECONSTRUCTION_WIDTH, 3, padding=1)
-        self.conv_last = nn.Conv2d(RECONSTRUCTION_WIDTH, 3, 3, padding=1)
-        self.pixel_shuffle = nn.PixelShuffle(2)
-        self.lrelu = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
+        add_upsampling_tail(self, f)
 
     @property
     def min_frames(self) -> int:
