@@ -135,3 +135,14 @@ def assert_offsets_gate_then_train(net: nn.Module, x: torch.Tensor, target: torc
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
     optimizer.step()
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def assert_frames_reach(net: nn.Module, clip: torch.Tensor, pairs: list[tuple[int, int]]) -> None:
+    """For each ``(changed, seen)``: replacing frame ``changed`` of ``clip`` (N, T, C, H, W)
+    changes the output frame ``seen`` (propagation carries it there)."""
+    with torch.no_grad():
+        out = net.eval()(clip)
+        for changed, seen in pairs:
+            other = clip.clone()
+            other[:, changed] = torch.rand_like(clip[:, changed])
+            assert not torch.allclose(net(other)[:, seen], out[:, seen]), (changed, seen)
