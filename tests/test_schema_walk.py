@@ -37,12 +37,15 @@ GROUPS = {
     "score": [],
 }
 REQUIRED = {"score": ["pred=x", "scale=2"], "predict": ["input=x"]}
+VIDEO_X4_MODELS = ("basicvsr", "basicvsrpp", "edvr_l", "edvr_m", "iconvsr", "realbasicvsr")
 # What an option needs given on the command line (``???`` in its file), or (a sweep's) from
 # Hydra's multirun.
 OPTION_NEEDS = {
     "data=folder": ["data.root=x"],
     "data=paired": ["data.hr_root=x", "data.lr_root=y"],
     "hparams_search=edsr_optuna": ["hydra.job.num=0"],
+    # The video networks upsample x4 only.
+    **{f"model={name}": ["scale=4"] for name in VIDEO_X4_MODELS},
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from src.utils.choices import SINGLE
 from src.utils.construction import RecordsArguments
 
 # The pixel-shuffle upsampler's scales: x2 stages for powers of two, one x3 stage for x3.
@@ -42,6 +43,10 @@ class NetworkTraits:
             radius give exactly the whole-image output; False for global pooling, statistics
             over the image, or windows aligned to the image's corner.
         value_range: the pixel range its released weights expect (1.0: [0, 1]; 255.0: 0..255).
+        frames: ``single`` (an image network, (N, C, H, W) in and out), ``window`` (a window of
+            ``window`` frames (N, T, C, H, W) to its centre frame) or ``sequence`` (a clip to a
+            clip, (N, T, C, H, W) in and out).
+        window: the frames a ``window`` network takes (its ``num_frames``); 1 otherwise.
     """
 
     scales: tuple[int, ...] | None
@@ -51,6 +56,13 @@ class NetworkTraits:
     bf16_safe: bool = True
     tile_exact: bool = False
     value_range: float = 1.0
+    frames: str = SINGLE
+    window: int = 1
+
+    @property
+    def is_video(self) -> bool:
+        """Whether the network looks at more than one frame."""
+        return self.frames != SINGLE
 
     def scales_for(self, upsampler: str | None = None) -> tuple[int, ...] | None:
         """The supported scales with ``upsampler`` (None: the network's default)."""
@@ -92,6 +104,17 @@ def traits_of(net: Any) -> NetworkTraits | None:
     """The declaration of a network instance or class; None for a network outside SR Lab."""
     traits = getattr(net, "traits", None)
     return traits if isinstance(traits, NetworkTraits) else None
+
+
+def frames_of(net: Any) -> tuple[str, int, int]:
+    """How ``net`` uses time: its frames kind, its window and the window position of the frame
+    it restores; (``single``, 1, 0) for a network without a declaration. An instance may narrow
+    its class's declaration (EDVR's ``num_frames`` and ``center_frame``)."""
+    traits = traits_of(net)
+    if traits is None or traits.frames == SINGLE:
+        return SINGLE, 1, 0
+    window = int(getattr(net, "num_frames", traits.window))
+    return traits.frames, window, int(getattr(net, "center_frame", window // 2))
 
 
 def size_multiple_of(net: Any) -> int:

@@ -35,6 +35,7 @@ clip's length (64 x H x W floats a frame), so a long video has to go through in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,6 +45,7 @@ from torch import nn
 from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.flow import flow_warp
 from src.archs.spynet import SPyNet
+from src.utils.choices import SEQUENCE
 
 # The width of the layers after the second pixel shuffle (fixed upstream).
 RECONSTRUCTION_WIDTH = 64
@@ -97,17 +99,47 @@ def neighbour_flows(spynet: SPyNet, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return forward, backward
 
 
-def add_upsampling_tail(net: nn.Module, num_features: int) -> None:
-    """Register the reconstruction tail BasicVSR, IconVSR and BasicVSR++ share, under the
-    authors' names: ``upconv1`` and ``upconv2`` (each before a pixel shuffle x2), ``conv_hr``,
-    ``conv_last``, with LeakyReLU between them."""
+class PixelShufflePack(nn.Module):
+    """An up-convolution under mmagic's name (``upsample_conv``; the pixel shuffle is the tail's),
+    He-initialised with a zero bias as mmagic's ``PixelShufflePack``."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.upsample_conv = conv
+        nn.init.kaiming_normal_(conv.weight)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsample_conv(x)
+
+
+def add_upsampling_tail(net: nn.Module, num_features: int, mmagic_names: bool = False) -> None:
+    """Register the reconstruction tail BasicVSR, IconVSR, BasicVSR++ and RealBasicVSR share,
+    under the authors' names: ``upconv1`` and ``upconv2`` (each before a pixel shuffle x2),
+    ``conv_hr``, ``conv_last``, with LeakyReLU between them; with ``mmagic_names`` the two
+    up-convolutions are ``upsample1.upsample_conv`` and ``upsample2.upsample_conv`` instead
+    (mmagic's ``BasicVSRNet``)."""
     width = RECONSTRUCTION_WIDTH
-    net.add_module("upconv1", nn.Conv2d(num_features, 4 * num_features, 3, padding=1))
-    net.add_module("upconv2", nn.Conv2d(num_features, 4 * width, 3, padding=1))
+    upconv1 = nn.Conv2d(num_features, 4 * num_features, 3, padding=1)
+    upconv2 = nn.Conv2d(num_features, 4 * width, 3, padding=1)
+    if mmagic_names:
+        net.add_module("upsample1", PixelShufflePack(upconv1))
+        net.add_module("upsample2", PixelShufflePack(upconv2))
+    else:
+        net.add_module("upconv1", upconv1)
+        net.add_module("upconv2", upconv2)
     net.add_module("conv_hr", nn.Conv2d(width, width, 3, padding=1))
     net.add_module("conv_last", nn.Conv2d(width, 3, 3, padding=1))
     net.add_module("pixel_shuffle", nn.PixelShuffle(2))
     net.add_module("lrelu", nn.LeakyReLU(LRELU_SLOPE, inplace=True))
+
+
+def up_convolutions(net: Any) -> tuple[nn.Module, nn.Module]:
+    """The two up-convolutions :func:`add_upsampling_tail` registered on ``net``."""
+    if hasattr(net, "upconv1"):
+        return net.upconv1, net.upconv2
+    return net.upsample1, net.upsample2
 
 
 def upsample_and_add(
@@ -115,18 +147,63 @@ def upsample_and_add(
 ) -> torch.Tensor:
     """The tail of :func:`add_upsampling_tail` on ``features``, plus the input frame: upsampled
     x4 bilinearly (``align_corners=False``), or as it is for a same-size variant."""
-    out = net.lrelu(net.pixel_shuffle(net.upconv1(features)))
-    out = net.lrelu(net.pixel_shuffle(net.upconv2(out)))
+    first, second = up_convolutions(net)
+    out = net.lrelu(net.pixel_shuffle(first(features)))
+    out = net.lrelu(net.pixel_shuffle(second(out)))
     out = net.conv_last(net.lrelu(net.conv_hr(out)))
     if not upsampled:
         return out + frame
     return out + F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
 
 
+def fused_reconstruction(net: Any, features: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """One BasicVSR output frame: both directions' features (2F channels) fused by
+    ``net.fusion`` (a 1x1 convolution) and LeakyReLU, then :func:`upsample_and_add`."""
+    fused = F.leaky_relu(net.fusion(features), LRELU_SLOPE)
+    return upsample_and_add(net, fused, frame)
+
+
+def propagate_both_ways(
+    x: torch.Tensor,
+    flows: tuple[torch.Tensor, torch.Tensor] | None,
+    backward_trunk: nn.Module,
+    forward_trunk: nn.Module,
+    reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    num_features: int,
+) -> torch.Tensor:
+    """BasicVSR's two passes over a clip ``x`` (N, T, 3, H, W): ``flows`` as
+    :func:`neighbour_flows` gives them (None for a clip of one frame), ``reconstruct(features,
+    frame)`` makes output frame i from both directions' features at i (2 * ``num_features``
+    channels) and frame i. Returns the output frames stacked on dim 1."""
+    n, t, _, h, w = x.shape
+    backward_features: list[torch.Tensor] = []  # last frame first
+    propagated = x.new_zeros(n, num_features, h, w)
+    for i in range(t - 1, -1, -1):
+        if i < t - 1:
+            assert flows is not None
+            propagated = flow_warp(propagated, flows[1][:, i])
+        propagated = backward_trunk(torch.cat((x[:, i], propagated), dim=1))
+        backward_features.append(propagated)
+
+    outputs: list[torch.Tensor] = []
+    propagated = x.new_zeros(n, num_features, h, w)
+    for i in range(t):
+        if i > 0:
+            assert flows is not None
+            propagated = flow_warp(propagated, flows[0][:, i - 1])
+        propagated = forward_trunk(torch.cat((x[:, i], propagated), dim=1))
+        # Frame i's backward features, released once used.
+        features = torch.cat((backward_features.pop(), propagated), dim=1)
+        outputs.append(reconstruct(features, x[:, i]))
+    return torch.stack(outputs, dim=1)
+
+
 class BasicVSR(SRNetwork):
     """BasicVSR; a clip (N, T, 3, H, W) in [0, 1] to (N, T, 3, 4H, 4W)."""
 
-    traits = NetworkTraits(scales=(4,), channels=(3,), bf16_safe=False, tile_exact=False)
+    traits = NetworkTraits(
+        scales=(4,), channels=(3,), bf16_safe=False, tile_exact=False, frames=SEQUENCE
+    )
 
     def __init__(self, scale: int = 4, num_features: int = 64, num_blocks: int = 30):
         super().__init__()
@@ -146,31 +223,12 @@ class BasicVSR(SRNetwork):
 
     def reconstruct(self, features: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """One output frame from both directions' features (2F channels) and its LR frame."""
-        fused = F.leaky_relu(self.fusion(features), LRELU_SLOPE)
-        return upsample_and_add(self, fused, frame)
+        return fused_reconstruction(self, features, frame)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[2] != 3:
             raise ValueError(f"BasicVSR takes a clip (N, T, 3, H, W), got {tuple(x.shape)}")
-        n, t, _, h, w = x.shape
-        if t > 1:
-            flows_forward, flows_backward = self.flows(x)
-
-        backward_features: list[torch.Tensor] = []  # last frame first
-        propagated = x.new_zeros(n, self.num_features, h, w)
-        for i in range(t - 1, -1, -1):
-            if i < t - 1:
-                propagated = flow_warp(propagated, flows_backward[:, i])
-            propagated = self.backward_trunk(torch.cat((x[:, i], propagated), dim=1))
-            backward_features.append(propagated)
-
-        outputs: list[torch.Tensor] = []
-        propagated = x.new_zeros(n, self.num_features, h, w)
-        for i in range(t):
-            if i > 0:
-                propagated = flow_warp(propagated, flows_forward[:, i - 1])
-            propagated = self.forward_trunk(torch.cat((x[:, i], propagated), dim=1))
-            # Frame i's backward features, released once used.
-            features = torch.cat((backward_features.pop(), propagated), dim=1)
-            outputs.append(self.reconstruct(features, x[:, i]))
-        return torch.stack(outputs, dim=1)
+        flows = self.flows(x) if x.shape[1] > 1 else None
+        return propagate_both_ways(
+            x, flows, self.backward_trunk, self.forward_trunk, self.reconstruct, self.num_features
+        )

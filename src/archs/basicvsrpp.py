@@ -84,6 +84,7 @@ from src.archs.basicvsr import (
 from src.archs.deform_conv import ModulatedDeformConv2d
 from src.archs.flow import flow_warp
 from src.archs.spynet import SPyNet
+from src.utils.choices import SEQUENCE
 
 # The propagation branches in the order they run; their names are upstream's module keys.
 BRANCHES = ("backward_1", "forward_1", "backward_2", "forward_2")
@@ -188,7 +189,9 @@ class BasicVSRPlusPlus(SRNetwork):
     """BasicVSR++; a clip (N, T, 3, H, W) in [0, 1] to (N, T, 3, 4H, 4W) (``scale=4``) or to the
     same size (``scale=1``, H and W multiples of 4)."""
 
-    traits = NetworkTraits(scales=(1, 4), channels=(3,), bf16_safe=False, tile_exact=False)
+    traits = NetworkTraits(
+        scales=(1, 4), channels=(3,), bf16_safe=False, tile_exact=False, frames=SEQUENCE
+    )
 
     def __init__(
         self,

@@ -57,6 +57,7 @@ from torch import nn
 from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.basicvsr import LRELU_SLOPE, RECONSTRUCTION_WIDTH, ResidualBlockNoBN
 from src.archs.deform_conv import ModulatedDeformConv2d
+from src.utils.choices import WINDOW
 
 # Pyramid levels: 1 is full resolution, 3 a quarter; the coarsest is aligned first.
 LEVELS = (3, 2, 1)
@@ -255,7 +256,13 @@ class EDVR(EDVRFeatureExtractor, SRNetwork):
     its centre frame (N, 3, 4H, 4W)."""
 
     traits = NetworkTraits(
-        scales=(4,), size_multiple=SIZE_MULTIPLE, channels=(3,), bf16_safe=False, tile_exact=False
+        scales=(4,),
+        size_multiple=SIZE_MULTIPLE,
+        channels=(3,),
+        bf16_safe=False,
+        tile_exact=False,
+        frames=WINDOW,
+        window=5,
     )
 
     def __init__(

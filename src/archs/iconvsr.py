@@ -59,6 +59,7 @@ from src.archs.basicvsr import (
 from src.archs.edvr import SIZE_MULTIPLE, EDVRFeatureExtractor
 from src.archs.flow import flow_warp
 from src.archs.spynet import SPyNet
+from src.utils.choices import SEQUENCE
 
 # The frames upstream puts before and after the clip for the keyframes' windows, by temporal
 # padding: indices into the clip (negative: from its end), in the order they are placed (the first
@@ -73,7 +74,9 @@ class IconVSR(SRNetwork):
     """IconVSR; a clip (N, T, 3, H, W) in [0, 1], T >= 2 * temporal_padding + 1, to
     (N, T, 3, 4H, 4W)."""
 
-    traits = NetworkTraits(scales=(4,), channels=(3,), bf16_safe=False, tile_exact=False)
+    traits = NetworkTraits(
+        scales=(4,), channels=(3,), bf16_safe=False, tile_exact=False, frames=SEQUENCE
+    )
 
     def __init__(
         self,

@@ -117,6 +117,18 @@ def crops_row(panels: dict[str, np.ndarray], width: int = 192) -> np.ndarray:
     return join([label(zoomed(image, window, width), text) for text, image in panels.items()], 1)
 
 
+def middle_frames(batch: Any, outputs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A clip batch and its outputs as images: each clip's middle frame, named after it."""
+    middle = batch["lr"].shape[1] // 2
+    names = [f"{clip}_frame{middle:04d}" for clip in batch["name"]]
+    images = {**batch, "lr": batch["lr"][:, middle], "hr": batch["hr"][:, middle], "name": names}
+    frame_outputs = {
+        "sr": outputs["sr"][:, middle],
+        "scores": [scores[middle] for scores in outputs["scores"]],
+    }
+    return images, frame_outputs
+
+
 class ComparisonImages(pl.Callback):
     """Writes and logs bicubic | SR | HR comparisons, up to ``max_images`` per set each time."""
 
@@ -159,6 +171,8 @@ class ComparisonImages(pl.Callback):
     ) -> None:
         if trainer.sanity_checking or not outputs:
             return
+        if batch["lr"].dim() == 5:
+            batch, outputs = middle_frames(batch, outputs)
         scale = int(pl_module.scale)  # type: ignore[arg-type]
         for i in range(batch["lr"].shape[0]):
             seen = self._counts.get(batch["set"][i], 0)

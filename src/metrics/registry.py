@@ -9,7 +9,10 @@ it needs the HR reference:
 * ``lpips`` (AlexNet) and ``lpips_vgg``: learned perceptual distance to HR on RGB
   (:mod:`src.metrics.lpips`), lower better;
 * ``dists``: deep structure and texture similarity to HR on RGB (:mod:`src.metrics.dists`),
-  lower better.
+  lower better;
+* ``tof`` and ``tlp``: on video sets, TecoGAN's temporal consistency of each pair of consecutive
+  frames (:mod:`src.metrics.temporal`: optical flow and LPIPS changes, SR against HR), lower
+  better; image sets have no pairs and no value.
 
 The learned metrics' weight files (LPIPS's and DISTS's) are set by ``metric_weights``.
 
@@ -51,7 +54,13 @@ EXTRA = {
     "lpips_vgg": MetricInfo("lpips_vgg", ("lpips_vgg",), False, True),
     "dists": MetricInfo("dists", ("dists",), False, True),
 }
-KNOWN = {**PAPER, **EXTRA}
+# Temporal consistency of a clip (TecoGAN's, src/metrics/temporal.py), scored per pair of
+# consecutive frames on video sets; raw values (TecoGAN's tables print tOF x 10, tLP x 100).
+TEMPORAL = {
+    "tof": MetricInfo("tof", ("tof",), False, True),
+    "tlp": MetricInfo("tlp", ("tlp",), False, True),
+}
+KNOWN = {**PAPER, **EXTRA, **TEMPORAL}
 # What is scored when nothing else is asked (conf/scoring.yaml says the same for the commands).
 DEFAULT_METRICS = tuple(PAPER)
 LOWER_IS_BETTER = {
@@ -117,6 +126,49 @@ def dists_metric(weights: str, cache_dir: str) -> ExtraMetric:
     return learned_metric("dists", network, network.prepare)
 
 
+PairScores = dict[str, dict[int, float]]
+
+
+class ClipMetric:
+    """A temporal metric: per-pair values of a clip's SR and HR frames (T, 3, H, W) in [0, 1],
+    keyed by the later frame of each pair."""
+
+    def __init__(
+        self,
+        info: MetricInfo,
+        compute: Callable[[torch.Tensor, torch.Tensor], dict[int, float]],
+        prepare: Callable[[], None] = lambda: None,
+    ):
+        self.info = info
+        self.compute = compute
+        self.prepare = prepare
+
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> PairScores:
+        return {self.info.name: self.compute(sr, hr)}
+
+
+def clip_metric(name: str, weights: str, cache_dir: str) -> ClipMetric:
+    from src.metrics import temporal
+
+    if name == "tof":
+        return ClipMetric(TEMPORAL["tof"], temporal.flow_error_pairs)
+    from src.metrics.lpips import LPIPS
+
+    network = LPIPS("alex", weights, cache_dir, "metric_weights")
+    return ClipMetric(
+        TEMPORAL["tlp"],
+        lambda sr, hr: temporal.lpips_change_pairs(sr, hr, network),
+        network.prepare,
+    )
+
+
+def build_clip_metrics(
+    names: Sequence[str], weights: str = "download", cache_dir: str = ".cache/weights"
+) -> list[ClipMetric]:
+    """The temporal metrics among ``names``."""
+    return [clip_metric(n, weights, cache_dir) for n in dict.fromkeys(names) if n in TEMPORAL]
+
+
 def build_metrics(
     names: Sequence[str], weights: str = "download", cache_dir: str = ".cache/weights"
 ) -> list[ExtraMetric]:
@@ -135,6 +187,6 @@ def build_metrics(
     return built
 
 
-def columns_of(metrics: Sequence[ExtraMetric]) -> tuple[str, ...]:
+def columns_of(metrics: Sequence[ExtraMetric | ClipMetric]) -> tuple[str, ...]:
     """Every value the paper scores and ``metrics`` produce, in order."""
     return (*METRIC_NAMES, *(column for m in metrics for column in m.info.columns))

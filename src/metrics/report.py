@@ -35,6 +35,9 @@ class SetSummary:
     published_psnr_y: float | None = None
     published_ssim_y: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    # Clips of a video set (0 for images): its means are then the mean over clips of each
+    # clip's mean over its frames, the video papers' average; ``images`` counts frames.
+    clips: int = 0
 
     def row(self) -> dict[str, Any]:
         """A flat row for CSV: the extra metrics as columns of their own."""
@@ -57,18 +60,50 @@ def attach_published(
     return result
 
 
+# Keys of a per-image or per-frame record that are not scores.
+RECORD_KEYS = ("set", "name", "clip", "frame", "frames")
+
+
 def summarize(records: list[dict[str, Any]]) -> list[SetSummary]:
-    """Group per-image records (``set``, ``name`` and the metric names) into per-set means."""
+    """Group per-image records (``set``, ``name`` and the metric names) into per-set means;
+    per-frame records (with ``clip``) are averaged per clip first (:func:`clip_means`)."""
     by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_set[record["set"]].append(record)
     summaries = []
     for set_name, rows in by_set.items():
+        frames = len(rows)
+        clips = clip_means(rows) if "clip" in rows[0] else []
+        if clips:
+            rows = clips
         means = {m: mean(rows, m) for m in METRIC_NAMES if m in rows[0]}
-        extras = [k for k in rows[0] if k not in (*METRIC_NAMES, "set", "name")]
-        extra = {k: mean(rows, k) for k in extras if isinstance(rows[0][k], (int, float))}
-        summaries.append(SetSummary(set=set_name, images=len(rows), **means, extra=extra))
+        keys = dict.fromkeys(k for row in rows for k in score_keys(row) if k not in METRIC_NAMES)
+        extra = {k: mean([row for row in rows if k in row], k) for k in keys}
+        summaries.append(
+            SetSummary(set=set_name, images=frames, **means, extra=extra, clips=len(clips))
+        )
     return summaries
+
+
+def score_keys(record: dict[str, Any]) -> list[str]:
+    """The numeric scores of a record, in order."""
+    return [k for k, v in record.items() if k not in RECORD_KEYS and isinstance(v, (int, float))]
+
+
+def clip_means(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per clip of per-frame records: ``set``, ``clip``, ``frames`` and the mean of
+    each score over the clip's frames, in the order the clips first appear."""
+    by_clip: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if "clip" in record:
+            by_clip[(record["set"], record["clip"])].append(record)
+    rows = []
+    for (set_name, clip), frames in by_clip.items():
+        keys = dict.fromkeys(k for frame in frames for k in score_keys(frame))
+        # A pair metric (tOF, tLP) is on the frames that end a pair: the mean over those.
+        scores = {k: mean([f for f in frames if k in f], k) for k in keys}
+        rows.append({"set": set_name, "clip": clip, "frames": len(frames), **scores})
+    return rows
 
 
 def mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -105,13 +140,16 @@ def markdown_table(summaries: list[SetSummary]) -> str:
     """A Markdown table, one row per set: our scores (the paper ones, then any other metric),
     the published ones and the difference."""
     extras = list(dict.fromkeys(k for s in summaries for k in s.extra))
-    header = ["set", "images", "PSNR_Y", "SSIM_Y", "PSNR_RGB", "SSIM_RGB"]
+    video = any(s.clips for s in summaries)
+    header = ["set", *(["clips", "frames"] if video else ["images"])]
+    header += ["PSNR_Y", "SSIM_Y", "PSNR_RGB", "SSIM_RGB"]
     header += [extra_header(k) for k in extras] + ["published Y", "ours - published"]
     rows = []
     for s in summaries:
+        counts = [str(s.clips or "-"), str(s.images)] if video else [str(s.images)]
         paper = [cell(v) for v in (s.psnr_y, s.ssim_y, s.psnr_rgb, s.ssim_rgb)]
         others = [f"{s.extra[k]:.4f}" if k in s.extra else "-" for k in extras]
-        rows.append([s.set, str(s.images), *paper, *others, *_published_cells(s)])
+        rows.append([s.set, *counts, *paper, *others, *_published_cells(s)])
     return tables.markdown_table(header, rows, [False] + [True] * (len(header) - 1))
 
 
@@ -121,10 +159,15 @@ def write_results(
     records: list[dict[str, Any]],
     meta: dict[str, Any],
 ) -> list[Path]:
-    """Write results.json (with per-image scores), results.csv and results.md, each atomically
-    (a killed run leaves the earlier file whole); return the paths."""
+    """Write results.json (with per-image scores and, for video sets, per-clip means),
+    results.csv and results.md, each atomically (a killed run leaves the earlier file whole);
+    return the paths."""
     json_path, csv_path, md_path = (directory / f"results.{ext}" for ext in ("json", "csv", "md"))
-    payload = {"meta": meta, "sets": [asdict(s) for s in summaries], "images": records}
+    payload: dict[str, Any] = {"meta": meta, "sets": [asdict(s) for s in summaries]}
+    clips = clip_means(records)
+    if clips:
+        payload["clips"] = clips
+    payload["images"] = records
     write_text_atomic(json_path, json.dumps(payload, indent=2))
     write_text_atomic(csv_path, csv_text([s.row() for s in summaries]))
     write_text_atomic(md_path, markdown_table(summaries) + "\n")

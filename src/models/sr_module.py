@@ -29,12 +29,14 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
-from src.archs.base import size_multiple_of, traits_of
+from src.archs.base import frames_of, size_multiple_of, traits_of
 from src.metrics.paper import Gray, batch_peak, convention, score_batch
-from src.metrics.registry import DEFAULT_METRICS, build_metrics, columns_of
+from src.metrics.registry import DEFAULT_METRICS, build_clip_metrics, build_metrics, columns_of
 from src.models.losses import prepare_weights, torch_loss_arguments
 from src.models.targets import allowed_targets, config_aliases, targets_in
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, call_padded, upscale
+from src.ops.video_inference import ClipInference, upscale_clip
+from src.utils.choices import SINGLE, WINDOW
 from src.utils.construction import NotDescribable, construction_config, target_name
 from src.utils.errors import UserError
 from src.utils.precision import fp32_scoring
@@ -123,6 +125,11 @@ class SRModule(pl.LightningModule):
         metric_weights: str = "download",
         metric_cache: str = ".cache/weights",
         crop_border: int | None = None,
+        clip_length: int | None = None,
+        clip_overlap: int = 2,
+        window_padding: str = "reflection_circle",
+        lr_multipliers: dict[str, float] | None = None,
+        freeze_steps: dict[str, int] | None = None,
     ):
         super().__init__()
         # Every argument of this constructor and of a subclass's (GANModule's), but the objects.
@@ -143,6 +150,11 @@ class SRModule(pl.LightningModule):
         self.tile_overlap = tile_overlap
         self.tile_memory_mb = tile_memory_mb
         self.self_ensemble = self_ensemble
+        self.clip_length = clip_length
+        self.clip_overlap = clip_overlap
+        self.window_padding = window_padding
+        self.lr_multipliers = dict(lr_multipliers or {})
+        self.freeze_steps = dict(freeze_steps or {})
         self.channels_last = channels_last
         self.compile_training = compile
         self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -155,7 +167,8 @@ class SRModule(pl.LightningModule):
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.val_scores: list[dict[str, Any]] = []
         self.extra_metrics = build_metrics(list(metrics), metric_weights, metric_cache)
-        self.metric_columns = columns_of(self.extra_metrics)
+        self.clip_metrics = build_clip_metrics(list(metrics), metric_weights, metric_cache)
+        self.metric_columns = columns_of([*self.extra_metrics, *self.clip_metrics])
         self.metrics = nn.ModuleDict()
         self.best_psnr_y = MaxMetric().set_dtype(torch.float64)
         self._register_metrics(val_set_names or [])
@@ -184,7 +197,7 @@ class SRModule(pl.LightningModule):
         """One network call on [0, 1] input; networks trained on 0..255 see 0..255, and
         networks that need a size multiple get their input padded to it."""
         net = self.net if net is None else net
-        if self.channels_last:
+        if self.channels_last and lr.dim() == 4:
             lr = lr.contiguous(memory_format=torch.channels_last)
         multiple = size_multiple_of(self.net)
         if self.value_range == 1.0:
@@ -199,10 +212,40 @@ class SRModule(pl.LightningModule):
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Super-resolve a batch the way validation, eval and predict all do: float32 input,
         autocast off, whatever precision training uses (the weights are float32 under every
-        precision training accepts: 32 and the mixed ones)."""
+        precision training accepts: 32 and the mixed ones).
+
+        ``lr`` is a batch of images (N, C, h, w) or of clips (N, T, C, h, w); a video network
+        given images sees each as a clip of one frame."""
         net = self.inference_net
         with fp32_scoring(lr.device):
+            if lr.dim() == 5:
+                return self._upscale_clip(net, lr.float())
+            if self.is_video_network:
+                return self._upscale_clip(net, lr.float().unsqueeze(1)).squeeze(1)
             return self._upscale(net, lr.float())
+
+    @property
+    def is_video_network(self) -> bool:
+        return frames_of(self.net)[0] != SINGLE
+
+    def clip_inference(self) -> ClipInference:
+        """How clips are run: the network's declared use of time and the inference options."""
+        kind, window, position = frames_of(self.net)
+        return ClipInference(
+            frames=kind,
+            window=window,
+            window_position=position,
+            padding=self.window_padding,
+            clip_length=self.clip_length,
+            clip_overlap=self.clip_overlap,
+            tile=self.tile,
+            tile_overlap=self.tile_overlap,
+            self_ensemble=self.self_ensemble,
+            tile_memory_mb=self.tile_memory_mb,
+        )
+
+    def _upscale_clip(self, net: nn.Module, lr: torch.Tensor) -> torch.Tensor:
+        return upscale_clip(lambda x: self.run_net(x, net), lr, self.scale, self.clip_inference())
 
     def _upscale(self, net: nn.Module, lr: torch.Tensor) -> torch.Tensor:
         return upscale(
@@ -233,9 +276,26 @@ class SRModule(pl.LightningModule):
         assert self._compiled_net is not None
         return self._compiled_net
 
+    def training_pair(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch's LR and target as the network takes them: a clip batch's frames
+        as images for an image network, its centre frame as the target of a window network."""
+        lr, hr = batch["lr"], batch["hr"]
+        kind, _, position = frames_of(self.net)
+        if lr.dim() == 4 and kind != SINGLE:
+            raise UserError(
+                f"{type(self.net).__name__} is a video network: train it on clips "
+                "(data=reds, vimeo90k, clip_folder or synthetic_clips)"
+            )
+        if lr.dim() == 5 and kind == SINGLE:
+            return lr.flatten(0, 1), hr.flatten(0, 1)
+        if kind == WINDOW:
+            return lr, hr[:, position]
+        return lr, hr
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        sr = self.run_net(batch["lr"], self.training_net())
-        loss = self.loss(sr, batch["hr"])
+        lr, hr = self.training_pair(batch)
+        sr = self.run_net(lr, self.training_net())
+        loss = self.loss(sr, hr)
         if not torch.isfinite(loss):
             self._on_nonfinite_loss(loss)
             return None  # Lightning skips the optimiser step for this batch
@@ -262,10 +322,44 @@ class SRModule(pl.LightningModule):
         if self.ema is not None:
             self.ema.update_parameters(self.net)
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The network's parameters, one group per ``lr_multipliers`` prefix (with its scaled
+        learning rate) and one for the rest, in the network's parameter order."""
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        named = list(self.net.named_parameters())
+        groups: list[dict[str, Any]] = []
+        taken: set[str] = set()
+        for prefix, multiplier in self.lr_multipliers.items():
+            chosen = [(n, p) for n, p in named if n.startswith(f"{prefix}.") and n not in taken]
+            if not chosen:
+                raise UserError(f"model.lr_multipliers.{prefix}: no network parameter is named so")
+            if base_lr is None:
+                raise UserError("model.lr_multipliers needs model.optimizer.lr to scale")
+            taken.update(n for n, _ in chosen)
+            groups.append({"params": [p for _, p in chosen], "lr": base_lr * multiplier})
+        rest = [p for n, p in named if n not in taken]
+        return [{"params": rest}, *groups] if groups else [{"params": rest}]
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Parameters frozen at the current step by ``freeze_steps``."""
+        frozen = []
+        for prefix, steps in self.freeze_steps.items():
+            chosen = [p for n, p in self.net.named_parameters() if n.startswith(f"{prefix}.")]
+            if not chosen:
+                raise UserError(f"model.freeze_steps.{prefix}: no network parameter is named so")
+            if self.global_step < steps:
+                frozen.extend(chosen)
+        return frozen
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # No gradient, no update (torch's optimisers skip parameters without one); a function
+        # of the step alone, so a resumed run freezes the same steps.
+        for parameter in self.frozen_parameters():
+            parameter.grad = None
+
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(
-            self.optimizer_factory, self.net.parameters(), "model.optimizer"
-        )
+        params: Any = self.parameter_groups() if self.lr_multipliers else self.net.parameters()
+        optimizer = build_optimizer(self.optimizer_factory, params, "model.optimizer")
         if self.scheduler_factory is None:
             return optimizer
         scheduler = build_scheduler(self.scheduler_factory, optimizer, "model.scheduler")
@@ -279,6 +373,8 @@ class SRModule(pl.LightningModule):
         prepare_weights(self)
         for metric in self.extra_metrics:
             metric.prepare()
+        for clip_metric in self.clip_metrics:
+            clip_metric.prepare()
 
     def log_loss_terms(self, loss: nn.Module, prefix: str = "train/loss_") -> None:
         """Each term of a composite loss, as logged values (``train/loss_pixel``, ...)."""
@@ -303,6 +399,8 @@ class SRModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         if "lr" not in batch:
             return None  # an unreadable image the data module skipped
+        if batch["lr"].dim() == 5:
+            return self._validate_clips(batch)
         sr = self(batch["lr"]).clamp(0.0, 1.0)
         raw_gray = batch.get("gray") if self.gray == "raw" else None
         peak = batch_peak(batch)
@@ -322,6 +420,53 @@ class SRModule(pl.LightningModule):
                 record["index"] = int(batch["index"][i])
             self.val_scores.append(record)
         return {"sr": sr, "scores": scores}
+
+    def _validate_clips(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Score each frame of each clip. The per-set means weigh every frame by one over its
+        clip's length: the mean per clip, then across clips, as the video papers average (Vid4,
+        REDS4); per-frame rows go to ``val_scores`` with their clip's name."""
+        sr = self(batch["lr"]).clamp(0.0, 1.0)
+        border = int(batch["crop_border"][0]) if "crop_border" in batch else self.border
+        peak = batch_peak(batch)
+        all_scores = []
+        for i in range(sr.shape[0]):
+            frames_sr, frames_hr = sr[i], batch["hr"][i]
+            scores = score_batch(frames_sr, frames_hr, border=border, peak=peak)
+            all_scores.append(scores)
+            scoring = convention(int(peak).bit_length(), frames_sr.shape[1])
+            extra: dict[str, list[float]] = {}
+            for metric in self.extra_metrics:
+                extra.update(metric(frames_sr, frames_hr, border))
+            pairs: dict[str, dict[int, float]] = {}
+            for clip_metric in self.clip_metrics:
+                pairs.update(clip_metric(frames_sr, frames_hr))
+            set_name, clip = batch["set"][i], batch["name"][i]
+            # Each value weighs one over the count of its kind in the clip: per clip, then
+            # across clips.
+            weights = {name: 1.0 / len(scores) for name in self.metric_columns}
+            weights.update({name: 1.0 / max(len(values), 1) for name, values in pairs.items()})
+            for t, frame_scores in enumerate(scores):
+                values = {**frame_scores.as_dict(), **{k: v[t] for k, v in extra.items()}}
+                values.update({k: v[t] for k, v in pairs.items() if t in v})
+                for group in (self._metrics_for(OVERALL), self._metrics_for(set_name)):
+                    for name, value in values.items():
+                        cast(MeanMetric, group[name]).update(
+                            torch.tensor(value, dtype=torch.float64),
+                            torch.tensor(weights[name], dtype=torch.float64),
+                        )
+                frame = str(batch["frames"][t][i]) if "frames" in batch else f"{t:08d}"
+                record = {
+                    "set": set_name,
+                    "name": f"{clip}/{frame}",
+                    "clip": clip,
+                    "frame": frame,
+                    **values,
+                    "scoring": scoring,
+                }
+                if "index" in batch:
+                    record["index"] = int(batch["index"][i])
+                self.val_scores.append(record)
+        return {"sr": sr, "scores": all_scores}
 
     def _gather_val_scores(self) -> None:
         """Every rank's per-image scores on every rank (DDP), in validation-list order."""
@@ -346,6 +491,8 @@ class SRModule(pl.LightningModule):
                 continue
             prefix = "val" if key == OVERALL else f"val/{key}"
             for name, metric in metrics.items():
+                if not metric.update_count and name != "psnr_y":
+                    continue  # a clip metric on image sets: no value, nothing to log
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # torchmetrics warns about empty states
                     logged[f"{prefix}/{name}"] = metric.compute()

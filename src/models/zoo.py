@@ -18,9 +18,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from src.archs.base import traits_of
+from src.archs.base import NetworkTraits, traits_of
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
-from src.utils.choices import CHOICES
+from src.utils.choices import CHOICES, SEQUENCE, WINDOW
 from src.utils.complexity import count_gflops, count_parameters
 from src.utils.tables import markdown_table
 
@@ -53,14 +53,23 @@ def network_class(name: str) -> tuple[type, str | None]:
     return hydra.utils.get_class(net._target_), net.get("upsampler")
 
 
+def frames_text(traits: NetworkTraits) -> str:
+    """How a network uses time, in the table's words."""
+    if traits.frames == WINDOW:
+        return f"window of {traits.window}"
+    return {SEQUENCE: "clip"}.get(traits.frames, "image")
+
+
 def choices_markdown() -> str:
     """The table of settings with fixed values (:data:`src.utils.choices.CHOICES`), then what
     each ``conf/model`` network declares: scales, image channels, tiling, bf16."""
     lines = ["| setting | valid values |", "|---|---|"]
     for choice in CHOICES:
         each = {"value": "", "items": " (each item)", "keys": " (each key)"}[choice.form]
-        lines.append(f"| `{choice.section}.{choice.key}`{each} | {', '.join(choice.values)} |")
-    header = ["model", "network", "scales", "channels", "tiles exact", "bf16 safe", "weights range"]
+        key = f"{choice.section}.{choice.key}" if choice.section else choice.key
+        lines.append(f"| `{key}`{each} | {', '.join(choice.values)} |")
+    header = ["model", "network", "frames", "scales", "channels", "tiles exact", "bf16 safe"]
+    header.append("weights range")
     rows = []
     for name in model_names():
         cls, upsampler = network_class(name)
@@ -71,6 +80,7 @@ def choices_markdown() -> str:
             [
                 name,
                 cls.__name__,
+                frames_text(traits),
                 traits.scales_text(upsampler),
                 " or ".join(str(c) for c in traits.channels),
                 "yes" if traits.tile_exact else "no",

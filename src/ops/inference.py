@@ -72,8 +72,13 @@ def call_padded(net: Network, lr: torch.Tensor, multiple: int, scale: int) -> to
         return net(lr)
     # No branch on the size: an exported graph keeps the padding for every input size.
     height, width = lr.shape[-2:]
-    padded = torch.nn.functional.pad(lr, (0, -width % multiple, 0, -height % multiple), "reflect")
-    return net(padded)[..., : height * scale, : width * scale]
+    images = lr.reshape(-1, *lr.shape[-3:])  # reflection pads (N, C, H, W); a clip is flattened
+    padded = torch.nn.functional.pad(
+        images, (0, -width % multiple, 0, -height % multiple), "reflect"
+    )
+    return net(padded.reshape(*lr.shape[:-2], *padded.shape[-2:]))[
+        ..., : height * scale, : width * scale
+    ]
 
 
 def _starts(length: int, tile: int) -> Iterator[int]:
@@ -84,12 +89,13 @@ def _starts(length: int, tile: int) -> Iterator[int]:
 def upscale_tiled(
     net: Network, lr: torch.Tensor, scale: int, tile: int, overlap: int
 ) -> torch.Tensor:
-    """Run ``net`` over tiles of ``lr`` (N, C, H, W) and stitch the kept cores."""
+    """Run ``net`` over tiles of ``lr`` (..., H, W) and stitch the kept cores; leading
+    dimensions (a batch, a batch of clips) pass through whole to each network call."""
     if tile <= 0:
         raise TileError(f"tile must be a positive number of pixels, got {tile}")
     if overlap < 0:
         raise TileError(f"tile_overlap must be >= 0, got {overlap}")
-    n, _, h, w = lr.shape
+    h, w = lr.shape[-2:]
     if h <= tile and w <= tile:
         return net(lr)
     out: torch.Tensor | None = None
@@ -100,7 +106,7 @@ def upscale_tiled(
             y1, x1 = min(bottom + overlap, h), min(right + overlap, w)
             patch_out = net(lr[..., y0:y1, x0:x1])
             if out is None:
-                out = patch_out.new_empty(n, patch_out.shape[1], h * scale, w * scale)
+                out = patch_out.new_empty(*patch_out.shape[:-2], h * scale, w * scale)
             keep = patch_out[
                 ...,
                 (top - y0) * scale : (bottom - y0) * scale,
@@ -151,13 +157,14 @@ class _PeakTensorMemory(TorchDispatchMode):
 def measure_bytes_per_lr_pixel(net: Network, like: torch.Tensor) -> float:
     """Peak working memory of one call of ``net`` per LR pixel, measured on a small probe.
 
-    ``like`` (N, C, H, W) gives the batch size, channels, dtype and device of the probe.
+    ``like`` (N, C, H, W), or a clip (N, T, C, H, W), gives the leading shape, dtype and device
+    of the probe.
     """
     stated = getattr(net, "bytes_per_lr_pixel", None)
     if isinstance(stated, int | float):
         return float(stated) * like.shape[0]
     probe = torch.rand(
-        like.shape[0], like.shape[1], PROBE_SIZE, PROBE_SIZE, dtype=like.dtype, device=like.device
+        *like.shape[:-2], PROBE_SIZE, PROBE_SIZE, dtype=like.dtype, device=like.device
     )
     tracker = _PeakTensorMemory()
     with tracker:

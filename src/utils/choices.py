@@ -29,6 +29,13 @@ UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
 ACTIVATIONS = ("relu", "prelu", "leakyrelu")
 NORMS = ("batch", "instance", "none")
 RESIDUAL_CONVS = ("1conv", "3conv")
+# How a network uses time (src/archs/base.py NetworkTraits.frames): one image at a time; a window
+# of frames to its centre frame (EDVR); a whole clip to a whole clip (the BasicVSR family).
+SINGLE, WINDOW, SEQUENCE = "single", "window", "sequence"
+FRAME_KINDS = (SINGLE, WINDOW, SEQUENCE)
+# Frames past a clip's ends for a window network (src/ops/video_inference.py window_indices):
+# the modes of BasicSR's video test sets.
+WINDOW_PADDINGS = ("replicate", "reflection", "reflection_circle", "circle")
 
 Form = Literal["value", "items", "keys"]
 
@@ -56,6 +63,7 @@ class Choice:
 
 
 CHOICES: tuple[Choice, ...] = (
+    Choice("", "window_padding", WINDOW_PADDINGS),
     Choice("model.net", "upsampler", UPSAMPLERS),
     Choice("model.net", "act_type", ACTIVATIONS),
     Choice("model.net", "resi_connection", RESIDUAL_CONVS),

@@ -129,6 +129,9 @@ class InferenceSettings:
     tile_overlap: NonNegativeInt
     self_ensemble: bool
     tile_memory_mb: PositiveFloat
+    clip_length: PositiveInt | None
+    clip_overlap: NonNegativeInt
+    window_padding: str  # one of WINDOW_PADDINGS (src/utils/choices.py)
 
 
 @dataclass
@@ -169,6 +172,9 @@ class ModelSettings:
     clip_grad_norm: PositiveFloat | None
     d_clip_grad_norm: PositiveFloat | None
     artifact_window: OddWindow
+    # Parameter-name prefix -> learning-rate multiplier / steps frozen (BasicVSR's SPyNet).
+    lr_multipliers: dict[str, PositiveFloat]
+    freeze_steps: dict[str, NonNegativeInt]
 
 
 @dataclass
@@ -404,6 +410,8 @@ def describe_type(annotation: Any) -> str:
         return "one of " + ", ".join(str(choice) for choice in get_args(annotation))
     if origin is list:
         return f"a list of {describe_type(get_args(annotation)[0])}"
+    if origin is dict:
+        return f"a mapping of names to {describe_type(get_args(annotation)[1])}"
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(annotation) if a is not type(None)]
         nullable = len(options) < len(get_args(annotation))
@@ -429,6 +437,9 @@ def matches(value: Any, annotation: Any) -> bool:
     if origin is list:
         (item,) = get_args(annotation)
         return isinstance(value, list) and all(matches(v, item) for v in value)
+    if origin is dict:
+        _, item = get_args(annotation)
+        return isinstance(value, dict) and all(matches(v, item) for v in value.values())
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
@@ -609,8 +620,9 @@ def check_choices(plain: dict[str, Any]) -> None:
             unknown = choice.unknown(node[choice.key])
             if unknown:
                 shown = unknown[0] if choice.form == "value" else unknown
+                key = f"{path}.{choice.key}" if path else choice.key
                 raise ConfigValueError(
-                    f"{path}.{choice.key} must be one of {', '.join(choice.values)}, got "
+                    f"{key} must be one of {', '.join(choice.values)}, got "
                     f"{shown!r}" + (" (each key)" if choice.form == "keys" else "")
                 )
 

@@ -1,0 +1,157 @@
+"""The one inference path for clips: image, sliding-window and recurrent networks on video.
+
+A clip (N, T, C, h, w) in [0, 1] goes through :func:`upscale_clip`, used by validation, ``src.eval``
+and ``src.predict``, with each network's declared use of time (``NetworkTraits.frames``):
+
+* ``single`` (an image network): frame by frame, through the image path
+  (:func:`src.ops.inference.upscale`, with its tiles and self-ensemble);
+* ``window`` (EDVR): for each frame, the window of ``window`` frames that has it at the network's
+  centre position, past the clip's ends padded as BasicSR's video test sets pad them
+  (:func:`window_indices`);
+* ``sequence`` (BasicVSR and its family): the clip at once or, with ``clip_length``, in temporal
+  chunks of ``clip_length`` frames each run with up to ``clip_overlap`` frames of context on each
+  side, of which only the chunk's own outputs are kept, the same rule as spatial tiles. A recurrent
+  network's output depends on every frame of its input, so chunked output differs from the
+  whole-clip output near the chunk boundaries; the papers' protocols run the whole clip
+  (``clip_length=null``), and chunks bound the memory of a film.
+
+Spatial tiles combine with all three: each network call sees (N, T', C, tile, tile) windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, upscale
+from src.utils.choices import SEQUENCE, SINGLE, WINDOW, WINDOW_PADDINGS
+from src.utils.errors import UserError
+
+Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Frames ``start:stop`` are run; frames ``keep_start:keep_stop`` of the clip are kept."""
+
+    start: int
+    stop: int
+    keep_start: int
+    keep_stop: int
+
+
+def chunk_plan(total: int, clip_length: int | None, clip_overlap: int) -> list[Chunk]:
+    """Temporal chunks covering ``total`` frames: cores of ``clip_length`` frames, each run with
+    ``clip_overlap`` frames of context on each side (as far as the clip reaches)."""
+    if clip_length is not None and clip_length < 1:
+        raise UserError(
+            f"clip_length must be a positive number of frames or null, got {clip_length}"
+        )
+    if clip_overlap < 0:
+        raise UserError(f"clip_overlap must be >= 0 frames, got {clip_overlap}")
+    if clip_length is None or clip_length >= total:
+        return [Chunk(0, total, 0, total)]
+    chunks = []
+    for core in range(0, total, clip_length):
+        core_stop = min(core + clip_length, total)
+        chunks.append(
+            Chunk(
+                max(core - clip_overlap, 0), min(core_stop + clip_overlap, total), core, core_stop
+            )
+        )
+    return chunks
+
+
+def window_indices(centre: int, total: int, window: int, position: int, padding: str) -> list[int]:
+    """The frames of the window whose ``position``-th frame is ``centre``, in a clip of ``total``
+    frames; indices past the ends follow ``padding`` (the modes of BasicSR's video test sets:
+    ``replicate`` repeats the end frame, ``reflection`` mirrors about it, ``reflection_circle``
+    continues from the window's other side, ``circle`` wraps round the window)."""
+    if padding not in WINDOW_PADDINGS:
+        raise UserError(
+            f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}, got {padding!r}"
+        )
+    first, last = centre - position, centre - position + window - 1
+    last_frame = total - 1
+    indices = []
+    for index in range(first, last + 1):
+        if index < 0:
+            index = {
+                "replicate": 0,
+                "reflection": -index,
+                "reflection_circle": last - index,
+                "circle": window + index,
+            }[padding]
+        elif index > last_frame:
+            index = {
+                "replicate": last_frame,
+                "reflection": 2 * last_frame - index,
+                "reflection_circle": first - (index - last_frame),
+                "circle": index - window,
+            }[padding]
+        indices.append(min(max(index, 0), last_frame))  # a window longer than the clip
+    return indices
+
+
+@dataclass(frozen=True)
+class ClipInference:
+    """How a clip is run: the network's use of time and the chunking, tiling and ensemble."""
+
+    frames: str = SINGLE
+    window: int = 1
+    window_position: int | None = None  # None: the centre, window // 2
+    padding: str = "reflection_circle"
+    clip_length: int | None = None
+    clip_overlap: int = 2
+    tile: Tile = None
+    tile_overlap: int = 16
+    self_ensemble: bool = False
+    tile_memory_mb: float = DEFAULT_TILE_MEMORY_MB
+
+
+def upscale_clip(
+    net: Network, lr: torch.Tensor, scale: int, settings: ClipInference
+) -> torch.Tensor:
+    """Super-resolve a clip (N, T, C, h, w) to (N, T, C, sh, sw) with ``net``."""
+    if lr.dim() != 5:
+        raise ValueError(f"a clip is (N, T, C, H, W), got {tuple(lr.shape)}")
+    frames = list(_upscaled_frames(net, lr, scale, settings))
+    return torch.stack(frames, dim=1)
+
+
+def _image_call(net: Network, x: torch.Tensor, scale: int, settings: ClipInference) -> torch.Tensor:
+    return upscale(
+        net,
+        x,
+        scale,
+        tile=settings.tile,
+        tile_overlap=settings.tile_overlap,
+        self_ensemble=settings.self_ensemble,
+        tile_memory_mb=settings.tile_memory_mb,
+    )
+
+
+def _upscaled_frames(
+    net: Network, lr: torch.Tensor, scale: int, settings: ClipInference
+) -> Iterator[torch.Tensor]:
+    """Each output frame (N, C, sh, sw) in order."""
+    total = lr.shape[1]
+    if settings.frames == SINGLE:
+        for index in range(total):
+            yield _image_call(net, lr[:, index], scale, settings)
+    elif settings.frames == WINDOW:
+        position = (
+            settings.window // 2 if settings.window_position is None else settings.window_position
+        )
+        for index in range(total):
+            chosen = window_indices(index, total, settings.window, position, settings.padding)
+            yield _image_call(net, lr[:, chosen], scale, settings)
+    elif settings.frames == SEQUENCE:
+        for chunk in chunk_plan(total, settings.clip_length, settings.clip_overlap):
+            out = _image_call(net, lr[:, chunk.start : chunk.stop], scale, settings)
+            for index in range(chunk.keep_start, chunk.keep_stop):
+                yield out[:, index - chunk.start]
+    else:
+        raise ValueError(f"unknown frames kind {settings.frames!r}")
