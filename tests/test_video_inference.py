@@ -5,6 +5,7 @@ then across clips)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -244,3 +245,47 @@ def test_temporal_metric_rows_are_per_pair_and_average_per_clip() -> None:
     (summary,) = summarize(module.val_scores)
     assert summary.extra["tof"] == pytest.approx(sum(pairs.values()) / 2)
     assert float(module._metrics_for("Toy")["tof"].compute()) == pytest.approx(summary.extra["tof"])
+
+
+class CountingNet(TemporalBlur):
+    """TemporalBlur that records the clip length of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        self.lengths.append(clip.shape[1])
+        return super().forward(clip)
+
+
+@pytest.mark.parametrize(("frames", "length", "overlap"), [(11, 4, 1), (8, 4, 2), (3, 5, 1)])
+def test_streamed_chunks_equal_the_whole_clip_and_bound_memory(
+    frames: int, length: int, overlap: int
+) -> None:
+    from src.ops.video_inference import stream_upscale
+
+    torch.manual_seed(0)
+    net = CountingNet().eval()
+    clip = torch.rand(1, frames, 3, 6, 6)
+    settings = ClipInference(frames=SEQUENCE, clip_length=length, clip_overlap=overlap)
+    with torch.no_grad():
+        whole = net(clip)
+        net.lengths.clear()
+        streamed = list(stream_upscale((clip[:, t] for t in range(frames)), net, 2, settings))
+    assert len(streamed) == frames
+    torch.testing.assert_close(torch.stack(streamed, dim=1), whole)
+    assert max(net.lengths) <= length + 2 * overlap
+
+
+def test_streamed_window_network_pads_only_the_true_ends() -> None:
+    from src.ops.video_inference import stream_upscale
+
+    net = WindowPicker()
+    clip = numbered_clip(9)
+    settings = ClipInference(
+        frames=WINDOW, window=3, window_position=1, padding="replicate", clip_length=2
+    )
+    streamed = list(stream_upscale((clip[:, t] for t in range(9)), net, 2, settings))
+    whole = upscale_clip(net, clip, 2, replace(settings, clip_length=None))
+    torch.testing.assert_close(torch.stack(streamed, dim=1), whole)

@@ -16,12 +16,14 @@ and ``src.predict``, with each network's declared use of time (``NetworkTraits.f
   (``clip_length=null``), and chunks bound the memory of a film.
 
 Spatial tiles combine with all three: each network call sees (N, T', C, tile, tile) windows.
+:func:`stream_upscale` runs the same chunks over frames as they are decoded, so a film is never
+held in memory whole: at most ``clip_length + 2 clip_overlap`` LR frames at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -155,3 +157,50 @@ def _upscaled_frames(
                 yield out[:, index - chunk.start]
     else:
         raise ValueError(f"unknown frames kind {settings.frames!r}")
+
+
+def stream_upscale(
+    frames: Iterable[torch.Tensor],
+    net: Network,
+    scale: int,
+    settings: ClipInference,
+) -> Iterator[torch.Tensor]:
+    """Upscaled frames (N, C, sh, sw), in order, of ``frames`` (N, C, h, w) read one at a time.
+
+    Chunks follow :func:`chunk_plan` (``clip_length`` frames kept of each, ``clip_overlap`` of
+    context each side; a window network gets at least its window as context, so only the
+    clip's true ends are padded); each chunk is run as a clip by :func:`upscale_clip`. Without a
+    ``clip_length`` every frame is read before the first is upscaled.
+    """
+    length = settings.clip_length
+    overlap = settings.clip_overlap
+    if settings.frames == WINDOW:
+        overlap = max(overlap, settings.window)
+    whole = replace(settings, clip_length=None)
+    buffer: list[torch.Tensor] = []
+    first = 0  # clip index of buffer[0]
+    core = 0  # clip index of the first frame not yet written
+    for index, frame in enumerate(frames):
+        buffer.append(frame)
+        if length is not None and index + 1 >= core + length + overlap:
+            yield from _run_chunk(net, buffer, first, core, core + length, scale, whole)
+            core += length
+            drop = max(core - overlap - first, 0)
+            buffer, first = buffer[drop:], first + drop
+    if buffer and core < first + len(buffer):
+        yield from _run_chunk(net, buffer, first, core, first + len(buffer), scale, whole)
+
+
+def _run_chunk(
+    net: Network,
+    buffer: list[torch.Tensor],
+    first: int,
+    keep_start: int,
+    keep_stop: int,
+    scale: int,
+    settings: ClipInference,
+) -> Iterator[torch.Tensor]:
+    """Run the buffered frames as one clip; yield those of ``keep_start:keep_stop``."""
+    out = upscale_clip(net, torch.stack(buffer, dim=1), scale, settings)
+    for index in range(keep_start, keep_stop):
+        yield out[:, index - first]
