@@ -52,7 +52,7 @@ def test_frozen_part_gets_no_update_until_its_step() -> None:
 
 
 def test_unknown_prefix_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="model.lr_multipliers.spynet"):
+    with pytest.raises(UserError, match=r"model\.lr_multipliers\.spynet"):
         module(lr_multipliers={"spynet": 0.125}).configure_optimizers()
-    with pytest.raises(UserError, match="model.freeze_steps.spynet"):
+    with pytest.raises(UserError, match=r"model\.freeze_steps\.spynet"):
         module(freeze_steps={"spynet": 10}).frozen_parameters()
