@@ -1,5 +1,10 @@
 """Import pretrained weights into an SR Lab network, safely and with readable errors.
 
+``model.pretrained`` takes a file, or the name of a released file in the weight registry
+(:mod:`src.models.weight_registry`: ``model.pretrained=basicvsr_vimeo90k_bi``), which is fetched
+and checked by its sha256 once, cached, and loaded with the entry's key map. An existing file wins
+over a name.
+
 Only tensors are read: PyTorch files go through ``torch.load(weights_only=True)``, which refuses
 any pickled class or function instead of running it, and ``.safetensors`` files hold no code at
 all. A checkpoint that is a whole pickled ``nn.Module`` (or carries other Python objects) is
@@ -27,6 +32,13 @@ import torch
 from torch import nn
 
 from src.io.tensors import PretrainedWeightsError, load_tensors_only
+from src.io.weights import DEFAULT_CACHE
+from src.models.weight_registry import (
+    RegisteredWeights,
+    check_fits,
+    fetch_registered,
+    find_weights,
+)
 
 # Container keys tried in order; the first one present whose value is a mapping wins.
 CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model")
@@ -51,27 +63,51 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(raw, path)
 
 
-def import_weights(net: nn.Module, path: str | Path) -> None:
-    """Load the weights in ``path`` into ``net`` (in place), requiring an exact match.
+def import_weights(
+    net: nn.Module, source: str | Path, cache_dir: str | Path = DEFAULT_CACHE
+) -> None:
+    """Load the weights ``source`` names (a file, or a registered name: fetched into
+    ``cache_dir`` if not there) into ``net`` (in place), requiring an exact match.
 
     Every key of ``net.state_dict()`` must be in the file with the same shape, and the file may
     hold no other key; otherwise nothing is loaded and the error lists what differs. The one
     exception: buffers a network recomputes from its settings (Swin-style relative position
     indices and shifted-window masks, which the authors' files store) are dropped from the file
     when the network names them in a ``recomputed_buffers`` attribute (last key component).
+    A registered file must be for ``net``'s class and scale; its keys are mapped to SR Lab's
+    names first.
 
     Raises:
-        PretrainedWeightsError: see :func:`read_state_dict`, or the keys or shapes differ.
+        PretrainedWeightsError: see :func:`read_state_dict`, or the keys or shapes differ, or a
+            registered file is for another network or scale.
+        UserError: ``source`` is neither a file nor a registered name, or the registered file
+            could not be fetched or failed its checksum.
     """
+    path, state, entry = _read_source(net, source, Path(cache_dir))
     expected = net.state_dict()
-    state = without_recomputed_buffers(read_state_dict(path), net, expected)
+    state = without_recomputed_buffers(state, net, expected)
     report = _mismatch_report(state, expected)
     if report:
+        fits = f" ({entry.name} fits {entry.settings})" if entry is not None else ""
         raise PretrainedWeightsError(
-            f"weights in {path} do not fit {type(net).__name__}:\n{report}\n"
+            f"weights in {path} do not fit {type(net).__name__}{fits}:\n{report}\n"
             "Check that the architecture, its hyper-parameters and the scale match the file."
         )
     net.load_state_dict(state, strict=True)
+
+
+def _read_source(
+    net: nn.Module, source: str | Path, cache_dir: Path
+) -> tuple[Path, dict[str, torch.Tensor], RegisteredWeights | None]:
+    """The file ``source`` stands for, its state dict in SR Lab's names, and its registry entry
+    (None for a file given by path). A registered file is checked against ``net`` before any
+    download."""
+    found = find_weights(source)
+    if isinstance(found, Path):
+        return found, read_state_dict(found), None
+    check_fits(found, net)
+    path = fetch_registered(found, cache_dir)
+    return path, found.key_map.apply(read_state_dict(path)), found
 
 
 def without_recomputed_buffers(
