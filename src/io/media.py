@@ -5,21 +5,17 @@ holds: grayscale stays one channel, alpha stays, 16-bit stays 16-bit. The EXIF o
 (JPEG, PNG, WebP, TIFF) is applied on reading, so a phone photo comes out upright and the output,
 written without the tag, displays the same way. Every write is atomic
 (:func:`src.utils.files.atomic_path`): the file is encoded to a temporary name in the target
-folder and renamed when complete, so a failure leaves no partial output. Videos are read and
-written frame by frame with OpenCV (FFmpeg); audio is not carried over. A video that ends before
-the frame count its container header announces (a truncated download) is a failed input, and
-nothing is written for it: a shorter video under the input's name would pass for the whole result.
+folder and renamed when complete, so a failure leaves no partial output. Videos go through
+:mod:`src.io.video` (PyAV): their sound and subtitles are copied into the result.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from src.io.images import (
@@ -27,8 +23,9 @@ from src.io.images import (
     decode,
     header_only_pil,
 )
+from src.io.video import VIDEO_SUFFIXES
 from src.utils.errors import UserError
-from src.utils.files import is_temporary, publish, remove_stale, temporary_beside
+from src.utils.files import is_temporary, remove_stale
 
 IMAGE_SUFFIXES = (
     ".png",
@@ -42,8 +39,6 @@ IMAGE_SUFFIXES = (
     ".dcm",
     ".dicom",
 )
-# Container -> the codec written for it (both ship with OpenCV's FFmpeg build).
-VIDEO_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 OUTPUT_FORMATS = {
     "png": ".png",
     "jpg": ".jpg",
@@ -65,7 +60,7 @@ class NoInputsError(UserError):
 
 
 def is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_CODECS
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def is_media(path: Path) -> bool:
@@ -115,7 +110,7 @@ def find_inputs(spec: str) -> list[Path]:
     else:
         raise NoInputsError(f"input not found: {spec} (give a file, a folder or a glob)")
     if not found:
-        suffixes = " ".join((*IMAGE_SUFFIXES, *VIDEO_CODECS))
+        suffixes = " ".join((*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
         raise NoInputsError(f"no images or videos {where} (looked for {suffixes})")
     return found
 
@@ -201,74 +196,3 @@ def read_image(path: Path) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[2] not in (3, 4):
         raise MediaError(f"{path}: unsupported channel count {pixels.shape[2]}")
     return pixels
-
-
-# --- videos ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VideoInfo:
-    """What a video writer needs to copy: frame rate, frame count (an estimate), frame size."""
-
-    fps: float
-    frames: int
-    width: int
-    height: int
-
-
-def open_video(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """Open ``path`` for reading, or raise :class:`MediaError` naming it."""
-    if not path.is_file():
-        raise MediaError(f"{path}: no such file")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise MediaError(f"{path}: not a readable video (corrupt, truncated or unknown codec)")
-    info = VideoInfo(
-        fps=float(capture.get(cv2.CAP_PROP_FPS)) or 25.0,
-        frames=max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
-        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-    )
-    return capture, info
-
-
-def video_frames(capture: cv2.VideoCapture) -> Generator[np.ndarray, None, None]:
-    """The frames of an open video as (H, W, 3) uint8 RGB arrays; releases it at the end."""
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
-
-
-class VideoWriter:
-    """Writes RGB frames to a temporary file that becomes ``path`` on a clean exit.
-
-    Use as a context manager: leaving on an exception deletes the partial file.
-    """
-
-    def __init__(self, path: Path, fps: float, width: int, height: int):
-        self.path = path
-        self.size = (width, height)
-        self.temporary = temporary_beside(path)
-        fourcc = cv2.VideoWriter.fourcc(*VIDEO_CODECS[path.suffix.lower()])
-        self._writer = cv2.VideoWriter(str(self.temporary), fourcc, fps, self.size)
-        if not self._writer.isOpened():
-            self.temporary.unlink(missing_ok=True)
-            raise MediaError(f"{path}: OpenCV cannot write this video format here")
-
-    def write(self, frame: np.ndarray) -> None:
-        if (frame.shape[1], frame.shape[0]) != self.size:
-            raise MediaError(f"{self.path}: frame size {frame.shape[1::-1]} != {self.size}")
-        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self._writer.release()
-        if kind is None:
-            publish(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)

@@ -12,7 +12,9 @@ tiling and self-ensemble are the shared path's. Around it:
 * alpha is upscaled separately with the MATLAB-exact bicubic (:func:`src.ops.imresize.imresize`)
   and re-attached;
 * 16-bit images run in float (value / 65535) and are written back as 16-bit (PNG, TIFF); a
-  format that holds 8 bits only (JPEG, WebP) gets 8 bits, and the run says so for that file.
+  format that holds 8 bits only (JPEG, WebP) gets 8 bits, and the run says so for that file;
+* videos run frame by frame through :mod:`src.io.video`: timestamps, colour tags and bit depth
+  (where the codec has it) are kept, and the sound and subtitles are copied, not re-encoded.
 
 Before an image is decoded its header says how large it is: one whose upscaling would need more
 memory than ``memory_mb`` (by default 80% of what the system has available) is refused with a
@@ -39,15 +41,13 @@ from src.io.images import SIXTEEN_BIT_SUFFIXES, ImageReadError, write_image
 from src.io.media import (
     ImageHeader,
     MediaError,
-    VideoWriter,
     is_video,
-    open_video,
     output_path,
     read_header,
     read_image,
     same_file,
-    video_frames,
 )
+from src.io.video import VideoError, VideoInfo, VideoWriter, probe_video, read_video_frames
 from src.ops.imresize import imresize
 from src.utils.errors import UserError
 
@@ -141,6 +141,12 @@ class Report:
         return f"{line}; {len(self.skipped)} skipped, {len(self.failed)} failed"
 
 
+def say_note(report: Report, note: str) -> None:
+    """Record ``note`` for the summary and print it now."""
+    report.notes.append(note)
+    tqdm.write(f"note: {note}", file=sys.stderr)
+
+
 def listing(paths: list[Path]) -> str:
     names = ", ".join(p.name for p in paths[:MAX_LISTED])
     return names + (f" and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else "")
@@ -199,15 +205,14 @@ def upscale_image_file(
     header = read_header(source)
     check_image_fits(source, header, report.scale, budget)
     if header is not None and header.frames > 1:
-        report.notes.append(f"{source}: {header.frames} frames; only the first is upscaled")
-        tqdm.write(f"note: {report.notes[-1]}", file=sys.stderr)
+        say_note(report, f"{source}: {header.frames} frames; only the first is upscaled")
     pixels = read_image(source)
     if pixels.dtype == np.uint16 and target.suffix.lower() not in SIXTEEN_BIT_SUFFIXES:
-        report.notes.append(
+        say_note(
+            report,
             f"{target}: 16-bit result written with 8 bits ({target.suffix} holds no more); "
-            f"output_format=png or tiff keeps 16"
+            f"output_format=png or tiff keeps 16",
         )
-        tqdm.write(f"note: {report.notes[-1]}", file=sys.stderr)
     upscaled = upscale_pixels(upscaler, pixels, channels)
     if is_dicom(target):
         if not is_dicom(source):
@@ -219,6 +224,35 @@ def upscale_image_file(
     report.count(pixels.shape[0] * pixels.shape[1])
 
 
+@dataclass(frozen=True)
+class VideoSettings:
+    """How upscaled videos are encoded: ``codec`` (None: the container's default,
+    :data:`src.io.video.DEFAULT_CODECS`) and ``quality`` (its CRF; None: the codec's default)."""
+
+    codec: str | None = None
+    quality: int | None = None
+
+
+def check_frame_count(source: Path, decoded: int, info: VideoInfo, report: Report) -> None:
+    """Refuse a video that decoded to fewer frames than it holds (a damaged or cut one); say so
+    when its header announces more frames than it holds (dropped frames in a capture, an edit
+    list, or a file cut cleanly between two frames)."""
+    if decoded == 0:
+        raise VideoError(f"{source}: no frame could be decoded")
+    if decoded < info.frames:
+        raise VideoError(
+            f"{source}: only {decoded} of the {info.frames} frames it holds could be decoded "
+            f"(truncated or damaged); nothing written for it"
+        )
+    if info.header_frames > info.frames:
+        say_note(
+            report,
+            f"{source}: its header announces {info.header_frames} frames and it holds "
+            f"{info.frames} (dropped frames, an edit list, or a truncated file); "
+            f"{decoded} upscaled",
+        )
+
+
 def upscale_video_file(
     upscaler: Upscaler,
     source: Path,
@@ -226,16 +260,21 @@ def upscale_video_file(
     report: Report,
     progress: bool,
     channels: int = 3,
+    settings: VideoSettings | None = None,
 ) -> None:
-    """Upscale every frame; the frame rate is kept, the output appears only when complete: a
-    video that ends before the frame count its header announces is refused, naming both counts."""
-    capture, info = open_video(source)
+    """Upscale every frame, keeping timestamps, colour tags, bit depth where the codec allows,
+    and the source's audio and subtitle packets; the output appears only when complete, and not
+    at all for a video with frames that cannot be decoded (:func:`check_frame_count`)."""
+    settings = settings or VideoSettings()
+    info = probe_video(source)
     frames = 0
     size = (info.width * report.scale, info.height * report.scale)
-    with (
-        contextlib.closing(video_frames(capture)) as stream,
-        VideoWriter(target, info.fps, *size) as writer,
-    ):
+    with VideoWriter(
+        target, *size, like=info, source=source, codec=settings.codec, quality=settings.quality
+    ) as writer:
+        for note in writer.notes:
+            say_note(report, note)
+        stream = read_video_frames(source)
         bar = tqdm(
             stream,
             total=info.frames or None,
@@ -244,16 +283,13 @@ def upscale_video_file(
             disable=not progress,
             desc=source.name,
         )
-        for frame in bar:
-            writer.write(upscale_pixels(upscaler, frame, channels))
-            frames += 1
-        if frames == 0:
-            raise MediaError(f"{source}: no frame could be decoded")
-        if frames < info.frames:
-            raise MediaError(
-                f"{source}: only {frames} of the {info.frames} frames its header announces "
-                f"could be decoded (truncated or damaged); nothing written for it"
-            )
+        with contextlib.closing(stream):
+            for frame in bar:
+                writer.write(
+                    upscale_pixels(upscaler, frame.pixels, channels), frame.pts, frame.duration
+                )
+                frames += 1
+        check_frame_count(source, frames, info, report)
     report.videos += 1
     report.frames += frames
     report.count(frames * info.width * info.height)
@@ -275,9 +311,11 @@ def upscale_files(
     progress: bool = True,
     budget: int | None = None,
     channels: int = 3,
+    video: VideoSettings | None = None,
 ) -> Report:
-    """Upscale each input into ``output_dir`` by a network of ``channels`` channels; bad files
-    (and images over ``budget`` bytes to upscale) are reported and the rest go on."""
+    """Upscale each input into ``output_dir`` by a network of ``channels`` channels, videos
+    encoded as ``video`` says; bad files (and images over ``budget`` bytes to upscale) are
+    reported and the rest go on."""
     report = Report(scale)
     targets = plan(inputs, output_dir, output_format)
     started = time.perf_counter()
@@ -289,7 +327,7 @@ def upscale_files(
             continue
         try:
             if is_video(source):
-                upscale_video_file(upscaler, source, target, report, progress, channels)
+                upscale_video_file(upscaler, source, target, report, progress, channels, video)
             else:
                 upscale_image_file(upscaler, source, target, report, budget, channels)
         except FILE_ERRORS as error:
