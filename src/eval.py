@@ -53,6 +53,15 @@ def published_model(cfg: DictConfig, module: SRModule) -> str | None:
     return None
 
 
+def scored_border(module: SRModule) -> int | dict[str, int]:
+    """The border cropped before scoring: one number, or one per set where they differ (image
+    sets at the scale beside video sets, which are scored whole)."""
+    borders = set(module.val_borders.values())
+    if len(borders) == 1:
+        return borders.pop()
+    return dict(module.val_borders) if borders else module.border
+
+
 def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
     check_config(cfg, "eval")
@@ -84,7 +93,7 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     meta = {
         "model": type(module.net).__name__,
         "scale": module.scale,
-        "crop_border": module.border,
+        "crop_border": scored_border(module),
         "ckpt_path": cfg.get("ckpt_path"),
         "pretrained": cfg.model.get("pretrained") if not cfg.get("ckpt_path") else None,
         "self_ensemble": cfg.self_ensemble,
@@ -96,13 +105,14 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     if not trainer.is_global_zero:
         return summaries  # under DDP every rank holds all scores; rank 0 writes and prints them
     files = write_results(output_dir, summaries, module.val_scores, meta)
-    say(f"{meta['model']} x{module.scale}, {len(module.val_scores)} images in {seconds:.1f} s")
+    unit = "frames" if any("clip" in record for record in module.val_scores) else "images"
+    say(f"{meta['model']} x{module.scale}, {len(module.val_scores)} {unit} in {seconds:.1f} s")
     for set_name, timing in meta["timing"].items():
         say(
-            f"  {set_name}: {timing['images']} images, {timing['megapixels']:.1f} MP in "
+            f"  {set_name}: {timing['images']} {unit}, {timing['megapixels']:.1f} MP in "
             f"{timing['seconds']:.1f} s ({timing['ms_per_megapixel']:.0f} ms/MP)"
         )
-    say(f"scored as the papers do, crop {module.border}: {'; '.join(meta['scoring'])}")
+    say(f"scored as the papers do, crop {meta['crop_border']}: {'; '.join(meta['scoring'])}")
     say(markdown_table(summaries))
     say(f"results: {', '.join(str(f) for f in files)}")
     return summaries

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
+from src.data.clip_datamodule import ClipDataModule
 from src.data.datamodule import SRDataModule
 from src.models.sr_module import SRModule
 from src.utils.precision import trainer_precision
@@ -23,6 +24,7 @@ def required_keys(data: str) -> list[str]:
     """The overrides a data config cannot do without (its folders)."""
     return {
         "folder": ["data.root=/some/folder"],
+        "clip_folder": ["data.root=/some/clips"],
         "paired": ["data.hr_root=/some/hr", "data.lr_root=/some/lr"],
     }.get(data, [])
 
@@ -46,7 +48,7 @@ def test_every_data_config_composes_for_evaluation(data: str, tmp_path: Path):
 def test_every_data_config_builds_a_datamodule(data: str, tmp_path: Path):
     cfg = compose_config("train", [f"data={data}", *required_keys(data)], tmp_path)
     datamodule = hydra.utils.instantiate(cfg.data)
-    assert isinstance(datamodule, SRDataModule)
+    assert isinstance(datamodule, SRDataModule | ClipDataModule)
     assert datamodule.val_set_names
 
 

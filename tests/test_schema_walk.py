@@ -42,6 +42,7 @@ VIDEO_X4_MODELS = ("basicvsr", "basicvsrpp", "edvr_l", "edvr_m", "iconvsr", "rea
 # Hydra's multirun.
 OPTION_NEEDS = {
     "data=folder": ["data.root=x"],
+    "data=clip_folder": ["data.root=x"],
     "data=paired": ["data.hr_root=x", "data.lr_root=y"],
     "hparams_search=edsr_optuna": ["hydra.job.num=0"],
     # The video networks upsample x4 only.

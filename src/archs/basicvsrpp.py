@@ -189,6 +189,8 @@ class BasicVSRPlusPlus(SRNetwork):
     """BasicVSR++; a clip (N, T, 3, H, W) in [0, 1] to (N, T, 3, 4H, 4W) (``scale=4``) or to the
     same size (``scale=1``, H and W multiples of 4)."""
 
+    # RGB frames in (its first convolution is SPyNet's, which takes two frames' channels).
+    image_channels = 3
     traits = NetworkTraits(
         scales=(1, 4), channels=(3,), bf16_safe=False, tile_exact=False, frames=SEQUENCE
     )

@@ -255,6 +255,8 @@ class EDVR(EDVRFeatureExtractor, SRNetwork):
     """EDVR; a window (N, T, 3, H, W) in [0, 1], T = ``num_frames``, H and W multiples of 4, to
     its centre frame (N, 3, 4H, 4W)."""
 
+    # RGB frames in (its first convolution is SPyNet's, which takes two frames' channels).
+    image_channels = 3
     traits = NetworkTraits(
         scales=(4,),
         size_multiple=SIZE_MULTIPLE,

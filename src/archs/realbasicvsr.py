@@ -123,6 +123,8 @@ class BasicVSRNet(nn.Module):
 class RealBasicVSR(SRNetwork):
     """RealBasicVSR; a clip (N, T, 3, H, W) in [0, 1] to (N, T, 3, 4H, 4W)."""
 
+    # RGB frames in (its first convolution is SPyNet's, which takes two frames' channels).
+    image_channels = 3
     traits = NetworkTraits(
         scales=(4,), channels=(3,), bf16_safe=False, tile_exact=False, frames=SEQUENCE
     )

@@ -54,9 +54,11 @@ class SetTimer(pl.Callback):
         now = time.perf_counter()
         sets = list(batch["set"])
         hr = batch.get("hr")
-        pixels = hr.shape[-2] * hr.shape[-1] / 1e6 if hr is not None else 0.0
+        # A clip (N, T, C, H, W) counts its frames.
+        frames = hr.shape[1] if hr is not None and hr.dim() == 5 else 1
+        pixels = frames * hr.shape[-2] * hr.shape[-1] / 1e6 if hr is not None else 0.0
         for set_name in sets:
             self.seconds[set_name] += (now - self._last) / len(sets)
-            self.images[set_name] += 1
+            self.images[set_name] += frames
             self.megapixels[set_name] += pixels
         self._last = now

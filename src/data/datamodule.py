@@ -31,7 +31,7 @@ from src.data.cache import CacheSettings, cache_settings, check_memory_cap
 from src.data.checks import fit_patches
 from src.data.datasets import PatchDataset, ValidationImages, ValidationItem, make_pairs
 from src.data.degradations import BicubicDegradation, Degradation
-from src.data.samplers import ResumableIndexSampler, UnpaddedDistributedSampler
+from src.data.samplers import consumed_samples, training_loader, validation_loader
 from src.data.sources import (
     ImageSource,
     OnBadImage,
@@ -264,43 +264,20 @@ class SRDataModule(pl.LightningDataModule):
             augment=self.augment,
         )
 
-    def _consumed_patches(self) -> int:
-        """Patches the optimiser steps already taken have used (non-zero after a resume)."""
-        trainer = self.trainer
-        if trainer is None:
-            return 0
-        per_step = self.batch_size * trainer.accumulate_grad_batches * trainer.world_size
-        return trainer.global_step * per_step
-
     def train_dataloader(self) -> DataLoader:
         if self.train_data is None:
             raise RuntimeError("this data config has no train_set: it can validate but not train")
-        start = self._consumed_patches()
+        start = consumed_samples(self.trainer, self.batch_size)
         if start:
             log.info("resuming the training patches at index %d", start)
-        return DataLoader(
-            self.train_data,
-            batch_size=self.batch_size,
-            # Patches are already random functions of their index; a resumed run starts where
-            # the checkpoint stopped (under DDP Lightning splits this range across the ranks).
-            sampler=ResumableIndexSampler(len(self.train_data), start),
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=True,
-            persistent_workers=self.num_workers > 0,
+        return training_loader(
+            self.train_data, self.batch_size, start, self.num_workers, self.pin_memory
         )
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_data is not None, "call setup() first"
-        sampler = None
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            # Lightning keeps a DistributedSampler it is given instead of its padding one.
-            sampler = UnpaddedDistributedSampler(
-                self.val_data, trainer.world_size, trainer.global_rank
-            )
         workers = self.val_workers if self.val_data.items is not None else 0
-        return DataLoader(self.val_data, batch_size=1, num_workers=workers, sampler=sampler)
+        return validation_loader(self.val_data, self.trainer, workers)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches on the device: LR made here by a batch degradation, and the target

@@ -11,8 +11,10 @@ summed across ranks by torchmetrics, so the scores equal a single-process run's.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
-from torch.utils.data import DistributedSampler, Sampler
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -48,3 +50,43 @@ class ResumableIndexSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.length
+
+
+def consumed_samples(trainer: pl.Trainer | None, batch_size: int) -> int:
+    """Training samples the optimiser steps already taken have used (non-zero after a resume)."""
+    if trainer is None:
+        return 0
+    per_step = batch_size * trainer.accumulate_grad_batches * trainer.world_size
+    return trainer.global_step * per_step
+
+
+def training_loader(
+    dataset: Dataset[Any], batch_size: int, start: int, num_workers: int, pin_memory: bool
+) -> DataLoader:
+    """The training DataLoader from sample ``start`` on. Samples are already random functions
+    of their index; a resumed run starts where the checkpoint stopped (under DDP Lightning
+    splits this range across the ranks)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ResumableIndexSampler(len(dataset), start),  # type: ignore[arg-type]
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def validation_loader(
+    dataset: Dataset[Any], trainer: pl.Trainer | None, num_workers: int
+) -> DataLoader:
+    """One item per batch, each on exactly one rank under DDP (Lightning keeps a
+    DistributedSampler it is given instead of its padding one)."""
+    sampler = None
+    if trainer is not None and trainer.world_size > 1:
+        sampler = UnpaddedDistributedSampler(
+            dataset,  # type: ignore[arg-type]
+            trainer.world_size,
+            trainer.global_rank,
+        )
+    return DataLoader(dataset, batch_size=1, num_workers=num_workers, sampler=sampler)

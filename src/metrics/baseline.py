@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -21,15 +21,33 @@ def bicubic_scores(
     16-bit data at its own peak as the model's scores are."""
     net = Bicubic(scale)
     totals = dict.fromkeys(METRIC_NAMES, 0.0)
-    count = 0
+    count = 0.0
     for batch in batches:
-        sr = upscale(net, batch["lr"], scale).clamp(0.0, 1.0)
-        raw_gray = batch.get("gray") if gray == "raw" else None
-        peak = batch_peak(batch)
-        for scores in score_batch(sr, batch["hr"], border=scale, raw_gray=raw_gray, peak=peak):
-            for name, value in scores.as_dict().items():
-                totals[name] += value
-            count += 1
+        if "lr" not in batch:
+            continue  # an unreadable item the data module skipped
+        for lr, hr, border, weight in scored_units(batch, scale):
+            sr = upscale(net, lr, scale).clamp(0.0, 1.0)
+            raw_gray = batch.get("gray") if gray == "raw" and lr.dim() == 4 else None
+            peak = batch_peak(batch)
+            for scores in score_batch(sr, hr, border=border, raw_gray=raw_gray, peak=peak):
+                for name, value in scores.as_dict().items():
+                    totals[name] += value * weight
+                count += weight
     if count == 0:
         raise ValueError("no validation images to score")
     return {name: total / count for name, total in totals.items()}
+
+
+def scored_units(
+    batch: dict[str, Any], scale: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
+    """(LR, HR, border, weight of each image): a batch of images as it is (border: the scale),
+    or each clip's frames weighted one over the clip's length (a clip counts once, as the video
+    papers average) with the clip's border (``crop_border``, none for the video protocols)."""
+    lr, hr = batch["lr"], batch["hr"]
+    if lr.dim() == 4:
+        yield lr, hr, scale, 1.0
+        return
+    border = int(batch["crop_border"][0]) if "crop_border" in batch else scale
+    for i in range(lr.shape[0]):
+        yield lr[i], hr[i], border, 1.0 / lr.shape[1]

@@ -166,6 +166,8 @@ class SRModule(pl.LightningModule):
         if channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.val_scores: list[dict[str, Any]] = []
+        # The border each validation set was scored with (the scale, or its protocol's).
+        self.val_borders: dict[str, int] = {}
         self.extra_metrics = build_metrics(list(metrics), metric_weights, metric_cache)
         self.clip_metrics = build_clip_metrics(list(metrics), metric_weights, metric_cache)
         self.metric_columns = columns_of([*self.extra_metrics, *self.clip_metrics])
@@ -395,6 +397,7 @@ class SRModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.val_scores = []
+        self.val_borders = {}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         if "lr" not in batch:
@@ -411,6 +414,7 @@ class SRModule(pl.LightningModule):
             extra.update(metric(sr, batch["hr"], self.border))
         for i, image_scores in enumerate(scores):
             set_name = batch["set"][i]
+            self.val_borders[set_name] = self.border
             values = {**image_scores.as_dict(), **{k: v[i] for k, v in extra.items()}}
             for group in (self._metrics_for(OVERALL), self._metrics_for(set_name)):
                 for name, value in values.items():
@@ -426,7 +430,9 @@ class SRModule(pl.LightningModule):
         clip's length: the mean per clip, then across clips, as the video papers average (Vid4,
         REDS4); per-frame rows go to ``val_scores`` with their clip's name."""
         sr = self(batch["lr"]).clamp(0.0, 1.0)
-        border = int(batch["crop_border"][0]) if "crop_border" in batch else self.border
+        border = self.border
+        if self.crop_border is None and "crop_border" in batch:
+            border = int(batch["crop_border"][0])  # the set's protocol (no crop on video sets)
         peak = batch_peak(batch)
         all_scores = []
         for i in range(sr.shape[0]):
@@ -441,6 +447,7 @@ class SRModule(pl.LightningModule):
             for clip_metric in self.clip_metrics:
                 pairs.update(clip_metric(frames_sr, frames_hr))
             set_name, clip = batch["set"][i], batch["name"][i]
+            self.val_borders[set_name] = border
             # Each value weighs one over the count of its kind in the clip: per clip, then
             # across clips.
             weights = {name: 1.0 / len(scores) for name in self.metric_columns}
