@@ -56,3 +56,21 @@ def test_unknown_prefix_is_a_user_error() -> None:
         module(lr_multipliers={"spynet": 0.125}).configure_optimizers()
     with pytest.raises(UserError, match=r"model\.freeze_steps\.spynet"):
         module(freeze_steps={"spynet": 10}).frozen_parameters()
+
+
+def test_a_part_loads_from_a_whole_network_file_or_its_own(tmp_path) -> None:
+    from src.models.pretrained import PretrainedWeightsError, import_part
+
+    source = TwoParts()
+    whole = tmp_path / "whole.pth"
+    torch.save(source.state_dict(), whole)
+    own = tmp_path / "flow.pth"
+    torch.save(source.flow.state_dict(), own)
+    for path in (whole, own):
+        sr = module(pretrained_parts={"flow": str(path)})
+        torch.testing.assert_close(sr.net.flow.weight, source.flow.weight)
+        assert not torch.equal(sr.net.body.weight, source.body.weight)  # only the part
+    with pytest.raises(PretrainedWeightsError, match="no part 'spynet'"):
+        import_part(TwoParts(), "spynet", whole)
+    with pytest.raises(PretrainedWeightsError, match="do not fit"):
+        import_part(nn.Sequential(nn.Conv2d(3, 4, 1)), "0", own)

@@ -111,6 +111,7 @@ def describe(module: SRModule, model_config: dict[str, Any] | None) -> dict[str,
     """The ``srlab.*`` metadata both formats carry."""
     config = dict(model_config or module.model_config or {})
     config["pretrained"] = None  # the weights are in the exported file
+    config["pretrained_parts"] = {}
     return {
         META_SCALE: str(module.scale),
         META_MODEL_CONFIG: json.dumps(config, sort_keys=True),

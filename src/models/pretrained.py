@@ -84,13 +84,38 @@ def import_weights(
             could not be fetched or failed its checksum.
     """
     path, state, entry = _read_source(net, source, Path(cache_dir))
+    fits = f" ({entry.name} fits {entry.settings})" if entry is not None else ""
+    _load_exactly(net, state, f"weights in {path}", fits)
+
+
+def import_part(net: nn.Module, prefix: str, path: str | Path) -> None:
+    """Load the part of ``net`` named ``prefix`` (``spynet``) from the file at ``path``: a file
+    of that part alone, or of a whole network holding it under the same prefix (BasicVSR's
+    released file initialises the SPyNet of a BasicVSR variant). The part must match exactly,
+    as :func:`import_weights` requires.
+
+    Raises:
+        PretrainedWeightsError: ``net`` has no such part, or the file does not fit it.
+    """
+    try:
+        part = net.get_submodule(prefix)
+    except AttributeError as error:
+        raise PretrainedWeightsError(
+            f"model.pretrained_parts.{prefix}: {type(net).__name__} has no part {prefix!r}"
+        ) from error
+    state = read_state_dict(path)
+    inside = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(f"{prefix}.")}
+    _load_exactly(part, inside or state, f"{prefix} weights in {path}", "")
+
+
+def _load_exactly(net: nn.Module, state: dict[str, torch.Tensor], what: str, fits: str) -> None:
+    """``state`` into ``net``, or an error listing every key and shape that differs."""
     expected = net.state_dict()
     state = without_recomputed_buffers(state, net, expected)
     report = _mismatch_report(state, expected)
     if report:
-        fits = f" ({entry.name} fits {entry.settings})" if entry is not None else ""
         raise PretrainedWeightsError(
-            f"weights in {path} do not fit {type(net).__name__}{fits}:\n{report}\n"
+            f"{what} do not fit {type(net).__name__}{fits}:\n{report}\n"
             "Check that the architecture, its hyper-parameters and the scale match the file."
         )
     net.load_state_dict(state, strict=True)

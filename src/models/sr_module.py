@@ -130,6 +130,7 @@ class SRModule(pl.LightningModule):
         window_padding: str = "reflection_circle",
         lr_multipliers: dict[str, float] | None = None,
         freeze_steps: dict[str, int] | None = None,
+        pretrained_parts: dict[str, str | None] | None = None,
     ):
         super().__init__()
         # Every argument of this constructor and of a subclass's (GANModule's), but the objects.
@@ -178,6 +179,11 @@ class SRModule(pl.LightningModule):
             from src.models.pretrained import import_weights
 
             import_weights(self.net, pretrained)
+        for prefix, path in (pretrained_parts or {}).items():
+            from src.models.pretrained import import_part
+
+            if path is not None:  # null: a recipe's slot left empty
+                import_part(self.net, prefix, path)
         self.ema = ema_copy(self.net, ema_decay)
 
     def _register_metrics(self, val_set_names: list[str]) -> None:

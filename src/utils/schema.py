@@ -175,6 +175,7 @@ class ModelSettings:
     # Parameter-name prefix -> learning-rate multiplier / steps frozen (BasicVSR's SPyNet).
     lr_multipliers: dict[str, PositiveFloat]
     freeze_steps: dict[str, NonNegativeInt]
+    pretrained_parts: dict[str, str | None]
 
 
 @dataclass
@@ -229,6 +230,8 @@ class PredictSettings:
     output_format: Literal["png", "jpg", "jpeg", "webp", "tiff", "dcm"] | None
     device: Literal["auto", "cpu", "cuda", "mps"] | Annotated[str, Pattern(r"cuda:\d+", "cuda:N")]
     memory_mb: PositiveFloat | Literal["auto"]
+    video_codec: str | None  # an FFmpeg video encoder's name, checked against this FFmpeg's
+    video_quality: Annotated[int, Range(low=0, high=63)] | None  # the codec's CRF
 
 
 @dataclass
