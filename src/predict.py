@@ -6,13 +6,24 @@
     python -m src.predict onnx_path=edsr_x2.onnx input=clip.mp4 output=sr/
 
 Every input goes through the shared inference path (:func:`src.ops.inference.upscale`, the one
-validation and eval use). A file that cannot be read is reported and the others still run; the
-exit status is 1 when any failed, 2 for an error that stops the run (bad option, no inputs).
+validation and eval use). With a video network (BasicVSR, EDVR, ...) a video file, or a folder of
+frames, is one clip, streamed through the module's clip path
+(:func:`src.ops.video_inference.stream_upscale`) in chunks of ``clip_length`` frames with
+``clip_overlap`` frames of context, so a film never sits in memory whole:
+
+    python -m src.predict model=basicvsr model.pretrained=BasicVSR_REDS4.pth input=film.mkv \
+        video_codec=libx265 video_quality=20
+    python -m src.predict model=basicvsr model.pretrained=... input=frames/ output=sr/  # sr/frames/
+
+A file that cannot be read is reported and the others still run; the exit status is 1 when any
+failed, 2 for an error that stops the run (bad option, no inputs).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -21,9 +32,19 @@ import torch
 from omegaconf import DictConfig
 
 from src.io.media import available_memory, find_inputs, remove_stale_partials
-from src.io.predict_io import Report, Upscaler, listing, upscale_files
+from src.io.predict_io import (
+    ClipUpscaler,
+    Report,
+    Upscaler,
+    VideoSettings,
+    check_video_settings,
+    find_clip_inputs,
+    listing,
+    upscale_files,
+)
 from src.models.loading import load_module
 from src.models.onnx_runtime import OnnxNetwork, is_onnx
+from src.models.sr_module import SRModule
 from src.ops.inference import AUTO, input_channels, upscale
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
@@ -34,6 +55,24 @@ from src.utils.schema import check_config, check_writable_folder
 EXIT_SOME_FAILED = 1
 
 
+# The top-level clip options, handed to a checkpoint's module as the tile options are.
+@dataclass(frozen=True)
+class Network:
+    """What runs the inputs: ``upscaler`` for one image, ``clip`` for a video network's clips
+    (None: frame by frame), the scale, a name for the opening line and the input channels."""
+
+    upscaler: Upscaler
+    scale: int
+    name: str
+    channels: int
+    clip: ClipUpscaler | None = None
+
+
+def video_settings(cfg: DictConfig) -> VideoSettings:
+    """``video_codec`` and ``video_quality`` (null: the container's codec, its default CRF)."""
+    return VideoSettings(codec=cfg.get("video_codec"), quality=cfg.get("video_quality"))
+
+
 def check_options(cfg: DictConfig) -> None:
     """Refuse settings that would fail on every file, and an output that cannot be written,
     before any work."""
@@ -41,6 +80,7 @@ def check_options(cfg: DictConfig) -> None:
     pick_device(cfg.device)
     if not cfg.get("input"):
         raise UserError("give input=<file|folder|glob>")
+    check_video_settings(video_settings(cfg))
     check_writable_folder(Path(cfg.output), "output")
 
 
@@ -72,8 +112,9 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str, int]:
-    """The shared inference path around an onnxruntime session."""
+def onnx_network(cfg: DictConfig, path: str) -> Network:
+    """The shared inference path around an onnxruntime session (image networks: clips run
+    frame by frame)."""
     network = OnnxNetwork(path)
     run = partial(
         upscale,
@@ -84,56 +125,84 @@ def onnx_upscaler(cfg: DictConfig, path: str) -> tuple[Upscaler, int, str, int]:
         self_ensemble=cfg.self_ensemble,
         tile_memory_mb=cfg.tile_memory_mb,
     )
-    return run, network.scale, f"{Path(path).name} (onnxruntime)", network.channels
+    return Network(run, network.scale, f"{Path(path).name} (onnxruntime)", network.channels)
 
 
-def torch_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str, int]:
+def clip_upscaler(module: SRModule, device: torch.device) -> ClipUpscaler:
+    """The module's clip path over frames as they come (:meth:`SRModule.stream`)."""
+
+    def run(frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        return module.stream(frame.to(device) for frame in frames)
+
+    return run
+
+
+def torch_network(cfg: DictConfig) -> Network:
     """SRModule.forward (the shared inference path, in fp32 with autocast off as eval runs it)
-    on the chosen device."""
+    on the chosen device; a video network's clip path beside it."""
     device = pick_device(cfg.device)
     module = load_module(cfg).eval().to(device)
 
     def run(lr: torch.Tensor) -> torch.Tensor:
         return module(lr.to(device))
 
-    return run, module.scale, type(module.net).__name__, input_channels(module.net)
+    clip = clip_upscaler(module, device) if module.is_video_network else None
+    name = type(module.net).__name__
+    return Network(run, module.scale, name, input_channels(module.net), clip)
 
 
-def build_upscaler(cfg: DictConfig) -> tuple[Upscaler, int, str, int]:
-    """The network's upscaler, scale, name and input channels (3, or 1 for a single-channel
-    network)."""
+def build_network(cfg: DictConfig) -> Network:
+    """The network an onnx_path (or a .onnx ckpt_path) names, else the torch module."""
     onnx_path = cfg.get("onnx_path") or (cfg.ckpt_path if is_onnx(cfg.get("ckpt_path")) else None)
-    return onnx_upscaler(cfg, onnx_path) if onnx_path else torch_upscaler(cfg)
+    return onnx_network(cfg, onnx_path) if onnx_path else torch_network(cfg)
+
+
+def describe(cfg: DictConfig, network: Network) -> str:
+    """How the inputs will be run, for the opening line."""
+    tiling = f"tile={cfg.tile} tile_overlap={cfg.tile_overlap}" if cfg.tile else "whole images"
+    if cfg.tile == AUTO:
+        tiling += f" within {cfg.tile_memory_mb} MB"
+    if network.clip is not None:
+        length = cfg.get("clip_length")
+        chunks = (
+            f"chunks of {length} frames with {cfg.clip_overlap} of context"
+            if length
+            else "whole clips"
+        )
+        tiling = f"videos and frame folders as clips in {chunks}, {tiling}"
+    ensemble = ", x8 self-ensemble" if cfg.self_ensemble else ""
+    kind = ", single-channel" if network.channels == 1 else ""
+    return f"{network.name} x{network.scale} ({tiling}{ensemble}{kind})"
 
 
 def predict(cfg: DictConfig) -> Report:
     """Upscale every input into ``output`` and print what happened."""
     check_options(cfg)
-    inputs = find_inputs(str(cfg.input))
-    upscaler, scale, name, channels = build_upscaler(cfg)
+    # Before loading, so that an input naming nothing is said at once; frame folders are clips
+    # for a video network only.
+    clip_inputs = find_clip_inputs(str(cfg.input))
+    network = build_network(cfg)
+    inputs = clip_inputs if network.clip is not None else find_inputs(str(cfg.input))
     output_dir = Path(cfg.output)
-    tiling = f"tile={cfg.tile} tile_overlap={cfg.tile_overlap}" if cfg.tile else "whole images"
-    if cfg.tile == AUTO:
-        tiling += f" within {cfg.tile_memory_mb} MB"
-    ensemble = ", x8 self-ensemble" if cfg.self_ensemble else ""
     count = f"{len(inputs)} input{'s' * (len(inputs) != 1)}"
-    kind = ", single-channel" if channels == 1 else ""
-    say(f"{name} x{scale} ({tiling}{ensemble}{kind}): {count} -> {output_dir}")
+    say(f"{describe(cfg, network)}: {count} -> {output_dir}")
     removed = remove_stale_partials(output_dir)
     if removed:
         say(
             f"removed {len(removed)} unfinished file(s) an earlier, killed run left in {output_dir}"
         )
     report = upscale_files(
-        upscaler,
+        network.upscaler,
         inputs,
         output_dir,
-        scale,
+        network.scale,
         cfg.output_format,
         cfg.overwrite,
         cfg.progress,
         memory_budget(cfg.memory_mb),
-        channels,
+        network.channels,
+        video_settings(cfg),
+        network.clip,
     )
     if report.skipped:
         say(

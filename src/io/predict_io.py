@@ -16,6 +16,12 @@ tiling and self-ensemble are the shared path's. Around it:
 * videos run frame by frame through :mod:`src.io.video`: timestamps, colour tags and bit depth
   (where the codec has it) are kept, and the sound and subtitles are copied, not re-encoded.
 
+With a video network (a :data:`ClipUpscaler`: the module's clip path over frames as they are
+decoded, :func:`src.ops.video_inference.stream_upscale`), a video file is one clip, and so is a
+folder of frames (:func:`find_clip_inputs`): read in name order, written under the same names
+into ``output/<folder name>/``, which appears only when every frame is in it. Each video or
+frame folder has a progress bar of frames done, frames/s and time left.
+
 Before an image is decoded its header says how large it is: one whose upscaling would need more
 memory than ``memory_mb`` (by default 80% of what the system has available) is refused with a
 line naming it, and the other files go on. A multi-frame GIF or TIFF is upscaled from its first
@@ -25,11 +31,15 @@ frame, with a note saying so.
 from __future__ import annotations
 
 import contextlib
+import glob
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -37,21 +47,38 @@ import torch
 from tqdm import tqdm
 
 from src.io.dicom import is_dicom, write_dicom
-from src.io.images import SIXTEEN_BIT_SUFFIXES, ImageReadError, write_image
+from src.io.images import SIXTEEN_BIT_SUFFIXES, ImageReadError, list_images, write_image
 from src.io.media import (
+    GLOB_CHARS,
     ImageHeader,
     MediaError,
+    find_inputs,
     is_video,
     output_path,
     read_header,
     read_image,
     same_file,
+    usable_input,
 )
-from src.io.video import VideoError, VideoInfo, VideoWriter, probe_video, read_video_frames
+from src.io.video import (
+    FrameFolderWriter,
+    VideoError,
+    VideoFrame,
+    VideoInfo,
+    VideoWriter,
+    is_video_encoder,
+    probe_video,
+    read_frame_folder,
+    read_video_frames,
+)
 from src.ops.imresize import imresize
 from src.utils.errors import UserError
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]
+# A video network's clip path: frames (1, C, h, w) in [0, 1], in order, to their upscaled frames
+# (1, C, h*s, w*s), in order, holding only a bounded number of frames at a time.
+ClipUpscaler = Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]]
+Tag = TypeVar("Tag")
 # In float64: in float32 three equal channels come back up to one 16-bit level off.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float64)
 MAX_LISTED = 10
@@ -60,12 +87,61 @@ FILE_ERRORS = (ImageReadError, OSError, cv2.error)
 
 
 # --- one image -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Restore:
+    """What an image's trip through the network leaves out, to give the result its kind back:
+    its sample type, whether it was gray run as RGB, its alpha plane, the network's channels."""
+
+    dtype: np.dtype
+    gray: bool
+    alpha: np.ndarray | None
+    channels: int
+
+
+def network_input(pixels: np.ndarray, channels: int = 3) -> tuple[np.ndarray, Restore]:
+    """An (H, W) gray or (H, W, 3|4) RGB(A) uint8/uint16 image as the (H, W, ``channels``)
+    float32 [0, 1] input of a network of ``channels`` (3 or 1) channels, and its
+    :class:`Restore`."""
+    unit = pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
+    gray = unit.ndim == 2
+    if channels == 1:
+        if not gray:
+            raise ImageReadError(
+                f"a {unit.shape[2]}-channel image, and the network takes one channel "
+                f"(a single-channel model); convert it to grayscale first"
+            )
+        return unit[:, :, None], Restore(pixels.dtype, False, None, 1)
+    rgb = np.repeat(unit[:, :, None], 3, axis=2) if gray else unit[:, :, :3]
+    alpha = unit[:, :, 3] if not gray and unit.shape[2] == 4 else None
+    return rgb, Restore(pixels.dtype, gray, alpha, 3)
+
+
+def restore(sr: np.ndarray, kind: Restore) -> np.ndarray:
+    """The network's (H*s, W*s, C) float output as an image of the input's kind."""
+    if kind.channels == 1:
+        return quantize(sr[:, :, 0], kind.dtype)
+    if kind.gray:
+        sr = sr @ LUMA_WEIGHTS
+    elif kind.alpha is not None:
+        alpha = upscale_alpha(kind.alpha, sr.shape[:2])
+        sr = np.concatenate([sr, alpha[:, :, None]], axis=2)
+    return quantize(sr, kind.dtype)
+
+
+def to_tensor(unit: np.ndarray) -> torch.Tensor:
+    """(H, W, C) float32 -> (1, C, H, W), sharing memory."""
+    return torch.from_numpy(np.ascontiguousarray(unit)).permute(2, 0, 1)[None]
+
+
+def from_tensor(sr: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) -> (H, W, C) float32 in [0, 1] on the CPU."""
+    return sr[0].float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
+
+
 def run_rgb(upscaler: Upscaler, rgb: np.ndarray) -> np.ndarray:
     """(H, W, C) float32 in [0, 1] -> (H*s, W*s, C) float32 in [0, 1] through ``upscaler``."""
-    lr = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
     with torch.no_grad():
-        sr = upscaler(lr)
-    return sr[0].float().clamp(0.0, 1.0).permute(1, 2, 0).cpu().numpy()
+        return from_tensor(upscaler(to_tensor(rgb)))
 
 
 def upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -77,24 +153,27 @@ def upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray, channels: int = 3) -> np.ndarray:
     """Upscale an (H, W) gray or (H, W, 3|4) RGB(A) uint8/uint16 image, keeping its kind, by a
     network of ``channels`` (3 or 1) channels."""
-    peak = float(np.iinfo(pixels.dtype).max)
-    unit = pixels.astype(np.float32) / peak
-    gray = unit.ndim == 2
-    if channels == 1:
-        if not gray:
-            raise ImageReadError(
-                f"a {unit.shape[2]}-channel image, and the network takes one channel "
-                f"(a single-channel model); convert it to grayscale first"
-            )
-        return quantize(run_rgb(upscaler, unit[:, :, None])[:, :, 0], pixels.dtype)
-    rgb = np.repeat(unit[:, :, None], 3, axis=2) if gray else unit[:, :, :3]
-    sr = run_rgb(upscaler, rgb)
-    if gray:
-        sr = sr @ LUMA_WEIGHTS
-    elif unit.shape[2] == 4:
-        alpha = upscale_alpha(unit[:, :, 3], sr.shape[:2])
-        sr = np.concatenate([sr, alpha[:, :, None]], axis=2)
-    return quantize(sr, pixels.dtype)
+    unit, kind = network_input(pixels, channels)
+    return restore(run_rgb(upscaler, unit), kind)
+
+
+def upscale_stream(
+    clip: ClipUpscaler, frames: Iterable[tuple[Tag, np.ndarray]], channels: int = 3
+) -> Iterator[tuple[Tag, np.ndarray]]:
+    """Each ``(tag, pixels)`` of a clip as ``(tag, upscaled pixels)``, in order, through a video
+    network: the frames are converted as :func:`upscale_pixels` converts an image, and only
+    what restoring them needs (alpha planes) waits for their outputs."""
+    waiting: deque[tuple[Tag, Restore]] = deque()
+
+    def inputs() -> Iterator[torch.Tensor]:
+        for tag, pixels in frames:
+            unit, kind = network_input(pixels, channels)
+            waiting.append((tag, kind))
+            yield to_tensor(unit)
+
+    for sr in clip(inputs()):
+        tag, kind = waiting.popleft()
+        yield tag, restore(from_tensor(sr), kind)
 
 
 def quantize(unit: np.ndarray, dtype: np.dtype, rows: int = 256) -> np.ndarray:
@@ -118,6 +197,7 @@ class Report:
     scale: int
     images: int = 0
     videos: int = 0
+    folders: int = 0  # frame folders run as clips
     frames: int = 0
     pixels_in: int = 0
     pixels_out: int = 0
@@ -132,8 +212,13 @@ class Report:
 
     def summary(self) -> str:
         done = f"{self.images} image{'s' * (self.images != 1)}"
-        if self.videos:
-            done += f" and {self.videos} video{'s' * (self.videos != 1)} ({self.frames} frames)"
+        clips = [
+            f"{count} {noun}{'s' * (count != 1)}"
+            for count, noun in ((self.videos, "video"), (self.folders, "frame folder"))
+            if count
+        ]
+        if clips:
+            done += f" and {' and '.join(clips)} ({self.frames} frames)"
         line = (
             f"upscaled {done} x{self.scale} in {self.seconds:.1f} s: "
             f"{self.pixels_in / 1e6:.3g} MP in, {self.pixels_out / 1e6:.3g} MP out"
@@ -152,9 +237,17 @@ def listing(paths: list[Path]) -> str:
     return names + (f" and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else "")
 
 
+def target_of(source: Path, output_dir: Path, output_format: str | None) -> Path:
+    """Where ``source``'s result goes: a frame folder to ``output_dir/<its name>``, a file as
+    :func:`src.io.media.output_path` says."""
+    if source.is_dir():
+        return output_dir / source.name
+    return output_path(source, output_dir, output_format)
+
+
 def plan(inputs: list[Path], output_dir: Path, output_format: str | None) -> list[Path]:
     """The output path of each input; refuses two inputs sharing one, or writing over an input."""
-    targets = [output_path(source, output_dir, output_format) for source in inputs]
+    targets = [target_of(source, output_dir, output_format) for source in inputs]
     seen: dict[Path, Path] = {}
     for source, target in zip(inputs, targets, strict=True):
         if same_file(target, source):
@@ -253,6 +346,34 @@ def check_frame_count(source: Path, decoded: int, info: VideoInfo, report: Repor
         )
 
 
+def check_video_settings(settings: VideoSettings) -> None:
+    """Refuse, before any work, a codec this FFmpeg cannot encode video with."""
+    if settings.codec is None:
+        return
+    if not is_video_encoder(settings.codec):
+        raise UserError(
+            f"video_codec={settings.codec}: this FFmpeg has no such video encoder "
+            f"(e.g. libx264, libx265, libvpx-vp9, ffv1; null: the container's default)"
+        )
+
+
+def frame_bar(total: int | None, name: str, progress: bool) -> tqdm:
+    """One clip's progress line: frames done of ``total``, frames/s and time left."""
+    return tqdm(total=total, unit="frame", leave=False, disable=not progress, desc=name)
+
+
+def upscaled_video_frames(
+    upscaler: Upscaler, clip: ClipUpscaler | None, frames: Iterable[VideoFrame], channels: int
+) -> Iterator[tuple[VideoFrame, np.ndarray]]:
+    """Each decoded frame with its upscaled pixels: the video as one clip through a video
+    network's ``clip``, else frame by frame through ``upscaler``."""
+    if clip is not None:
+        yield from upscale_stream(clip, ((frame, frame.pixels) for frame in frames), channels)
+        return
+    for frame in frames:
+        yield frame, upscale_pixels(upscaler, frame.pixels, channels)
+
+
 def upscale_video_file(
     upscaler: Upscaler,
     source: Path,
@@ -261,10 +382,12 @@ def upscale_video_file(
     progress: bool,
     channels: int = 3,
     settings: VideoSettings | None = None,
+    clip: ClipUpscaler | None = None,
 ) -> None:
-    """Upscale every frame, keeping timestamps, colour tags, bit depth where the codec allows,
-    and the source's audio and subtitle packets; the output appears only when complete, and not
-    at all for a video with frames that cannot be decoded (:func:`check_frame_count`)."""
+    """Upscale every frame (as one clip through ``clip``, a video network's, when given),
+    keeping timestamps, colour tags, bit depth where the codec allows, and the source's audio
+    and subtitle packets; the output appears only when complete, and not at all for a video
+    with frames that cannot be decoded (:func:`check_frame_count`)."""
     settings = settings or VideoSettings()
     info = probe_video(source)
     frames = 0
@@ -275,24 +398,43 @@ def upscale_video_file(
         for note in writer.notes:
             say_note(report, note)
         stream = read_video_frames(source)
-        bar = tqdm(
-            stream,
-            total=info.frames or None,
-            unit="frame",
-            leave=False,
-            disable=not progress,
-            desc=source.name,
-        )
-        with contextlib.closing(stream):
-            for frame in bar:
-                writer.write(
-                    upscale_pixels(upscaler, frame.pixels, channels), frame.pts, frame.duration
-                )
+        bar = frame_bar(info.frames or None, source.name, progress)
+        with contextlib.closing(stream), bar:
+            for frame, pixels in upscaled_video_frames(upscaler, clip, stream, channels):
+                writer.write(pixels, frame.pts, frame.duration)
                 frames += 1
+                bar.update()
         check_frame_count(source, frames, info, report)
     report.videos += 1
     report.frames += frames
     report.count(frames * info.width * info.height)
+
+
+def upscale_frame_folder(
+    clip: ClipUpscaler,
+    source: Path,
+    target: Path,
+    report: Report,
+    progress: bool,
+    channels: int = 3,
+    output_format: str | None = None,
+) -> None:
+    """A folder of frames as one clip through a video network: frames in name order
+    (:func:`src.io.video.read_frame_folder` refuses gaps and mixed sizes), written under the
+    same names (the suffix of ``output_format`` where given) into ``target``, which appears
+    only when every frame is in it."""
+    paths = read_frame_folder(source)
+    names = [output_path(path, target, output_format).name for path in paths]
+    frames = ((path, read_image(path)) for path in paths)
+    bar = frame_bar(len(paths), source.name, progress)
+    with FrameFolderWriter(target, names) as writer, bar:
+        for _, pixels in upscale_stream(clip, frames, channels):
+            writer.write(pixels)
+            bar.update()
+    height, width = pixels.shape[:2]
+    report.folders += 1
+    report.frames += len(paths)
+    report.count(len(paths) * (height // report.scale) * (width // report.scale))
 
 
 def explain(error: BaseException, source: Path) -> str:
@@ -312,10 +454,12 @@ def upscale_files(
     budget: int | None = None,
     channels: int = 3,
     video: VideoSettings | None = None,
+    clip: ClipUpscaler | None = None,
 ) -> Report:
     """Upscale each input into ``output_dir`` by a network of ``channels`` channels, videos
-    encoded as ``video`` says; bad files (and images over ``budget`` bytes to upscale) are
-    reported and the rest go on."""
+    encoded as ``video`` says; with ``clip`` (a video network's), videos and frame folders run
+    as clips. Bad files (and images over ``budget`` bytes to upscale) are reported and the rest
+    go on."""
     report = Report(scale)
     targets = plan(inputs, output_dir, output_format)
     started = time.perf_counter()
@@ -326,8 +470,14 @@ def upscale_files(
             report.skipped.append(target)
             continue
         try:
-            if is_video(source):
-                upscale_video_file(upscaler, source, target, report, progress, channels, video)
+            if source.is_dir() and clip is not None:
+                upscale_frame_folder(
+                    clip, source, target, report, progress, channels, output_format
+                )
+            elif is_video(source):
+                upscale_video_file(
+                    upscaler, source, target, report, progress, channels, video, clip
+                )
             else:
                 upscale_image_file(upscaler, source, target, report, budget, channels)
         except FILE_ERRORS as error:
@@ -335,3 +485,28 @@ def upscale_files(
             tqdm.write(f"error: {explain(error, source)}", file=sys.stderr)
     report.seconds = time.perf_counter() - started
     return report
+
+
+# --- inputs of a video network ---------------------------------------------------------------
+def is_frame_folder(path: Path) -> bool:
+    """A folder holding images and no video: one clip for a video network."""
+    if not path.is_dir() or path.name.startswith("."):  # hidden, or an unfinished output's
+        return False
+    return bool(list_images(path)) and not any(is_video(p) for p in path.iterdir())
+
+
+def find_clip_inputs(spec: str) -> list[Path]:
+    """The inputs ``spec`` names for a video network, where a folder of frames is one clip:
+    such a folder itself; a glob's files and frame folders; another folder's images, videos and
+    frame folders (a set of clips: Vid4/BIx4 holds calendar/, city/, ...)."""
+    path = Path(spec).expanduser()
+    if is_frame_folder(path):
+        return [path]
+    if path.is_dir():
+        entries = list(path.iterdir())
+    elif any(char in spec for char in GLOB_CHARS) and not path.is_file():
+        entries = [Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True)]
+    else:
+        return find_inputs(spec)
+    found = sorted(p for p in entries if usable_input(p) or is_frame_folder(p))
+    return found or find_inputs(spec)  # none: find_inputs says what was looked for

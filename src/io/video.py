@@ -12,6 +12,8 @@
   temporary name (:func:`src.utils.files.temporary_beside`: hidden, ``.partial``, the writer's
   process id) and renamed only when complete; an exception deletes it, and a killed process
   leaves only the temporary, which the next run removes.
+* :func:`compress_frames` passes a clip through a video codec and back in memory (the video
+  compression of RealBasicVSR's training degradations).
 * :func:`read_frame_folder` takes a folder of frames as one clip, in natural name order,
   refusing gaps in numbered names and mixed sizes; :class:`FrameFolderWriter` writes upscaled
   frames under the same names into a folder that appears whole.
@@ -23,6 +25,7 @@ one line names it.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import shutil
 import sys
@@ -641,6 +644,42 @@ def is_flush(packet: Any) -> bool:
     return packet.size == 0 and packet.pts is None and packet.dts is None
 
 
+# --- compression in memory ------------------------------------------------------------------
+def has_encoder(name: str) -> bool:
+    """Whether this FFmpeg encodes with ``name`` (an encoder, or a codec's default encoder:
+    ``h264`` is ``libx264`` here)."""
+    try:
+        av.codec.Codec(name, "w")
+    except ValueError:
+        return False
+    return True
+
+
+def compress_frames(frames: np.ndarray, codec: str, bitrate: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames encoded with ``codec`` at ``bitrate`` bits per second of a
+    1 frame/s stream (so bits per frame), 4:2:0, into an MP4 in memory, and decoded back, as
+    mmagic's ``RandomVideoCompression``. An odd side is padded by repeating its last row or
+    column and cropped after. One encoder thread: the same frames give the same output."""
+    count, height, width, _ = frames.shape
+    padded = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream: Any = container.add_stream(codec, rate=1)
+        stream.width, stream.height = padded.shape[2], padded.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = int(bitrate)
+        stream.codec_context.thread_count = 1
+        for pixels in padded:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    buffer.seek(0)
+    with av.open(buffer, "r", format="mp4") as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    if len(decoded) != count:
+        raise VideoError(f"{codec}: {count} frames encoded, {len(decoded)} decoded")
+    return np.stack(decoded)[:, :height, :width]
+
+
 # --- frame folders ---------------------------------------------------------------------------
 def natural_key(path: Path) -> list[Any]:
     """Sort key: digits compare as numbers (frame2 before frame10)."""
@@ -738,3 +777,11 @@ class FrameFolderWriter:
         publish(self.temporary, self.folder)
         if replaced is not None:
             shutil.rmtree(replaced, ignore_errors=True)
+
+
+def is_video_encoder(name: str) -> bool:
+    """Whether this FFmpeg (PyAV's own) can encode video with the codec ``name``."""
+    try:
+        return bool(av.Codec(name, "w").type == "video")
+    except (av.FFmpegError, ValueError):  # PyAV's UnknownCodecError is a ValueError
+        return False

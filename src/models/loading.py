@@ -21,7 +21,15 @@ from src.models.sr_module import SRModule
 from src.utils.config import interpolation_overrides
 from src.utils.runtime import say, warn
 
-INFERENCE_KEYS = ("tile", "tile_overlap", "self_ensemble", "tile_memory_mb")
+INFERENCE_KEYS = (
+    "tile",
+    "tile_overlap",
+    "self_ensemble",
+    "tile_memory_mb",
+    "clip_length",
+    "clip_overlap",
+    "window_padding",
+)
 
 
 def read_run_checkpoint(cfg: DictConfig) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import pytorch_lightning as pl
@@ -35,7 +35,7 @@ from src.metrics.registry import DEFAULT_METRICS, build_clip_metrics, build_metr
 from src.models.losses import prepare_weights, torch_loss_arguments
 from src.models.targets import allowed_targets, config_aliases, targets_in
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, call_padded, upscale
-from src.ops.video_inference import ClipInference, upscale_clip
+from src.ops.video_inference import ClipInference, stream_upscale, upscale_clip
 from src.utils.choices import SINGLE, WINDOW
 from src.utils.construction import NotDescribable, construction_config, target_name
 from src.utils.errors import UserError
@@ -251,6 +251,25 @@ class SRModule(pl.LightningModule):
             self_ensemble=self.self_ensemble,
             tile_memory_mb=self.tile_memory_mb,
         )
+
+    def stream(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Super-resolve frames (N, C, h, w) as they come, as one clip, in the chunks
+        ``clip_length`` and ``clip_overlap`` set (:func:`src.ops.video_inference.stream_upscale`):
+        memory stays bounded on a film. Each step runs as :meth:`forward` does (fp32, autocast
+        off) and without gradients; those settings do not outlive a step into the caller."""
+        net = self.inference_net
+        outputs = stream_upscale(
+            (frame.float() for frame in frames),
+            lambda x: self.run_net(x, net),
+            self.scale,
+            self.clip_inference(),
+        )
+        while True:
+            with torch.no_grad(), fp32_scoring(self.device):
+                out = next(outputs, None)
+            if out is None:
+                return
+            yield out
 
     def _upscale_clip(self, net: nn.Module, lr: torch.Tensor) -> torch.Tensor:
         return upscale_clip(lambda x: self.run_net(x, net), lr, self.scale, self.clip_inference())
