@@ -128,3 +128,59 @@ def test_eval_takes_tile_auto_as_predict_does(tmp_path: Path, capsys: pytest.Cap
     ]
     outcome = run_in_process("eval", overrides, tmp_path, capsys)
     assert outcome.returncode == 0, outcome.stderr
+
+
+VIDEO = ["model=basicvsr", "scale=4", "model.net.num_features=8", "model.net.num_blocks=1"]
+SMALL_CLIPS = [
+    "data=synthetic_clips",
+    "data.train_set.clips_per_image=1",
+    "data.train_set.frames=4",
+    "data.train_set.frame_size=[48,48]",
+    "data.val_sets.0.clips_per_image=1",
+    "data.val_sets.0.frames=3",
+    "data.val_sets.0.frame_size=[48,48]",
+    "data.num_frames=3",
+    "data.lr_patch_size=8",
+    "data.batch_size=2",
+    "logger=csv",
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            [*VIDEO, *SMALL_CLIPS, "window_padding=wrap"],
+            "error: window_padding must be one of replicate, reflection, reflection_circle, circle",
+        ),
+        (
+            [*VIDEO, *SMALL_CLIPS, "clip_length=0"],
+            "error: clip_length must be an integer >= 1 or null, got 0",
+        ),
+        (
+            [*VIDEO, *SMALL_CLIPS, "+model.lr_multipliers.flow=0.1"],
+            "error: model.lr_multipliers.flow: no network parameter is named so",
+        ),
+        (
+            [*VIDEO, *SMALL_CLIPS, "+model.pretrained_parts.spynet=/no/such/file.pth"],
+            "error: weights file not found: /no/such/file.pth",
+        ),
+        (
+            [*VIDEO, *SMALL_CLIPS, "data.num_frames=9"],
+            "error: synthetic_clips/astronaut_00: 4 frames, fewer than data.num_frames=9",
+        ),
+        (
+            [*VIDEO, "data=vid4", "data.root=/no/such/vid4"],
+            "error: Vid4 clips not found: expected a folder of clip folders at /no/such/vid4",
+        ),
+        (
+            [*VIDEO, *TINY[2:]],
+            "error: BasicVSR is a video network: train it on clips",
+        ),
+    ],
+)
+def test_a_bad_video_setting_is_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], line: str
+):
+    outcome = run_in_process("train", [*overrides, "trainer.max_steps=1"], tmp_path, capsys)
+    assert one_error_line(outcome).startswith(line)
