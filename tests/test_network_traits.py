@@ -68,6 +68,34 @@ def test_declared_scales_are_the_scales_it_builds_for(name: str) -> None:
     assert built == declared
 
 
+VIDEO = sorted(
+    n for n, s in SMALL.items() if traits_of(hydra.utils.get_class(s["target"])).is_video
+)
+
+
+@pytest.mark.parametrize("name", VIDEO)
+def test_declared_frames_are_what_the_network_takes_and_gives(name: str) -> None:
+    """A clip network maps (N, T, C, h, w) to (N, T, C, sh, sw); a window network a window of its
+    declared length to its centre frame (N, C, sh, sw)."""
+    from src.archs.base import frames_of
+
+    net = build_own_network(SMALL[name])
+    kind, window, _ = frames_of(net)
+    traits = traits_of(net)
+    assert traits is not None
+    scale = int(SMALL[name]["kwargs"].get("scale", 4))
+    frames = window if kind == "window" else 5  # IconVSR pads 2 frames each side: 5 at least
+    size = 64  # a multiple of every declared size (EDVR 4) and large enough for SPyNet
+    clip = torch.rand(1, frames, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = net(clip)
+    if kind == "window":
+        assert out.shape == (1, 3, size * scale, size * scale)
+    else:
+        assert kind == "sequence"
+        assert out.shape == (1, frames, 3, size * scale, size * scale)
+
+
 @pytest.mark.parametrize("name", TILE_EXACT)
 def test_tiles_are_exact_where_declared(name: str) -> None:
     net = build_own_network(SMALL[name])
