@@ -11,6 +11,11 @@ Batches (the shared contract of issue 25):
   "name": [clip], "frames": [(frame,), ...] (default_collate's list of 1-tuples), "index":
   tensor([i]), "gray", "bit_depth"}``.
 
+On the training device (``on_after_batch_transfer``), under ``data.sharpen_target`` the training
+target is unsharp-masked (the plain HR kept as ``hr_plain``), and under a per-clip degradation
+(``degradation=realbasicvsr``, :mod:`src.data.clip_degradation`) each clip's LR is remade from its
+HR by draws from its ``seed``.
+
 Training is iteration-based as for images: ``num_patches`` clips, or ``max_steps x batch_size``,
 each a pure function of its index (:class:`~src.data.clips.TrainingClips`), resumed where a
 checkpoint stopped (:class:`~src.data.samplers.ResumableIndexSampler`). A training set whose
@@ -27,9 +32,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from src.data.cache import GIB, CacheSettings, cache_settings, readable_size
+from src.data.clip_degradation import degrades_clips
 from src.data.clips import (
     ClipEntry,
     ClipError,
@@ -43,10 +50,12 @@ from src.data.clips import (
     check_lr_source,
     refuse_or_warn,
 )
+from src.data.datamodule import sharpening
 from src.data.degradations import BicubicDegradation
 from src.data.samplers import consumed_samples, training_loader, validation_loader
 from src.data.sources import OnBadImage
 from src.io.images import PixelFormat
+from src.ops.degrade import unsharp_mask
 from src.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,25 @@ def clip_pixel_format(bit_depth: int | str, channels: int | str) -> PixelFormat:
     if str(channels) not in ("3", "auto"):
         raise UserError(f"data.channels={channels}: clip data is decoded to RGB only")
     return PixelFormat(8, 3)
+
+
+def training_degradation(degradation: Any) -> Any:
+    """The per-clip degradation of training batches, or None for the default bicubic (each
+    set's ``lr_source``); other degradations are refused naming the group."""
+    if degradation is None or isinstance(degradation, BicubicDegradation):
+        return None
+    if degrades_clips(degradation):
+        return degradation
+    raise UserError(
+        f"degradation={type(degradation).__name__}: clip data makes its LR per set (lr_source "
+        f"bi, bd or files), or per clip with degradation=realbasicvsr; leave "
+        f"degradation=bicubic or choose realbasicvsr"
+    )
+
+
+def sharpen_clips(clips: torch.Tensor, settings: Mapping[str, Any]) -> torch.Tensor:
+    """(N, T, C, H, W) clips unsharp-masked frame by frame."""
+    return unsharp_mask(clips.flatten(0, 1), **settings).unflatten(0, clips.shape[:2])
 
 
 class ClipDataModule(pl.LightningDataModule):
@@ -99,19 +127,25 @@ class ClipDataModule(pl.LightningDataModule):
         channels: int | str = 3,
         download: bool = True,
         degradation: Any = None,
+        sharpen_target: Mapping[str, Any] | None = None,
     ):
         """``root``, ``lr_source``, ``lr_root`` and ``download`` are short command-line keys
         that the configs interpolate into their sources; the module only records them.
         ``num_frames``: frames of a training sample; ``reverse_prob``: the probability that a
         sample's frames are reversed. ``cache``: ``data.cache`` (its ``memory_gb`` decides
         whether a set is kept decoded). ``degradation`` is the ``degradation`` group's: clips
-        take their LR from each set's ``lr_source``, so only the default bicubic is accepted."""
+        take their LR from each set's ``lr_source`` under the default bicubic; a per-clip
+        degradation (``degradation=realbasicvsr``) remakes the LR of each training batch on the
+        device (:meth:`on_after_batch_transfer`), validation clips keep their ``lr_source``.
+        ``sharpen_target``: as :class:`~src.data.datamodule.SRDataModule`'s, the training
+        target unsharp-masked on the device, the plain HR kept as ``hr_plain``."""
         super().__init__()
-        if degradation is not None and not isinstance(degradation, BicubicDegradation):
+        self.degradation = training_degradation(degradation)
+        self.sharpen_target = sharpening(sharpen_target)
+        if getattr(self.degradation, "from_sharpened", False) and self.sharpen_target is None:
             raise UserError(
-                f"degradation={type(degradation).__name__}: clip data makes its LR per set "
-                f"(lr_source bi, bd or files); per-clip random degradations are not available "
-                f"yet, leave degradation=bicubic"
+                "data.degradation.from_sharpened degrades the sharpened HR: set "
+                "data.sharpen_target (RealBasicVSR: {weight: 0.5, kernel_size: 51, threshold: 10})"
             )
         if num_frames < 1:
             raise UserError(f"data.num_frames must be at least 1, got {num_frames}")
@@ -262,6 +296,24 @@ class ClipDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         assert self.val_data is not None, "call setup() first"
         return validation_loader(self.val_data, self.trainer, self.val_workers)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches on the device: the target sharpened under ``sharpen_target``, and
+        the LR remade from the HR (or the sharpened HR, ``from_sharpened``) by a per-clip
+        degradation, each clip by its own ``seed``. Validation batches pass through."""
+        if not isinstance(batch, dict) or "seed" not in batch:
+            return batch
+        plain = batch["hr"]
+        with torch.no_grad():
+            if self.sharpen_target is not None:
+                batch["hr_plain"] = plain
+                batch["hr"] = sharpen_clips(plain, self.sharpen_target)
+            if self.degradation is not None:
+                sharpened = getattr(self.degradation, "from_sharpened", False)
+                source = batch["hr"] if sharpened else plain
+                seeds = batch["seed"].tolist()
+                batch["lr"] = self.degradation.degrade_clips(source, seeds, self.scale)
+        return batch
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """A validation clip that could not be read raises here (``on_bad_image=error``) or is

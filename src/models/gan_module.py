@@ -15,6 +15,15 @@ discriminator step per batch:
 it compares SR with the EMA generator's SR of the same batch (one more forward pass, without
 gradient), so it needs ``ema_decay``.
 
+Clips train as images do: a video network's SR clip (N, T, C, H, W) meets the content losses and
+the critic as N x T frames (mmagic's RealBasicVSR views them so); an image network on clip data
+sees the frames (:meth:`SRModule.training_pair`). ``clean_weight`` > 0 adds RealBasicVSR's
+cleaning loss: L1 between the network's cleaned LR (``forward_with_cleaned``) and the content
+target averaged over ``scale`` x ``scale`` blocks (mmagic's ``area`` resize by 1/4 of the pixel
+loss's target, the sharpened HR under ``data.sharpen_target``), logged as ``train/loss_clean``.
+Without a ``discriminator`` the module trains the generator alone on those losses: the
+PSNR-oriented first stage of RealBasicVSR, which mmagic trains with the same model class.
+
 ``trainer.max_steps`` counts generator steps: the discriminator's optimiser is stepped directly,
 so Lightning's step counter (and with it the patch schedule, the checkpoints and the resume
 point) advances once per batch, as in PSNR training. Gradients are clipped by norm
@@ -28,6 +37,7 @@ import warnings
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from src.models.losses import ArtifactLoss, GANLoss
@@ -58,6 +68,7 @@ GAN_KEYS = (
     "gp_weight",
     "artifact_weight",
     "artifact_window",
+    "clean_weight",
 )
 
 
@@ -71,6 +82,11 @@ def generator_config(config: dict[str, Any]) -> dict[str, Any]:
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     for parameter in module.parameters():
         parameter.requires_grad_(flag)
+
+
+def as_frames(x: torch.Tensor) -> torch.Tensor:
+    """A clip batch (N, T, C, H, W) as N x T images; images as they are."""
+    return x.flatten(0, 1) if x.dim() == 5 else x
 
 
 def gradient_penalty(
@@ -104,7 +120,7 @@ class GANModule(SRModule):
         self,
         net: nn.Module,
         scale: int,
-        discriminator: nn.Module,
+        discriminator: nn.Module | None = None,
         gan_loss: GANLoss | None = None,
         gan_weight: float = 0.005,
         d_optimizer: OptimizerFactory | None = None,
@@ -114,9 +130,18 @@ class GANModule(SRModule):
         gp_weight: float = 10.0,
         artifact_weight: float = 0.0,
         artifact_window: int = 7,
+        clean_weight: float = 0.0,
         **sr_options: Any,
     ):
         super().__init__(net, scale, **sr_options)
+        if clean_weight < 0:
+            raise UserError(f"model.clean_weight must be at least 0, got {clean_weight}")
+        if clean_weight and not callable(getattr(net, "forward_with_cleaned", None)):
+            raise UserError(
+                f"model.clean_weight={clean_weight}: {type(net).__name__} has no cleaning stage "
+                "(forward_with_cleaned, as RealBasicVSR's); set it to 0"
+            )
+        self.clean_weight = float(clean_weight)
         self.automatic_optimization = False
         self.discriminator = discriminator
         self.gan_loss = gan_loss or GANLoss("vanilla")
@@ -148,17 +173,26 @@ class GANModule(SRModule):
             )
 
     def configure_optimizers(self) -> Any:
-        g_opt = build_optimizer(self.optimizer_factory, self.net.parameters(), "model.optimizer")
-        d_params = self.discriminator.parameters()
-        d_opt = build_optimizer(self.d_optimizer_factory, d_params, "model.d_optimizer")
-        schedulers = []
-        for factory, optimizer, key in (
-            (self.scheduler_factory, g_opt, "model.scheduler"),
-            (self.d_scheduler_factory, d_opt, "model.d_scheduler"),
-        ):
-            if factory is not None:
-                schedulers.append(build_scheduler(factory, optimizer, key))
-        return ([g_opt, d_opt], schedulers) if schedulers else [g_opt, d_opt]
+        g_params: Any = self.parameter_groups() if self.lr_multipliers else self.net.parameters()
+        g_opt = build_optimizer(self.optimizer_factory, g_params, "model.optimizer")
+        parts = [(self.scheduler_factory, g_opt, "model.scheduler")]
+        optimizers = [g_opt]
+        if self.discriminator is not None:
+            d_params = self.discriminator.parameters()
+            d_opt = build_optimizer(self.d_optimizer_factory, d_params, "model.d_optimizer")
+            optimizers.append(d_opt)
+            parts.append((self.d_scheduler_factory, d_opt, "model.d_scheduler"))
+        schedulers = [
+            build_scheduler(factory, optimizer, key)
+            for factory, optimizer, key in parts
+            if factory is not None
+        ]
+        return (optimizers, schedulers) if schedulers else optimizers
+
+    def _optimizers(self) -> list[Any]:
+        """The generator's optimiser, then the critic's when there is a critic."""
+        optimizers = self.optimizers()
+        return list(optimizers) if isinstance(optimizers, list) else [optimizers]
 
     def _clip(self, optimizer: Any, norm: float | None) -> None:
         if norm is not None:
@@ -174,20 +208,25 @@ class GANModule(SRModule):
         self, lr: torch.Tensor, target: torch.Tensor, real: torch.Tensor
     ) -> torch.Tensor | None:
         """``target`` is what the content losses compare with (the sharpened HR under
-        ``data.sharpen_target``); ``real`` is what the critic sees as real (the plain HR)."""
-        g_opt, _ = self.optimizers()  # type: ignore[attr-defined]
-        sr = self.run_net(lr, self.training_net())
-        set_requires_grad(self.discriminator, False)
-        content = self.loss(sr, target)
-        fake_logits = self.discriminator(sr)
-        # Only the relativistic loss compares with real images; the others ignore the argument.
-        real_logits = self.discriminator(real) if self.gan_loss.kind == "ragan" else fake_logits
-        adversarial = self.gan_loss.generator(real_logits.detach(), fake_logits)
-        g_loss = content + self.gan_weight * adversarial
+        ``data.sharpen_target``); ``real`` is what the critic sees as real (the plain HR).
+        Returns SR as frames (detached) for the critic's step."""
+        g_opt = self._optimizers()[0]
+        sr, cleaned = self._generate(lr)
+        frames, target_frames = as_frames(sr), as_frames(target)
+        g_loss = content = self.loss(frames, target_frames)
+        terms = {"train/g_content": content}
+        if self.discriminator is not None:
+            terms["train/g_adversarial"] = self._adversarial(frames, as_frames(real))
+            g_loss = g_loss + self.gan_weight * terms["train/g_adversarial"]
+        if cleaned is not None:
+            # mmagic's target: the pixel loss's, resized by 1 / scale with "area".
+            clean_target = F.avg_pool2d(target_frames, self.scale)
+            terms["train/loss_clean"] = F.l1_loss(as_frames(cleaned), clean_target)
+            g_loss = g_loss + self.clean_weight * terms["train/loss_clean"]
         if self.artifact_loss is not None:
-            artifact = self.artifact_loss(sr, target, self._ema_sr(lr))
-            g_loss = g_loss + self.artifact_weight * artifact
-            self.log("train/g_artifact", artifact, on_step=True, on_epoch=False)
+            ema_frames = as_frames(self._ema_sr(lr))
+            terms["train/g_artifact"] = self.artifact_loss(frames, target_frames, ema_frames)
+            g_loss = g_loss + self.artifact_weight * terms["train/g_artifact"]
         if not self._finite_or_skip(g_loss):
             return None
         g_opt.zero_grad(set_to_none=True)
@@ -197,10 +236,27 @@ class GANModule(SRModule):
         if self.ema is not None:
             self.ema.update_parameters(self.net)
         self.log("train/loss", g_loss, prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/g_adversarial", adversarial, on_step=True, on_epoch=False)
-        self.log("train/g_content", content, on_step=True, on_epoch=False)
+        for name, value in terms.items():
+            self.log(name, value, on_step=True, on_epoch=False)
         self.log_loss_terms(self.loss)
-        return sr.detach()
+        return frames.detach()
+
+    def _generate(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """SR of ``lr`` and, under ``clean_weight``, the network's cleaned LR (in [0, 1])."""
+        if not self.clean_weight:
+            return self.run_net(lr, self.training_net()), None
+        scale = self.value_range
+        sr, cleaned = self.net.forward_with_cleaned(lr * scale)  # type: ignore[operator]
+        return sr / scale, cleaned / scale
+
+    def _adversarial(self, frames: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The generator's adversarial loss on SR ``frames``, the critic frozen."""
+        assert self.discriminator is not None
+        set_requires_grad(self.discriminator, False)
+        fake_logits = self.discriminator(frames)
+        # Only the relativistic loss compares with real images; the others ignore the argument.
+        real_logits = self.discriminator(real) if self.gan_loss.kind == "ragan" else fake_logits
+        return self.gan_loss.generator(real_logits.detach(), fake_logits)
 
     def _ema_sr(self, lr: torch.Tensor) -> torch.Tensor:
         """The EMA generator's SR of ``lr`` (before this step's update), without gradient."""
@@ -209,7 +265,8 @@ class GANModule(SRModule):
             return self.run_net(lr, self.ema.module)
 
     def _discriminator_step(self, sr: torch.Tensor, hr: torch.Tensor) -> None:
-        _, d_opt = self.optimizers()  # type: ignore[attr-defined]
+        assert self.discriminator is not None
+        d_opt = self._optimizers()[1]
         set_requires_grad(self.discriminator, True)
         real_logits = self.discriminator(hr)
         fake_logits = self.discriminator(sr)
@@ -230,10 +287,11 @@ class GANModule(SRModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         # Real-ESRGAN sharpens the target of the pixel and perceptual losses only.
-        real = batch.get("hr_plain", batch["hr"])
-        sr = self._generator_step(batch["lr"], batch["hr"], real)
-        if sr is not None:
-            self._discriminator_step(sr, real)
+        lr, target = self.training_pair(batch)
+        _, real = self.training_pair({**batch, "hr": batch.get("hr_plain", batch["hr"])})
+        sr = self._generator_step(lr, target, real)
+        if sr is not None and self.discriminator is not None:
+            self._discriminator_step(sr, as_frames(real))
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             if scheduler is not None:

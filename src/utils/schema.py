@@ -176,6 +176,8 @@ class ModelSettings:
     lr_multipliers: dict[str, PositiveFloat]
     freeze_steps: dict[str, NonNegativeInt]
     pretrained_parts: dict[str, str | None]
+    # RealBasicVSR's cleaning loss (GANModule).
+    clean_weight: NonNegativeFloat
 
 
 @dataclass
