@@ -490,3 +490,27 @@ def test_a_wrong_checksum_keeps_nothing(served: tuple[Path, str], tmp_path: Path
     with pytest.raises(UserError, match="sha256"):
         source.clips_found()
     assert not (tmp_path / "clips").exists()
+
+
+def test_a_mirrored_sample_is_its_frames_then_the_same_backwards(tmp_path: Path) -> None:
+    overrides = [
+        "data=synthetic_clips",
+        "data.train_set.clips_per_image=1",
+        "data.train_set.frames=4",
+        "data.train_set.frame_size=[48,48]",
+        "data.num_frames=3",
+        "data.lr_patch_size=8",
+        "data.reverse_prob=0",
+        "scale=4",
+    ]
+    samples = {}
+    for mirror in (False, True):
+        cfg = compose_config("train", [*overrides, f"data.mirror={mirror}"], tmp_path / str(mirror))
+        datamodule = hydra.utils.instantiate(cfg.data)
+        datamodule.setup("fit")
+        samples[mirror] = datamodule.train_data[0]
+    plain, mirrored = samples[False], samples[True]
+    assert mirrored["lr"].shape[0] == 6 and mirrored["hr"].shape[0] == 6
+    torch.testing.assert_close(mirrored["lr"][:3], plain["lr"])
+    torch.testing.assert_close(mirrored["lr"][3:], plain["lr"].flip(0))
+    torch.testing.assert_close(mirrored["hr"][3:], plain["hr"].flip(0))

@@ -116,6 +116,7 @@ class ClipDataModule(pl.LightningDataModule):
         seed: int = 0,
         augment: bool = True,
         reverse_prob: float = 0.5,
+        mirror: bool = False,
         pin_memory: bool = False,
         root: str | None = None,
         lr_source: str | None = None,
@@ -132,9 +133,11 @@ class ClipDataModule(pl.LightningDataModule):
         """``root``, ``lr_source``, ``lr_root`` and ``download`` are short command-line keys
         that the configs interpolate into their sources; the module only records them.
         ``num_frames``: frames of a training sample; ``reverse_prob``: the probability that a
-        sample's frames are reversed. ``cache``: ``data.cache`` (its ``memory_gb`` decides
-        whether a set is kept decoded). ``degradation`` is the ``degradation`` group's: clips
-        take their LR from each set's ``lr_source`` under the default bicubic; a per-clip
+        sample's frames are reversed; ``mirror``: a sample is its frames followed by the same
+        frames backwards (2 ``num_frames``; mmagic's MirrorSequence). ``cache``: ``data.cache``
+        (its ``memory_gb`` decides whether a set is kept decoded). ``degradation`` is the
+        ``degradation`` group's: clips take their LR from each set's ``lr_source`` under the
+        default bicubic; a per-clip
         degradation (``degradation=realbasicvsr``) remakes the LR of each training batch on the
         device (:meth:`on_after_batch_transfer`), validation clips keep their ``lr_source``.
         ``sharpen_target``: as :class:`~src.data.datamodule.SRDataModule`'s, the training
@@ -163,6 +166,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.seed = seed
         self.augment = augment
         self.reverse_prob = reverse_prob
+        self.mirror = mirror
         self.pin_memory = pin_memory
         self.on_bad_image = on_bad_image
         self.cache = cache_settings(cache)
@@ -281,6 +285,7 @@ class ClipDataModule(pl.LightningDataModule):
             seed=self.seed,
             augment=self.augment,
             reverse_prob=self.reverse_prob,
+            mirror=self.mirror,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -548,7 +548,9 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 class TrainingClips(Dataset[Sample]):
     """``length`` training samples of ``num_frames`` frames, each a pure function of its index:
     ``{"lr": (T, C, p, p), "hr": (T, C, sp, sp), "name", "set", "start", "reversed", "seed"}``
-    (``seed``: the sample's own, for degradations drawn per clip)."""
+    (``seed``: the sample's own, for degradations drawn per clip). With ``mirror`` the frames are
+    followed by themselves backwards (T = 2 ``num_frames``), as mmagic's MirrorSequence makes
+    the Vimeo-90K and RealBasicVSR samples."""
 
     def __init__(
         self,
@@ -559,6 +561,7 @@ class TrainingClips(Dataset[Sample]):
         seed: int,
         augment: bool = True,
         reverse_prob: float = 0.5,
+        mirror: bool = False,
     ):
         short = [s.name for s in stores if s.length < num_frames]
         small = [s.name for s in stores if min(s.lr_size) < lr_patch_size]
@@ -571,6 +574,7 @@ class TrainingClips(Dataset[Sample]):
         self.seed = seed
         self.augment = augment
         self.reverse_prob = reverse_prob
+        self.mirror = mirror
 
     def __len__(self) -> int:
         return self.length
@@ -589,6 +593,8 @@ class TrainingClips(Dataset[Sample]):
             lr, hr = d4_frames(lr, transform), d4_frames(hr, transform)
         if backwards:
             lr, hr = lr[::-1], hr[::-1]
+        if self.mirror:
+            lr, hr = np.concatenate((lr, lr[::-1])), np.concatenate((hr, hr[::-1]))
         return {
             "lr": frames_to_tensor(lr),
             "hr": frames_to_tensor(hr),
