@@ -43,8 +43,9 @@ format: install  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench
 	$(VENV)/bin/ruff format src tests bench
 
-bench: install  ## throughput benchmarks (training step, data loader)
+bench: install  ## throughput benchmarks (training step, data loader; predict on a 480p video, about 7 min more)
 	$(PY) -m bench.run $(ARGS)
+	$(PY) -m bench.video $(VIDEO_ARGS)
 
 bench-cache: install  ## set-up time, memory and disk of each data cache mode (cache=...)
 	$(PY) -m bench.cache $(ARGS)

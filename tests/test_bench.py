@@ -70,3 +70,24 @@ def test_high_depth_benchmark_measures_every_format(
         assert f"| {name} |" in table
     # Bytes per HR pixel kept (HR + LR at x2): 1.25 per channel-byte.
     assert "| 16-bit gray | " in table and " 2.50 |" in table and " 3.75 |" in table
+
+
+def test_video_benchmark_runs_predict_on_a_clip(capsys: pytest.CaptureFixture[str], monkeypatch):
+    from bench import video
+
+    argv = ["bench.video", "--size", "32x24", "--frames", "2", "--models", "basicvsr"]
+    monkeypatch.setattr("sys.argv", argv)
+    video.main()
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| BasicVSR |"))
+    frames_per_s, peak_mb = float(row.split("|")[2]), float(row.split("|")[5])
+    assert frames_per_s > 0 and peak_mb > 100  # torch alone takes more than 100 MB
+    assert "2 frames of 32x24" in out and "bf16: this CPU has" in out
+
+
+def test_video_benchmark_compares_frame_rates_with_edsr():
+    from bench.video import Run, table
+
+    rows = table({"edsr": Run(8.0, 12.0, 2**30, 4), "basicvsr": Run(16.0, 20.0, 2**31, 4)})
+    assert "| EDSR | 0.500 | 2.0 | 12.0 | 1024 | 1.00x |" in rows
+    assert "| BasicVSR | 0.250 | 4.0 | 20.0 | 2048 | 0.50x |" in rows
