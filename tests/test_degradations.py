@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.data.datasets import PatchDataset, make_pairs
-from src.data.degradation_grid import load_degradation
+from src.data.degradation_grid import image_configs, load_degradation
 from src.data.degradation_grid import main as degradation_grid
 from src.data.kernels import (
     KernelSettings,
@@ -37,7 +37,8 @@ from src.ops.imresize import imresize_uint8
 from tests.helpers import CONF_DIR
 from tests.test_data import photo
 
-CONFIGS = sorted(p.stem for p in (CONF_DIR / "degradation").glob("*.yaml"))
+# The image degradations; RealBasicVSR's per-clip one has its own tests (test_clip_degradation).
+CONFIGS = image_configs()
 
 
 def from_config(name: str):

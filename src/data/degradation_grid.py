@@ -20,6 +20,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from src.data.clip_degradation import degrades_clips
 from src.data.degradations import Degradation
 from src.data.sources import SkimageImages
 from src.io.images import read_rgb, write_image
@@ -99,14 +100,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--configs",
         nargs="*",
-        default=sorted(p.stem for p in CONF_DIR.glob("*.yaml")),
-        help="names in conf/degradation (default: all)",
+        default=None,
+        help="names in conf/degradation (default: every one that degrades images)",
     )
     return parser.parse_args(argv)
 
 
+def image_configs() -> list[str]:
+    """The ``conf/degradation`` names that degrade images (not RealBasicVSR's per-clip one)."""
+    names = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+    return [name for name in names if not degrades_clips(load_degradation(name))]
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    if args.configs is None:
+        args.configs = image_configs()
     hr = centre_crop(load_image(args.image), args.crop, args.scale)
     picture = grid(tiles_for(hr, args.configs, args.scale, args.draws), args.columns)
     write_image(args.out, picture)

@@ -42,7 +42,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from src.io.images import header_only_pil, list_images, write_image
 from src.io.kinds import ImageReadError
-from src.utils.files import publish, temporary_beside
+from src.utils.files import publish, publish_folder, temporary_beside
 
 # Container suffix -> the codec written into it unless another is asked for.
 DEFAULT_CODECS = {
@@ -769,14 +769,7 @@ class FrameFolderWriter:
                     f"nothing published"
                 )
             return
-        replaced = None
-        if self.folder.is_dir():
-            replaced = temporary_beside(self.folder, folder=True)
-            replaced.rmdir()
-            self.folder.rename(replaced)
-        publish(self.temporary, self.folder)
-        if replaced is not None:
-            shutil.rmtree(replaced, ignore_errors=True)
+        publish_folder(self.temporary, self.folder)
 
 
 def is_video_encoder(name: str) -> bool:

@@ -130,6 +130,19 @@ def publish(complete: Path, target: Path) -> None:
     os.replace(complete, target)
 
 
+def publish_folder(complete: Path, target: Path) -> None:
+    """Put the folder ``complete`` at ``target``; a folder already there is first moved aside
+    (under a temporary name, removed after), since a rename cannot replace a non-empty one."""
+    replaced = None
+    if target.is_dir():
+        replaced = temporary_beside(target, folder=True)
+        replaced.rmdir()
+        target.rename(replaced)
+    publish(complete, target)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path beside ``target`` that becomes ``target`` when the block succeeds.
