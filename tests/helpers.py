@@ -31,6 +31,21 @@ TINY = [
     "trainer.enable_model_summary=false",
 ]
 
+# Clip data small enough for a test: synthetic clips of 4 (training) and 3 (validation) frames of
+# 48x48, samples of 3 frames with 8x8 LR crops, 2 a batch.
+SMALL_CLIPS = [
+    "data=synthetic_clips",
+    "data.train_set.clips_per_image=1",
+    "data.train_set.frames=4",
+    "data.train_set.frame_size=[48,48]",
+    "data.val_sets.0.clips_per_image=1",
+    "data.val_sets.0.frames=3",
+    "data.val_sets.0.frame_size=[48,48]",
+    "data.num_frames=3",
+    "data.lr_patch_size=8",
+    "data.batch_size=2",
+]
+
 
 def compose_config(task: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``conf/<task>.yaml`` with ``overrides``, its run folder set to ``output_dir``."""

@@ -22,7 +22,7 @@ from src.data.clip_degradation import (
     compress_clips,
     draw_video,
 )
-from src.io.video import compress_frames, has_encoder
+from src.io.video import compress_frames, is_video_encoder
 from tests.helpers import compose_config, run_in_process
 
 KEEP = {"probs": {"keep": 1.0}}
@@ -165,7 +165,7 @@ def test_only_clips_drawn_with_a_codec_are_compressed():
 
 
 def test_unknown_codecs_and_bad_ranges_are_refused():
-    assert has_encoder("h264") and not has_encoder("no-such-codec")
+    assert is_video_encoder("h264") and not is_video_encoder("no-such-codec")
     with pytest.raises(ValueError, match="no-such-codec"):
         VideoSettings(codecs={"no-such-codec": 1.0})
     with pytest.raises(ValueError, match="bitrate"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.helpers import TINY, one_error_line, run_in_process
+from tests.helpers import SMALL_CLIPS, TINY, one_error_line, run_in_process
 from tests.test_data import write_folder
 
 
@@ -130,18 +130,11 @@ def test_eval_takes_tile_auto_as_predict_does(tmp_path: Path, capsys: pytest.Cap
     assert outcome.returncode == 0, outcome.stderr
 
 
-VIDEO = ["model=basicvsr", "scale=4", "model.net.num_features=8", "model.net.num_blocks=1"]
-SMALL_CLIPS = [
-    "data=synthetic_clips",
-    "data.train_set.clips_per_image=1",
-    "data.train_set.frames=4",
-    "data.train_set.frame_size=[48,48]",
-    "data.val_sets.0.clips_per_image=1",
-    "data.val_sets.0.frames=3",
-    "data.val_sets.0.frame_size=[48,48]",
-    "data.num_frames=3",
-    "data.lr_patch_size=8",
-    "data.batch_size=2",
+VIDEO = [
+    "model=basicvsr",
+    "scale=4",
+    "model.net.num_features=8",
+    "model.net.num_blocks=1",
     "logger=csv",
 ]
 
@@ -162,7 +155,12 @@ SMALL_CLIPS = [
             "error: model.lr_multipliers.flow: no network parameter is named so",
         ),
         (
-            [*VIDEO, *SMALL_CLIPS, "+model.pretrained_parts.spynet=/no/such/file.pth"],
+            [
+                *VIDEO,
+                *SMALL_CLIPS,
+                "logger=csv",
+                "+model.pretrained_parts.spynet=/no/such/file.pth",
+            ],
             "error: weights file not found: /no/such/file.pth",
         ),
         (

@@ -9,21 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_module
+from tests.helpers import SMALL_CLIPS, run_module
 from tests.test_ddp import last_logged
 
-SMALL_CLIPS = [
-    "data=synthetic_clips",
-    "data.train_set.clips_per_image=1",
-    "data.train_set.frames=4",
-    "data.train_set.frame_size=[48,48]",
-    "data.val_sets.0.clips_per_image=1",
-    "data.val_sets.0.frames=3",
-    "data.val_sets.0.frame_size=[48,48]",
-    "data.num_frames=3",
-    "data.lr_patch_size=8",
-    "data.batch_size=2",
-]
 TINY_BASICVSR = [
     "model=basicvsr",
     "scale=4",

@@ -53,7 +53,7 @@ from src.data.synthetic import (
     plain,
     resized_shape,
 )
-from src.io.video import compress_frames, has_encoder
+from src.io.video import compress_frames, is_video_encoder
 from src.ops import degrade
 from src.utils.errors import UserError
 
@@ -76,7 +76,7 @@ class VideoSettings:
         weights = list(self.codecs.values())
         if not weights or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"codecs need non-negative probabilities, got {self.codecs}")
-        missing = [name for name in self.codecs if not has_encoder(name)]
+        missing = [name for name in self.codecs if not is_video_encoder(name)]
         if missing:
             raise ValueError(f"codec(s) {missing}: this FFmpeg (PyAV's) has no encoder")
         low, high = self.bitrate

@@ -645,16 +645,6 @@ def is_flush(packet: Any) -> bool:
 
 
 # --- compression in memory ------------------------------------------------------------------
-def has_encoder(name: str) -> bool:
-    """Whether this FFmpeg encodes with ``name`` (an encoder, or a codec's default encoder:
-    ``h264`` is ``libx264`` here)."""
-    try:
-        av.codec.Codec(name, "w")
-    except ValueError:
-        return False
-    return True
-
-
 def compress_frames(frames: np.ndarray, codec: str, bitrate: int) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB frames encoded with ``codec`` at ``bitrate`` bits per second of a
     1 frame/s stream (so bits per frame), 4:2:0, into an MP4 in memory, and decoded back, as
