@@ -14,12 +14,14 @@ within ``tile_memory_mb``, ``clip_length``/``clip_overlap``). Per network:
 * peak RSS: the predict process's largest resident set (``os.wait4``'s rusage);
 * vs EDSR: frames/s over EDSR's.
 
-Each output is checked (frame count and size) before its row is printed. Predict has no
-precision option (it runs every network in fp32), so there is no bf16 column; the line under
-the table says whether this CPU has bf16 instructions.
+* bf16 frames/s and bf16 speed-up: the same run with ``precision=bf16`` (bf16 autocast), where
+  the CPU computes bf16 natively (AVX512-BF16 or AMX; ``--bf16 always`` runs it elsewhere too,
+  where torch's reference kernels make it slow), over the fp32 frames/s.
+
+Each output is checked (frame count and size) before its row is printed.
 
     python -m bench.video [--size 854x480] [--frames 4] [--models edsr basicvsr ...]
-        [--threads N] [--predict-args tile=null ...]
+        [--threads N] [--bf16 auto|always|never] [--predict-args tile=null ...]
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 import torch
 
 from src.io.video import VideoWriter, probe_video
+from src.utils.precision import cpu_has_native_bf16
 from src.utils.tables import markdown_table
 
 SCALE = 4
@@ -118,25 +121,38 @@ def check_output(clip: Path, result: Path) -> int:
     return upscaled.frames
 
 
-def table(runs: dict[str, Run]) -> str:
-    """The Markdown table of ``runs`` (vs EDSR where EDSR was run)."""
+def frames_per_second(run: Run) -> float:
+    return run.frames / run.upscale_s
+
+
+def table(runs: dict[str, Run], bf16_runs: dict[str, Run]) -> str:
+    """The Markdown table of ``runs`` (vs EDSR where EDSR was run), with the bf16 runs' rates
+    beside them where there are any."""
     baseline = runs.get(BASELINE)
     rows = []
     for model, run in runs.items():
-        rate = run.frames / run.upscale_s
-        ratio = f"{rate * baseline.upscale_s / baseline.frames:.2f}x" if baseline else "-"
-        rows.append(
-            [
-                NAMES.get(model, model),
-                f"{rate:.3f}",
-                f"{run.upscale_s / run.frames:.1f}",
-                f"{run.process_s:.1f}",
-                f"{run.peak_rss / 2**20:.0f}",
-                ratio,
-            ]
-        )
+        rate = frames_per_second(run)
+        ratio = f"{rate / frames_per_second(baseline):.2f}x" if baseline else "-"
+        row = [
+            NAMES.get(model, model),
+            f"{rate:.3f}",
+            f"{run.upscale_s / run.frames:.1f}",
+            f"{run.process_s:.1f}",
+            f"{run.peak_rss / 2**20:.0f}",
+            ratio,
+        ]
+        if bf16_runs:
+            bf16 = bf16_runs.get(model)
+            row += (
+                [f"{frames_per_second(bf16):.3f}", f"{frames_per_second(bf16) / rate:.2f}x"]
+                if bf16
+                else ["-", "-"]
+            )
+        rows.append(row)
     header = ["network", "frames/s", "s/frame", "process s", "peak RSS MB", "vs EDSR"]
-    return markdown_table(header, rows, [False, True, True, True, True, True])
+    if bf16_runs:
+        header += ["bf16 frames/s", "bf16 speed-up"]
+    return markdown_table(header, rows, [False] + [True] * (len(header) - 1))
 
 
 def bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
@@ -164,6 +180,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="model configs")
     parser.add_argument("--threads", type=int, help="torch threads in predict (its default)")
     parser.add_argument(
+        "--bf16",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="also run precision=bf16: where the CPU has bf16 instructions (auto), always, never",
+    )
+    parser.add_argument(
         "--predict-args", nargs="*", default=[], help="more predict overrides (tile=null ...)"
     )
     args = parser.parse_args()
@@ -173,20 +195,28 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     threads = args.threads or torch.get_num_threads()
     extra = " ".join(args.predict_args) or "predict's defaults"
+    with_bf16 = args.bf16 == "always" or (args.bf16 == "auto" and cpu_has_native_bf16())
+    precisions = "fp32 and bf16" if with_bf16 else "fp32"
     print(
-        f"src.predict x{SCALE}, {args.frames} frames of {width}x{height} (H.264 .mp4), fp32, "
-        f"random weights, {extra}; torch {torch.__version__}, {threads} threads, {cpu_model()}"
+        f"src.predict x{SCALE}, {args.frames} frames of {width}x{height} (H.264 .mp4), "
+        f"{precisions}, random weights, {extra}; torch {torch.__version__}, {threads} threads, "
+        f"{cpu_model()}"
     )
     runs: dict[str, Run] = {}
+    bf16_runs: dict[str, Run] = {}
     with tempfile.TemporaryDirectory() as folder:
         clip = write_clip(Path(folder) / "clip.mp4", width, height, args.frames)
         for model in args.models:
             output = Path(folder) / model
             runs[model] = run_predict(model, clip, output, args.predict_args, env)
-    print(table(runs))
+            if with_bf16:
+                bf16_args = [*args.predict_args, "precision=bf16", "overwrite=true"]
+                bf16_runs[model] = run_predict(model, clip, output, bf16_args, env)
+    print(table(runs, bf16_runs))
     flags = bf16_flags()
     has = f"this CPU has {', '.join(flags)}" if flags else "this CPU has no bf16 instructions"
-    print(f"bf16: {has}; src.predict has no precision option (fp32 only), so no bf16 column")
+    ran = "bf16 columns: precision=bf16" if with_bf16 else "no bf16 run (--bf16 always runs it)"
+    print(f"bf16: {has}; {ran}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
+from src.archs.base import traits_of
 from src.io.media import available_memory, find_inputs, remove_stale_partials
 from src.io.predict_io import (
     ClipUpscaler,
@@ -49,6 +51,7 @@ from src.ops.inference import AUTO, input_channels, upscale
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.errors import UserError
+from src.utils.precision import cpu_has_native_bf16
 from src.utils.runtime import say
 from src.utils.schema import check_config, check_writable_folder
 
@@ -137,11 +140,26 @@ def clip_upscaler(module: SRModule, device: torch.device) -> ClipUpscaler:
     return run
 
 
+def bf16_note(net: nn.Module, device: torch.device) -> str:
+    """What running ``net`` under bf16 autocast on ``device`` means for its output and speed."""
+    name = type(net).__name__
+    traits = traits_of(net)
+    notes = [f"{name} runs under bf16 autocast (precision=bf16): outputs differ from fp32's"]
+    if traits is not None and not traits.bf16_safe:
+        notes.append(f"{name} declares bf16 unsafe, so they may differ visibly")
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        notes.append("this CPU has no bf16 instructions, so bf16 is slower than fp32 here")
+    return "; ".join(notes)
+
+
 def torch_network(cfg: DictConfig) -> Network:
     """SRModule.forward (the shared inference path, in fp32 with autocast off as eval runs it)
     on the chosen device; a video network's clip path beside it."""
     device = pick_device(cfg.device)
     module = load_module(cfg).eval().to(device)
+    module.precision = cfg.precision
+    if cfg.precision == "bf16":
+        say(bf16_note(module.net, device))
 
     def run(lr: torch.Tensor) -> torch.Tensor:
         return module(lr.to(device))
@@ -154,6 +172,11 @@ def torch_network(cfg: DictConfig) -> Network:
 def build_network(cfg: DictConfig) -> Network:
     """The network an onnx_path (or a .onnx ckpt_path) names, else the torch module."""
     onnx_path = cfg.get("onnx_path") or (cfg.ckpt_path if is_onnx(cfg.get("ckpt_path")) else None)
+    if onnx_path and cfg.precision != "fp32":
+        raise UserError(
+            f"precision={cfg.precision} is for torch networks; {onnx_path} runs in the precision "
+            "its graph was exported in (see src.export quantize=int8): drop precision"
+        )
     return onnx_network(cfg, onnx_path) if onnx_path else torch_network(cfg)
 
 

@@ -76,18 +76,41 @@ def test_video_benchmark_runs_predict_on_a_clip(capsys: pytest.CaptureFixture[st
     from bench import video
 
     argv = ["bench.video", "--size", "32x24", "--frames", "2", "--models", "basicvsr"]
-    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.setattr("sys.argv", [*argv, "--bf16", "never"])
     video.main()
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| BasicVSR |"))
     frames_per_s, peak_mb = float(row.split("|")[2]), float(row.split("|")[5])
     assert frames_per_s > 0 and peak_mb > 100  # torch alone takes more than 100 MB
     assert "2 frames of 32x24" in out and "bf16: this CPU has" in out
+    assert "bf16 frames/s" not in out and "no bf16 run" in out
 
 
 def test_video_benchmark_compares_frame_rates_with_edsr():
     from bench.video import Run, table
 
-    rows = table({"edsr": Run(8.0, 12.0, 2**30, 4), "basicvsr": Run(16.0, 20.0, 2**31, 4)})
+    rows = table({"edsr": Run(8.0, 12.0, 2**30, 4), "basicvsr": Run(16.0, 20.0, 2**31, 4)}, {})
     assert "| EDSR | 0.500 | 2.0 | 12.0 | 1024 | 1.00x |" in rows
     assert "| BasicVSR | 0.250 | 4.0 | 20.0 | 2048 | 0.50x |" in rows
+    assert "bf16" not in rows
+
+
+def test_video_benchmark_gives_bf16_rates_beside_fp32():
+    from bench.video import Run, table
+
+    fp32 = {"edsr": Run(8.0, 12.0, 2**30, 4), "basicvsr": Run(16.0, 20.0, 2**31, 4)}
+    rows = table(fp32, {"basicvsr": Run(10.0, 14.0, 2**31, 4)})
+    assert "bf16 frames/s | bf16 speed-up |" in rows
+    assert "| BasicVSR | 0.250 | 4.0 | 20.0 | 2048 | 0.50x | 0.400 | 1.60x |" in rows
+    assert "| EDSR | 0.500 | 2.0 | 12.0 | 1024 | 1.00x | - | - |" in rows
+
+
+def test_video_benchmark_runs_bf16_when_asked(capsys: pytest.CaptureFixture[str], monkeypatch):
+    from bench import video
+
+    argv = ["bench.video", "--size", "16x12", "--frames", "2", "--models", "edsr", "--bf16"]
+    monkeypatch.setattr("sys.argv", [*argv, "always", "--predict-args", "model.net.num_blocks=1"])
+    video.main()
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| EDSR |"))
+    assert float(row.split("|")[7]) > 0 and "precision=bf16" in out

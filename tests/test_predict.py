@@ -416,6 +416,41 @@ def bf16_autocast() -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+def test_precision_bf16_runs_under_autocast_and_says_so(tmp_path: Path, checkpoint: Path, capsys):
+    """precision=bf16 computes in bf16 (the written image moves, a little) and prints a note;
+    the default stays fp32. The CPU's bf16 instructions change the speed, not the result's
+    closeness, so the test holds on every CPU."""
+    image = quantize(smooth_image(20, 26, 3))
+    write_image(tmp_path / "in.png", image)
+    written = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        cfg = predict_cfg(
+            tmp_path,
+            f"ckpt_path={checkpoint}",
+            f"input={tmp_path / 'in.png'}",
+            f"precision={precision}",
+            output=out,
+        )
+        predict(cfg)
+        written[precision] = decode(out / "in.png").astype(int)
+    difference = np.abs(written["fp32"] - written["bf16"])
+    assert 0 < difference.max() <= 8
+    assert "runs under bf16 autocast (precision=bf16)" in capsys.readouterr().out
+
+
+def test_precision_is_checked_and_refused_for_onnx(tmp_path: Path):
+    write_image(tmp_path / "in.png", quantize(smooth_image(8, 8, 3)))
+    with pytest.raises(UserError, match="precision"):
+        predict(predict_cfg(tmp_path, f"input={tmp_path}", "precision=fp16"))
+    with pytest.raises(UserError, match="precision=bf16 is for torch networks"):
+        predict(
+            predict_cfg(
+                tmp_path, f"input={tmp_path}", f"onnx_path={tmp_path / 'x.onnx'}", "precision=bf16"
+            )
+        )
+
+
 # --- videos that are not whole --------------------------------------------------------------
 def test_a_truncated_video_is_a_failure_and_leaves_no_output(tmp_path: Path, checkpoint: Path):
     """An AVI whose header announces 20 frames, cut so that only 9 decode: the run names the

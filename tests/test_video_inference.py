@@ -289,3 +289,31 @@ def test_streamed_window_network_pads_only_the_true_ends() -> None:
     streamed = list(stream_upscale((clip[:, t] for t in range(9)), net, 2, settings))
     whole = upscale_clip(net, clip, 2, replace(settings, clip_length=None))
     torch.testing.assert_close(torch.stack(streamed, dim=1), whole)
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_every_chunk_holds_the_networks_shortest_clip(streamed: bool) -> None:
+    """IconVSR takes clips of at least one keyframe window (5 frames): with one-frame context
+    and a one-frame last core (11 frames in chunks of 5), chunks still hold 5 frames."""
+    from src.ops.video_inference import stream_upscale
+
+    net = CountingNet().eval()
+    clip = torch.rand(1, 11, 3, 6, 6)
+    settings = ClipInference(frames=SEQUENCE, clip_length=5, clip_overlap=1, min_frames=5)
+    with torch.no_grad():
+        if streamed:
+            out = torch.stack(list(stream_upscale(clip.unbind(1), net, 2, settings)), dim=1)
+        else:
+            out = upscale_clip(net, clip, 2, settings)
+    assert out.shape[1] == 11 and min(net.lengths) >= 5
+
+
+def test_iconvsr_streams_in_short_chunks() -> None:
+    from src.archs.iconvsr import IconVSR
+
+    torch.manual_seed(0)
+    net = IconVSR(num_features=8, num_blocks=1, keyframe_stride=5).eval()
+    module = SRModule(net, scale=4, clip_length=3, clip_overlap=0)
+    frames = [torch.rand(1, 3, 16, 16) for _ in range(7)]
+    out = list(module.stream(frames))
+    assert len(out) == 7 and out[-1].shape == (1, 3, 64, 64)

@@ -39,7 +39,7 @@ from src.ops.video_inference import ClipInference, stream_upscale, upscale_clip
 from src.utils.choices import SINGLE, WINDOW
 from src.utils.construction import NotDescribable, construction_config, target_name
 from src.utils.errors import UserError
-from src.utils.precision import fp32_scoring
+from src.utils.precision import inference_precision
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -157,6 +157,9 @@ class SRModule(pl.LightningModule):
         self.lr_multipliers = dict(lr_multipliers or {})
         self.freeze_steps = dict(freeze_steps or {})
         self.channels_last = channels_last
+        # What forward and stream run the network in: fp32 (scoring, always), or bf16, which only
+        # src.predict sets (its precision option); not a hyper-parameter of the model.
+        self.precision = "fp32"
         self.compile_training = compile
         self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.nonfinite_loss = nonfinite_loss
@@ -220,17 +223,18 @@ class SRModule(pl.LightningModule):
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Super-resolve a batch the way validation, eval and predict all do: float32 input,
         autocast off, whatever precision training uses (the weights are float32 under every
-        precision training accepts: 32 and the mixed ones).
+        precision training accepts: 32 and the mixed ones). Only src.predict's ``precision=bf16``
+        (:attr:`precision`) runs it under bf16 autocast instead; the output is float32 either way.
 
         ``lr`` is a batch of images (N, C, h, w) or of clips (N, T, C, h, w); a video network
         given images sees each as a clip of one frame."""
         net = self.inference_net
-        with fp32_scoring(lr.device):
+        with inference_precision(lr.device, self.precision):
             if lr.dim() == 5:
-                return self._upscale_clip(net, lr.float())
+                return self._upscale_clip(net, lr.float()).float()
             if self.is_video_network:
-                return self._upscale_clip(net, lr.float().unsqueeze(1)).squeeze(1)
-            return self._upscale(net, lr.float())
+                return self._upscale_clip(net, lr.float().unsqueeze(1)).squeeze(1).float()
+            return self._upscale(net, lr.float()).float()
 
     @property
     def is_video_network(self) -> bool:
@@ -250,6 +254,7 @@ class SRModule(pl.LightningModule):
             tile_overlap=self.tile_overlap,
             self_ensemble=self.self_ensemble,
             tile_memory_mb=self.tile_memory_mb,
+            min_frames=int(getattr(self.net, "min_frames", 1)),
         )
 
     def stream(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -265,11 +270,11 @@ class SRModule(pl.LightningModule):
             self.clip_inference(),
         )
         while True:
-            with torch.no_grad(), fp32_scoring(self.device):
+            with torch.no_grad(), inference_precision(self.device, self.precision):
                 out = next(outputs, None)
             if out is None:
                 return
-            yield out
+            yield out.float()
 
     def _upscale_clip(self, net: nn.Module, lr: torch.Tensor) -> torch.Tensor:
         return upscale_clip(lambda x: self.run_net(x, net), lr, self.scale, self.clip_inference())

@@ -111,6 +111,15 @@ class ClipInference:
     tile_overlap: int = 16
     self_ensemble: bool = False
     tile_memory_mb: float = DEFAULT_TILE_MEMORY_MB
+    # The shortest clip the network takes (IconVSR: one keyframe window, 5 frames).
+    min_frames: int = 1
+
+
+def sequence_context(settings: ClipInference) -> int:
+    """The context frames each side of a chunk's core: ``clip_overlap``, raised so that every
+    chunk of a long enough clip holds the network's ``min_frames`` (a chunk of one core frame
+    at a clip's end would otherwise be shorter than IconVSR's keyframe window)."""
+    return max(settings.clip_overlap, settings.min_frames - 1)
 
 
 def upscale_clip(
@@ -151,7 +160,7 @@ def _upscaled_frames(
             chosen = window_indices(index, total, settings.window, position, settings.padding)
             yield _image_call(net, lr[:, chosen], scale, settings)
     elif settings.frames == SEQUENCE:
-        for chunk in chunk_plan(total, settings.clip_length, settings.clip_overlap):
+        for chunk in chunk_plan(total, settings.clip_length, sequence_context(settings)):
             out = _image_call(net, lr[:, chunk.start : chunk.stop], scale, settings)
             for index in range(chunk.keep_start, chunk.keep_stop):
                 yield out[:, index - chunk.start]
@@ -168,12 +177,13 @@ def stream_upscale(
     """Upscaled frames (N, C, sh, sw), in order, of ``frames`` (N, C, h, w) read one at a time.
 
     Chunks follow :func:`chunk_plan` (``clip_length`` frames kept of each, ``clip_overlap`` of
-    context each side; a window network gets at least its window as context, so only the
-    clip's true ends are padded); each chunk is run as a clip by :func:`upscale_clip`. Without a
-    ``clip_length`` every frame is read before the first is upscaled.
+    context each side, at least :func:`sequence_context`; a window network gets at least its
+    window as context, so only the clip's true ends are padded); each chunk is run as a clip by
+    :func:`upscale_clip`. Without a ``clip_length`` every frame is read before the first is
+    upscaled.
     """
     length = settings.clip_length
-    overlap = settings.clip_overlap
+    overlap = sequence_context(settings)
     if settings.frames == WINDOW:
         overlap = max(overlap, settings.window)
     whole = replace(settings, clip_length=None)

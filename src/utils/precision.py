@@ -164,3 +164,22 @@ def fp32_scoring(device: torch.device) -> Iterator[None]:
             yield
     finally:
         torch.set_default_dtype(previous)
+
+
+# What ``src.predict precision=...`` may run the network in; scoring is always fp32.
+INFERENCE_PRECISIONS = ("fp32", "bf16")
+
+
+@contextlib.contextmanager
+def inference_precision(device: torch.device, precision: str) -> Iterator[None]:
+    """:func:`fp32_scoring`, then bf16 autocast inside it when ``precision`` is ``bf16`` (the
+    network's convolutions and matrix products in bf16, its weights and output in float32).
+    Only ``src.predict`` offers bf16: a written image may come from it, a score never does."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise UserError(f"precision={precision}: choose {' or '.join(INFERENCE_PRECISIONS)}")
+    with fp32_scoring(device):
+        if precision == "fp32":
+            yield
+            return
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield

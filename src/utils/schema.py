@@ -234,6 +234,7 @@ class PredictSettings:
     memory_mb: PositiveFloat | Literal["auto"]
     video_codec: str | None  # an FFmpeg video encoder's name, checked against this FFmpeg's
     video_quality: Annotated[int, Range(low=0, high=63)] | None  # the codec's CRF
+    precision: Literal["fp32", "bf16"]
 
 
 @dataclass
