@@ -30,7 +30,15 @@ from src.metrics.report import (
     summarize,
     write_results,
 )
-from src.models.loading import checkpoint_scale, load_module, metric_options, read_run_checkpoint
+from src.models.loading import (
+    checkpoint_scale,
+    load_module,
+    load_onnx_module,
+    metric_options,
+    onnx_scale,
+    read_run_checkpoint,
+)
+from src.models.onnx_runtime import OnnxNetwork, onnx_file
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
@@ -45,7 +53,7 @@ def published_model(cfg: DictConfig, module: SRModule) -> str | None:
     weights (``model.pretrained``) or of a parameter-free baseline; none for own checkpoints."""
     if cfg.get("published") not in (None, "auto"):
         return str(cfg.published)
-    if cfg.get("published") is None or cfg.get("ckpt_path"):
+    if cfg.get("published") is None or cfg.get("ckpt_path") or cfg.get("onnx_path"):
         return None
     if cfg.model.get("pretrained") or not module.has_trainable_parameters:
         choice = HydraConfig.get().runtime.choices.get("model")
@@ -66,13 +74,18 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
     """Validate once, write the results files and print the table."""
     check_config(cfg, "eval")
     remember_scoring_threads()
-    checkpoint = read_run_checkpoint(cfg)
-    scale = checkpoint_scale(cfg, checkpoint)
+    onnx_path = onnx_file(cfg)
+    network = OnnxNetwork(onnx_path) if onnx_path else None
+    checkpoint = None if network else read_run_checkpoint(cfg)
+    scale = onnx_scale(cfg, network) if network else checkpoint_scale(cfg, checkpoint)
     channels = resolve_auto_channels(cfg, scale)
     scaled = interpolation_overrides(cfg.data, "scale", scale)
     datamodule: SRDataModule = hydra.utils.instantiate(cfg.data, **scaled, channels=channels)
-    module = load_module(
-        cfg, checkpoint, channels, val_set_names=datamodule.val_set_names, **metric_options(cfg)
+    options = {"val_set_names": datamodule.val_set_names, **metric_options(cfg)}
+    module = (
+        load_onnx_module(network, cfg, **options)
+        if network
+        else load_module(cfg, checkpoint, channels, **options)
     )
     output_dir = Path(cfg.paths.output_dir)
     timer = SetTimer()
@@ -91,10 +104,11 @@ def evaluate(cfg: DictConfig) -> list[SetSummary]:
         summarize(module.val_scores), published_model(cfg, module), module.scale
     )
     meta = {
-        "model": type(module.net).__name__,
+        "model": getattr(module.net, "display_name", type(module.net).__name__),
         "scale": module.scale,
         "crop_border": scored_border(module),
         "ckpt_path": cfg.get("ckpt_path"),
+        "onnx_path": onnx_path,
         "pretrained": cfg.model.get("pretrained") if not cfg.get("ckpt_path") else None,
         "self_ensemble": cfg.self_ensemble,
         "tile": cfg.tile,

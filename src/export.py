@@ -2,10 +2,13 @@
 
     python -m src.export ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt output=edsr.onnx
     python -m src.export model=imdn scale=4 model.pretrained=IMDN_x4.pth format=safetensors
+    python -m src.export model=rlfn model.pretrained=rlfn_x2.pth quantize=int8 calibration=photos/
 
 ONNX: the graph of the shared path's network call (EMA weights, value_range), dynamic batch,
 height and width, checked against PyTorch under onnxruntime (``verify=true``) before it takes its
 name. safetensors: the same weights under the network's own keys, the model config as metadata.
+``quantize=int8``: the ONNX graph quantised after training by ONNX Runtime, calibrated on LR
+patches of the images in ``calibration`` (:mod:`src.models.quantization`).
 
 The output is refused before any work when it is one of the inputs (``ckpt_path``,
 ``model.pretrained``; also through a symlink or a hard link), whatever ``overwrite`` says, and
@@ -29,6 +32,13 @@ from src.models.exporting import (
 )
 from src.models.loading import load_module
 from src.models.onnx_runtime import is_onnx
+from src.models.quantization import (
+    CalibrationSettings,
+    Int8Export,
+    QuantizeSettings,
+    calibration_files,
+    export_int8_onnx,
+)
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
@@ -69,12 +79,54 @@ def check_output(cfg: DictConfig, path: Path) -> None:
 def target_path(cfg: DictConfig, module: SRModule) -> Path:
     """``output``, or ``<run folder>/<network>_x<scale>.<format>``; existing files need
     ``overwrite=true``."""
-    name = f"{type(module.net).__name__.lower()}_x{module.scale}{SUFFIXES[cfg.format]}"
+    kind = f"_{cfg.quantize}" if cfg.get("quantize") else ""
+    name = f"{type(module.net).__name__.lower()}_x{module.scale}{kind}{SUFFIXES[cfg.format]}"
     path = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / name
     check_output(cfg, path)
     if path.exists() and not cfg.overwrite:
         raise UserError(f"{path} exists; pass overwrite=true to replace it")
     return path
+
+
+def check_quantize(cfg: DictConfig) -> None:
+    """``quantize`` needs format=onnx and a ``calibration`` folder holding images."""
+    if not cfg.get("quantize"):
+        return
+    if cfg.format != "onnx":
+        raise UserError(
+            f"quantize={cfg.quantize} quantises the ONNX graph; it needs format=onnx, not "
+            f"format={cfg.format}"
+        )
+    if not cfg.get("calibration"):
+        raise UserError(
+            f"quantize={cfg.quantize} needs calibration=<folder of images> to set the "
+            f"activation ranges from"
+        )
+    calibration_files(Path(str(cfg.calibration)))
+
+
+def calibration_settings(cfg: DictConfig, scale: int) -> CalibrationSettings:
+    """The ``calibration*`` keys, at the network's ``scale``."""
+    return CalibrationSettings(
+        folder=Path(str(cfg.calibration)),
+        scale=scale,
+        patches=int(cfg.calibration_patches),
+        size=int(cfg.calibration_size),
+        seed=int(cfg.calibration_seed),
+        downscale=bool(cfg.calibration_downscale),
+    )
+
+
+def report_int8(measured: Int8Export) -> None:
+    """The fp32 graph's check and the int8 graph's agreement with PyTorch fp32."""
+    if measured.fp32_difference is not None:
+        say(f"fp32 graph: onnxruntime vs PyTorch: max |difference| {measured.fp32_difference:.2e}")
+    if measured.int8 is not None:
+        say(
+            f"int8 vs PyTorch fp32 on {measured.int8.inputs} other LR patches of the calibration "
+            f"images: max |difference| {measured.int8.max_difference:.3g}, "
+            f"PSNR {measured.int8.psnr:.2f} dB"
+        )
 
 
 def export(cfg: DictConfig) -> Path:
@@ -87,19 +139,29 @@ def export(cfg: DictConfig) -> Path:
         check_opset(cfg.opset)
     if is_onnx(cfg.get("ckpt_path")):
         raise UserError(f"{cfg.ckpt_path} is already an ONNX file")
+    check_quantize(cfg)
     module = load_module(cfg).eval()
     path = target_path(cfg, module)
     weights = "EMA" if module.ema is not None else "raw"
     if cfg.format == "safetensors":
         export_safetensors(module, path)
+    elif cfg.get("quantize"):
+        settings = QuantizeSettings(cfg.calibration_method, tuple(cfg.quantize_keep_float))
+        calibration = calibration_settings(cfg, module.scale)
+        report_int8(
+            export_int8_onnx(
+                module, path, calibration, settings, cfg.opset, cfg.sample_size, cfg.verify
+            )
+        )
     elif cfg.verify:
         worst = export_verified_onnx(module, path, opset=cfg.opset, sample_size=cfg.sample_size)
         say(f"onnxruntime vs PyTorch: max |difference| {worst:.2e}")
     else:
         export_onnx(module, path, opset=cfg.opset, sample_size=cfg.sample_size)
     size_mb = path.stat().st_size / 2**20
+    kind = f"{cfg.format} {cfg.quantize}" if cfg.get("quantize") else cfg.format
     say(
-        f"wrote {path} ({cfg.format}, {type(module.net).__name__} x{module.scale}, "
+        f"wrote {path} ({kind}, {type(module.net).__name__} x{module.scale}, "
         f"{weights} weights, {size_mb:.1f} MB)"
     )
     return path

@@ -26,6 +26,7 @@ from src.metrics.baseline import bicubic_scores
 from src.models.checkpoint import CheckpointError, read_checkpoint
 from src.models.loading import metric_options
 from src.models.sr_module import SRModule
+from src.models.teachers import attach_teacher
 from src.ops.inference import input_channels
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
@@ -83,15 +84,26 @@ def check_trainable_data(datamodule: SRDataModule, model: SRModule) -> None:
         )
 
 
-def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
-    """Instantiate the data module, the SR module and the trainer from a composed config.
+def build_datamodule(cfg: DictConfig) -> SRDataModule:
+    """The data module of ``cfg``, its data downloaded (or found missing)."""
+    datamodule: SRDataModule = hydra.utils.instantiate(
+        cfg.data, channels=resolve_auto_channels(cfg)
+    )
+    datamodule.ensure_available()
+    return datamodule
+
+
+def build(
+    cfg: DictConfig, datamodule: SRDataModule | None = None
+) -> tuple[SRDataModule, SRModule, pl.Trainer]:
+    """Instantiate the data module (unless given one built from ``cfg``: src.prune calibrates on
+    it first), the SR module and the trainer from a composed config.
 
     The data is downloaded (or found missing) first, before a logger or a run file exists.
     What ``auto`` settings stand for (``data.channels``, ``trainer.precision``) is passed to what
-    is built; ``cfg`` stays as composed."""
+    is built; ``cfg`` stays as composed. A ``model.teacher`` is loaded and attached here."""
     channels = resolve_auto_channels(cfg)
-    datamodule: SRDataModule = hydra.utils.instantiate(cfg.data, channels=channels)
-    datamodule.ensure_available()
+    datamodule = datamodule or build_datamodule(cfg)
     model: SRModule = hydra.utils.instantiate(
         cfg.model,
         **interpolation_overrides(cfg.model, "data.channels", channels),
@@ -100,6 +112,8 @@ def build(cfg: DictConfig) -> tuple[SRDataModule, SRModule, pl.Trainer]:
     )
     check_channels(datamodule, model)
     check_trainable_data(datamodule, model)
+    # Before fit: the adapters must exist for the optimiser and a resumed checkpoint's state.
+    attach_teacher(model)
     precision = resolve_precision(cfg, model)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     loggers = build_loggers(cfg.get("logger"))
@@ -153,12 +167,15 @@ def resume_path(cfg: DictConfig) -> str | None:
     return str(path)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or, for a model without parameters, only validate) and return the metrics."""
-    check_config(cfg, "train")
-    remember_scoring_threads()
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule, model, trainer = build(cfg)
+def log_config(
+    cfg: DictConfig,
+    datamodule: SRDataModule,
+    model: SRModule,
+    trainer: pl.Trainer,
+    facts: dict[str, Any] | None = None,
+) -> None:
+    """Give every logger the run's description; ``facts`` replace what the config alone would
+    say (src.prune: the pruned network's FLOPs)."""
     train_set = datamodule.train_set.name if datamodule.train_set is not None else None
     hparams = run_hparams(
         cfg,
@@ -169,10 +186,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         precision=trainer_precision(cfg.trainer, model.has_trainable_parameters),
         value_range=model.value_range,
     )
-    log_run_config(trainer.loggers, hparams, str(cfg.optimized_metric))
+    log_run_config(trainer.loggers, {**hparams, **(facts or {})}, str(cfg.optimized_metric))
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or, for a model without parameters, only validate) and return the metrics."""
+    check_config(cfg, "train")
+    remember_scoring_threads()
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    log_config(cfg, datamodule, model, trainer)
+    return fit_and_report(cfg, datamodule, model, trainer, resume_path(cfg))
+
+
+def fit_and_report(
+    cfg: DictConfig,
+    datamodule: SRDataModule,
+    model: SRModule,
+    trainer: pl.Trainer,
+    resume: str | None,
+) -> dict[str, Any]:
+    """Fit from ``resume`` (or from the start), or validate a model without parameters;
+    report and return the metrics. Shared with src.prune, which fine-tunes the pruned model."""
     started = time.perf_counter()
     if model.has_trainable_parameters:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     else:
         say(f"{type(model.net).__name__} has no trainable parameters: validating only")
         trainer.validate(model, datamodule=datamodule)

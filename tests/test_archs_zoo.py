@@ -17,6 +17,8 @@ from src.archs.base import size_multiple_of
 from src.archs.dat import DAT
 from src.archs.drct import DRCT
 from src.archs.drrn import DRRN
+from src.archs.ecbsr import ECBSR
+from src.archs.efdn import EFDN
 from src.archs.espcn import ESPCN
 from src.archs.fsrcnn import FSRCNN
 from src.archs.hat import HAT
@@ -25,6 +27,7 @@ from src.archs.omnisr import OmniSR
 from src.archs.plksr import PLKSR
 from src.archs.rcan import RCAN
 from src.archs.rdn import RDN
+from src.archs.reparam import fuse_network
 from src.archs.rlfn import RLFN
 from src.archs.rrdbnet import RRDBNet
 from src.archs.safmn import SAFMN
@@ -78,6 +81,8 @@ TINY: dict[str, Factory] = {
     "srvgg_compact": lambda s: SRVGGNetCompact(s, num_feat=8, num_conv=2),
     "rlfn": lambda s: RLFN(s, num_features=8),
     "span": lambda s: SPAN(s, num_features=8),
+    "ecbsr": lambda s: ECBSR(s, module_nums=1, channel_nums=8),
+    "ecbsr_rgb": lambda s: ECBSR(s, module_nums=1, channel_nums=8, with_idt=True, colors=3),
     "safmn": lambda s: SAFMN(s, dim=8, n_blocks=1),
     "hat": lambda s: HAT(
         s,
@@ -114,6 +119,9 @@ TINY: dict[str, Factory] = {
     "omnisr": lambda s: OmniSR(s, num_feat=8, res_num=1, block_num=1, window_size=4),
     "plksr": lambda s: PLKSR(s, dim=8, n_blocks=1, kernel_size=5),
     "plksr_tiny": lambda s: PLKSR(s, dim=8, n_blocks=1, kernel_size=5, use_ea=False),
+    # 16 features: the attention's 4 channels (8 would leave 2, all cut by its ReLUs here).
+    "efdn": lambda s: EFDN(s, num_features=16),
+    "efdn_13_idt": lambda s: EFDN(s, num_features=16, with_13=True, with_idt=True),
 }
 PIXEL_SHUFFLE_X8 = ("rcan", "rdn", "swinir", "rrdbnet", "hat", "drct", "srformer", "atd", "dat")
 # Parameters that get no gradient in exact arithmetic, in the authors' design too (only rounding
@@ -129,6 +137,21 @@ GRADIENT_FREE: dict[str, tuple[str, ...]] = {
     )
     for name in ("dat", "dat_light")
 }
+# ECBSR's Sobel and Laplacian branches filter a map whose border is padded with the 1x1 bias:
+# a constant shift, which filters summing to zero cancel (upstream's branches as well).
+GRADIENT_FREE.update(
+    {
+        name: ("conv1x1_sbx.b0", "conv1x1_sby.b0", "conv1x1_lpl.b0")
+        for name in ("ecbsr", "ecbsr_rgb")
+    }
+)
+# EFDN's EDBB has the same three filter branches.
+GRADIENT_FREE.update(
+    {
+        name: ("conv1x1_sbx.b0", "conv1x1_sby.b0", "conv1x1_lpl.b0")
+        for name in ("efdn", "efdn_13_idt")
+    }
+)
 # Window-attention networks pad to their window inside and crop back: any input size works.
 WINDOWED = (
     "swinir",
@@ -171,6 +194,18 @@ REAL: dict[str, tuple[Factory, int, int, str]] = {
     ),
     "rrdbnet": (RRDBNet, 4, 16_700_000, "ESRGAN generator: about 16.7M"),
     "rlfn": (RLFN, 4, 543_000, "RLFN paper: 543K at x4 (527K at x2)"),
+    "rlfn_prune": (
+        lambda s: RLFN(s, num_features=46, mid_features=48, num_blocks=4),
+        4,
+        317_218,
+        "NTIRE 2024 ESR baseline RLFN_Prune: team00_rlfn.pth holds 317,218 values (0.317M)",
+    ),
+    "efdn": (
+        lambda s: EFDN(s, deploy=True),
+        4,
+        276_192,
+        "EFDN_gv.pth (= NTIRE 2025 ESR team00_EFDN.pth) holds 276,192 values (0.276M)",
+    ),
     "safmn": (SAFMN, 4, 240_000, "SAFMN paper: 240K at x4 (228K at x2)"),
     "hat": (HAT, 4, 20_800_000, "HAT README: 20.8M at x4"),
     "drct": (DRCT, 4, 14_130_000, "DRCT README: 14.13M at x4"),
@@ -190,6 +225,19 @@ REAL: dict[str, tuple[Factory, int, int, str]] = {
     "hit_srf": (HiTSRF, 4, 866_000, "HiT-SR README: HiT-SRF 866K at x4"),
     "dat": (DAT, 4, 14_800_000, "DAT README: 14.80M at x4"),
     "omnisr": (OmniSR, 4, 792_000, "Omni-SR paper: 792K at x4 (less 12,880 position/norm terms)"),
+    # ECBSR counts its fused (inference) form, as the paper does: 3x3 convolutions and PReLUs.
+    "ecbsr": (
+        lambda s: fuse_network(ECBSR(s)),
+        4,
+        (9 * 16 + 16 + 16) + 4 * (9 * 16 * 16 + 16 + 16) + (9 * 16 * 16 + 16),
+        "ECBSR-M4C16 x4 on Y, fused: counted by hand from the authors' plainsr.py layout",
+    ),
+    "ecbsr_m16c64": (
+        lambda s: fuse_network(ECBSR(s, module_nums=16, channel_nums=64)),
+        4,
+        (9 * 64 + 64 + 64) + 16 * (9 * 64 * 64 + 64 + 64) + (9 * 64 * 16 + 16),
+        "ECBSR-M16C64 x4 on Y, fused: counted by hand from the authors' plainsr.py layout",
+    ),
     "srvgg_compact": (
         lambda s: SRVGGNetCompact(s, num_conv=32),
         4,
@@ -295,7 +343,7 @@ def test_ycbcr_is_matlab_bt601_and_inverts() -> None:
     torch.testing.assert_close(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["srcnn", "fsrcnn", "espcn", "vdsr", "drrn"])
+@pytest.mark.parametrize("name", ["srcnn", "fsrcnn", "espcn", "vdsr", "drrn", "ecbsr"])
 def test_y_only_networks_leave_chroma_bicubic(name: str) -> None:
     net = TINY[name](3).eval()
     x = _input()

@@ -11,12 +11,21 @@ from tests.helpers import run_module
 
 
 def test_macs_and_activations_are_the_challenges_counts():
-    """RLFN (convolutions only, besides pooling and interpolation, which the challenge does not
-    count): each convolution's multiply-accumulates and output elements, from its output."""
+    """RLFN: each convolution's multiply-accumulates and output elements, from its output, plus
+    fvcore's 4 operations per output element of each bilinear upsampling (its attention's);
+    pooling is not counted, as fvcore does not."""
     import torch
+    import torch.nn.functional as F
 
     net = build_net("rlfn", 2, device="meta")
     macs, elements, layers = [0], [0], [0]
+    upsampled = [0]
+    interpolate = F.interpolate
+
+    def counted_interpolate(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        out = interpolate(x, *args, **kwargs)  # type: ignore[arg-type]
+        upsampled[0] += out.numel()
+        return out
 
     def hook(module: nn.Conv2d, _: object, output: torch.Tensor) -> None:
         per_output = module.in_channels // module.groups * module.kernel_size[0] ** 2
@@ -27,11 +36,13 @@ def test_macs_and_activations_are_the_challenges_counts():
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
             module.register_forward_hook(hook)
-    with torch.no_grad():
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(F, "interpolate", counted_interpolate)
         net(torch.zeros(1, 3, 20, 20, device="meta"))
     for module in net.modules():
         module._forward_hooks.clear()
-    assert count_macs(net, 20, "meta") * 1e9 == pytest.approx(macs[0])
+    assert upsampled[0] == 6 * 16 * 20 * 20  # six blocks, 16 attention channels at full size
+    assert count_macs(net, 20, "meta") * 1e9 == pytest.approx(macs[0] + 4 * upsampled[0])
     activations, convolutions = count_activations(net, 20, "meta")
     assert (activations * 1e6, convolutions) == (pytest.approx(elements[0]), layers[0])
 

@@ -12,8 +12,11 @@ resolution: no ``conv_max``/``conv3_``). Six blocks, a 3x3 convolution with a lo
 from the shallow features, and a pixel-shuffle upsampler.
 
 ``rlfn`` has 52 features (527K parameters at x2, 544K at x4), ``rlfn_s`` 48 (455K at x2, 470K at
-x4). The released files were trained on 0..255 pixel values (``value_range: 255`` in their
-configs); module names are the official ones, so they load strictly.
+x4); ``rlfn_prune``, the NTIRE 2022 challenge entry (upstream's ``RLFN_Prune``, the NTIRE 2024
+efficient SR baseline), four blocks of 46 features with 48 inside each block's three 3x3
+convolutions (``mid_features``): 317,218 at x4. The released files were trained on 0..255
+pixel values (``value_range: 255`` in their configs); module names are the official ones, so
+they load strictly.
 """
 
 from __future__ import annotations
@@ -51,13 +54,15 @@ class SlimESA(nn.Module):
 
 
 class RLFB(nn.Module):
-    """Residual local feature block."""
+    """Residual local feature block; the inner convolutions are ``mid_channels`` wide (the
+    block's width unless given)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, mid_channels: int | None = None):
         super().__init__()
-        self.c1_r = same_conv(channels, channels, 3)
-        self.c2_r = same_conv(channels, channels, 3)
-        self.c3_r = same_conv(channels, channels, 3)
+        mid = mid_channels or channels
+        self.c1_r = same_conv(channels, mid, 3)
+        self.c2_r = same_conv(mid, mid, 3)
+        self.c3_r = same_conv(mid, channels, 3)
         self.c5 = nn.Conv2d(channels, channels, 1)
         self.esa = SlimESA(channels)
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
@@ -74,12 +79,20 @@ class RLFN(SRNetwork):
 
     traits = NetworkTraits(scales=None, value_range=255.0)
 
-    def __init__(self, scale: int, num_features: int = 52, num_channels: int = 3):
+    def __init__(
+        self,
+        scale: int,
+        num_features: int = 52,
+        num_channels: int = 3,
+        mid_features: int | None = None,
+        num_blocks: int = NUM_BLOCKS,
+    ):
         super().__init__()
         self.scale = scale
+        self.num_blocks = num_blocks
         self.conv_1 = same_conv(num_channels, num_features, 3)
-        for index in range(1, NUM_BLOCKS + 1):
-            self.add_module(f"block_{index}", RLFB(num_features))
+        for index in range(1, num_blocks + 1):
+            self.add_module(f"block_{index}", RLFB(num_features, mid_features))
         self.conv_2 = same_conv(num_features, num_features, 3)
         self.upsampler = nn.Sequential(
             same_conv(num_features, num_channels * scale**2, 3), nn.PixelShuffle(scale)
@@ -88,6 +101,6 @@ class RLFN(SRNetwork):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shallow = self.conv_1(x)
         out = shallow
-        for index in range(1, NUM_BLOCKS + 1):
+        for index in range(1, self.num_blocks + 1):
             out = getattr(self, f"block_{index}")(out)
         return self.upsampler(self.conv_2(out) + shallow)

@@ -19,7 +19,9 @@ which here holds the folded kernel as buffers (not trained; rewritten by :meth:`
 
 Training and inference forms: ``net.train()`` runs the branches, ``net.eval()`` the folded 3x3
 kernels computed from them (``deploy=True`` uses the stored ``eval_conv`` instead, for a file
-saved after :meth:`SPAN.fold`). The two forms are the same function up to float rounding, at
+saved after :meth:`SPAN.fold`). :meth:`Conv3XC.fuse` gives the plain module eval mode computes
+(:mod:`src.archs.reparam`): ``src.eval``, ``src.predict`` and ``src.export`` run SPAN with
+every Conv3XC replaced by it. The two forms are the same function up to float rounding, at
 the border too: the branches pad the input before the 1x1 expansion, so the padding carries the
 expansion's bias, which the folded bias counts at every tap.
 
@@ -37,6 +39,7 @@ from torch import nn
 
 from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.common import same_conv
+from src.archs.reparam import conv_from_kernel, fused_parameter_count
 
 NUM_BLOCKS = 6
 GAIN = 2
@@ -85,15 +88,26 @@ class Conv3XC(nn.Module):
         self.eval_conv.weight.copy_(weight)  # type: ignore[operator]
         self.eval_conv.bias.copy_(bias)  # type: ignore[operator]
 
+    def inference_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kernel and bias eval mode runs: the stored ``eval_conv`` with ``deploy``, else
+        the one folded from the branches."""
+        if not self.deploy:
+            return self.folded()
+        stored = self.eval_conv
+        return cast(torch.Tensor, stored.weight), cast(torch.Tensor, stored.bias)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        """The plain inference module (:mod:`src.archs.reparam`): one 3x3 convolution, then
+        LeakyReLU(0.05) where the block has it."""
+        conv = conv_from_kernel(*self.inference_kernel())
+        return nn.Sequential(conv, nn.LeakyReLU(0.05)) if self.has_relu else conv
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             out = self.conv(F.pad(x, (1, 1, 1, 1))) + self.sk(x)
         else:
-            if self.deploy:
-                weight, bias = self.eval_conv.weight, self.eval_conv.bias
-            else:
-                weight, bias = self.folded()
-            out = F.conv2d(x, weight, bias, padding=1)  # type: ignore[arg-type]
+            out = F.conv2d(x, *self.inference_kernel(), padding=1)
         return F.leaky_relu(out, 0.05) if self.has_relu else out
 
 
@@ -146,11 +160,9 @@ class SPAN(SRNetwork):
                 module.deploy = deploy
 
     def folded_parameter_count(self) -> int:
-        """Parameters of the folded inference form: each Conv3XC as one 3x3 convolution."""
-        folded = [m for m in self.modules() if isinstance(m, Conv3XC)]
-        in_folded = {id(p) for m in folded for p in m.parameters()}
-        kept = sum(p.numel() for p in self.parameters() if id(p) not in in_folded)
-        return kept + sum(t.numel() for m in folded for t in m.eval_conv.buffers())
+        """Parameters of the folded inference form: each Conv3XC as one 3x3 convolution
+        (:func:`src.archs.reparam.fused_parameter_count`)."""
+        return fused_parameter_count(self)
 
     @torch.no_grad()
     def fold(self) -> None:

@@ -1,6 +1,7 @@
 """``python -m src.models``: print the model zoo table (see :mod:`src.models.zoo`);
 ``python -m src.models efficiency model=<name> ...``: the NTIRE efficiency protocol for one
-network (see :mod:`src.models.efficiency`); ``python -m src.models choices``: the settings with
+network (see :mod:`src.models.efficiency`), with ``challenge=`` a challenge's score (see
+:mod:`src.models.challenges`); ``python -m src.models choices``: the settings with
 fixed values and what each network declares (see :func:`src.models.zoo.choices_markdown`)."""
 
 import sys
@@ -8,7 +9,7 @@ import sys
 from src.utils.cli import run_or_explain
 
 if sys.argv[1:2] == ["efficiency"]:
-    from src.models.efficiency import main as efficiency
+    from src.models.challenges import main as efficiency
 
     run_or_explain(lambda: efficiency(sys.argv[2:]))
 elif sys.argv[1:2] == ["choices"]:

@@ -117,7 +117,8 @@ def module_from_checkpoint(
         )
     # A GAN checkpoint is rebuilt as its generator: eval, predict and export use only that.
     config = generator_config(copy.deepcopy(stored))
-    config.update(pretrained=None, pretrained_parts={}, **overrides)
+    # The weights are the checkpoint's; a distilled student is rebuilt without its teacher.
+    config.update(pretrained=None, pretrained_parts={}, teacher=None, **overrides)
     module = hydra.utils.instantiate(config)
     if not isinstance(module, SRModule):
         raise CheckpointError(f"{path}: the stored model config does not build an SRModule")

@@ -4,11 +4,12 @@
 
 Reports, for one ``size`` x ``size`` LR input:
 
-* parameters (trainable; a network with a folded inference form, such as SPAN, also its
-  folded size);
+* parameters (trainable; a network with re-parameterisable blocks, such as SPAN or ECBSR, also
+  the size of its fused inference form: parameters and persistent buffers,
+  :func:`src.archs.reparam.fused_parameter_count`);
 * FLOPs as the challenge counts them, i.e. fvcore's multiply-accumulates of convolutions,
   matrix multiplications and attention (``torch.utils.flop_counter`` counts each as two
-  operations; its figure halved), in G;
+  operations; its figure halved) and its operations of bilinear and nearest upsampling, in G;
 * activations: the elements of every convolution's output, as the challenge's
   ``get_model_activation`` counts them, in M;
 * peak memory of one forward pass: on CUDA ``max_memory_allocated``; on a CPU the rise of the
@@ -19,11 +20,17 @@ Reports, for one ``size`` x ``size`` LR input:
   reference kernel (RLFN x4 on a 256x256 input: 375 s for one pass on an AVX2 CPU, against 2 s
   in fp32); ``bf16=true`` measures it anyway.
 
+FLOPs, activations, peak memory and runtime are measured on the network that inference runs:
+for a network with re-parameterisable blocks, its fused form
+(:func:`src.archs.reparam.fuse_network`, what ``src.eval``, ``src.predict`` and ``src.export``
+run), never the training-time branches.
+
 Memory and speed belong to benchmarks, never to timed tests.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
@@ -40,6 +47,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.archs.base import traits_of
+from src.archs.reparam import fuse_network, fused_parameter_count, is_fusable
 from src.models.zoo import build_net
 from src.utils.complexity import count_parameters
 from src.utils.errors import UserError
@@ -55,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     "runs": 10,
     "device": "cpu",
     "bf16": "auto",
+    "challenge": None,
+    "val_set": None,
+    "pretrained": None,
+    "ckpt_path": None,
 }
 
 
@@ -90,16 +102,39 @@ def bf16_wanted(
 
 
 def folded_parameters(net: nn.Module) -> int | None:
-    """The size of the inference form of a network that folds branches for inference (one
-    with ``folded_parameter_count()``, as SPAN); None for the others."""
-    count = getattr(net, "folded_parameter_count", None)
-    return int(count()) if callable(count) else None
+    """The size of the fused inference form of a network with re-parameterisable blocks
+    (:func:`src.archs.reparam.fused_parameter_count`); None for the others."""
+    return fused_parameter_count(net) if is_fusable(net) else None
 
 
-def count_macs(net: nn.Module, size: int, device: str) -> float:
-    counter = FlopCounterMode(display=False)
+def inference_form(net: nn.Module) -> nn.Module:
+    """What inference runs: the fused copy of a network with re-parameterisable blocks."""
+    return fuse_network(net).eval() if is_fusable(net) else net
+
+
+def per_output_element(operations: int) -> Callable[..., int]:
+    """A ``FlopCounterMode`` formula: ``operations`` per output element, doubled (the counter
+    counts a multiply-accumulate as two and its total is halved here)."""
+
+    def formula(*args: object, out_shape: tuple[int, ...], **kwargs: object) -> int:
+        return 2 * operations * math.prod(out_shape)
+
+    return formula
+
+
+# fvcore, the challenge's counter, also counts upsampling: 4 operations per output element of a
+# bilinear one, 1 of a nearest one (its _DEFAULT_SUPPORTED_OPS); RLFN's and EFDN's attention
+# upsamples bilinearly (0.01 G of EFDN's 16.70 G at 256x256).
+FVCORE_UPSAMPLING = {
+    torch.ops.aten.upsample_bilinear2d: per_output_element(4),
+    torch.ops.aten.upsample_nearest2d: per_output_element(1),
+}
+
+
+def count_macs(net: nn.Module, size: int, device: str, channels: int = 3) -> float:
+    counter = FlopCounterMode(display=False, custom_mapping=FVCORE_UPSAMPLING)
     with counter, torch.no_grad():
-        net(torch.zeros(1, 3, size, size, device=device))
+        net(torch.zeros(1, channels, size, size, device=device))
     return counter.get_total_flops() / 2 / 1e9
 
 
@@ -183,14 +218,15 @@ def measure(
     name: str, scale: int, size: int, runs: int, device_name: str, bf16_setting: str = "auto"
 ) -> Efficiency:
     device = torch.device(device_name)
-    meta = build_net(name, scale, device="meta")
+    meta = inference_form(build_net(name, scale, device="meta"))
     time_bf16, bf16_note = bf16_wanted(bf16_setting, device, meta)
     gmacs = count_macs(meta, size, "meta")
     activations, layers = count_activations(meta, size, "meta")
     net = build_net(name, scale, device=device_name)
+    runs_net = inference_form(net)
     x = torch.rand(1, 3, size, size, device=device)
-    fp32 = forward(net, x, nullcontext())
-    bf16 = forward(net, x, torch.autocast(device.type, dtype=torch.bfloat16))
+    fp32 = forward(runs_net, x, nullcontext())
+    bf16 = forward(runs_net, x, torch.autocast(device.type, dtype=torch.bfloat16))
     peak = peak_memory_mb(fp32, device)
     bf16_ms: float | None = None
     if time_bf16:
@@ -245,13 +281,19 @@ def parse(argv: list[str]) -> dict[str, Any]:
     return settings
 
 
-def main(argv: list[str]) -> None:
+def check_model(settings: dict[str, Any]) -> str:
+    """The ``model=`` of parsed settings, known to the zoo."""
     from src.models.zoo import model_names
 
-    settings = parse(argv)
     name = str(settings["model"])
     if name not in model_names():
         raise UserError(f"model={name}: no such config; known: {', '.join(model_names())}")
+    return name
+
+
+def run(settings: dict[str, Any]) -> Efficiency:
+    """Measure the network of parsed ``settings`` and print its report."""
+    name = check_model(settings)
     numbers = {key: int(settings[key]) for key in ("scale", "size", "runs")}
     bf16 = settings["bf16"]
     settings["bf16"] = bf16 if bf16 == "auto" else "true" if bf16 else "false"
@@ -259,3 +301,13 @@ def main(argv: list[str]) -> None:
     scale, size, runs = numbers["scale"], numbers["size"], numbers["runs"]
     result = measure(name, scale, size, runs, settings["device"], settings["bf16"])
     print(report(result, numbers["scale"], numbers["size"], numbers["runs"], settings["device"]))
+    return result
+
+
+def main(argv: list[str]) -> None:
+    """The report alone; ``python -m src.models efficiency`` runs
+    :func:`src.models.challenges.main`, which adds a challenge's score (``challenge=``)."""
+    settings = parse(argv)
+    if settings["challenge"] is not None:
+        raise UserError("challenge=: scored by src.models.challenges.main")
+    run(settings)

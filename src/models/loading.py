@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from src.archs.base import traits_of
 from src.metrics.registry import DEFAULT_METRICS
 from src.models.checkpoint import module_from_checkpoint, read_checkpoint
+from src.models.onnx_runtime import OnnxGraph, OnnxNetwork
 from src.models.sr_module import SRModule
 from src.utils.config import interpolation_overrides
 from src.utils.runtime import say, warn
@@ -62,7 +63,8 @@ def load_module(
     ``model`` (with ``model.pretrained``); ``channels``: the data's channel count, for the
     settings of ``model`` that read ``data.channels`` (a checkpoint's network has its own).
 
-    The top-level inference options of ``cfg`` and ``overrides`` replace the model's own.
+    The top-level inference options of ``cfg`` and ``overrides`` replace the model's own. A
+    network with re-parameterisable blocks runs fused (:meth:`SRModule.fuse_for_inference`).
     """
     options = {**inference_options(cfg), **overrides}
     if cfg.get("ckpt_path"):
@@ -76,10 +78,27 @@ def load_module(
                 f"no weights given (ckpt_path=... or model.pretrained=...): "
                 f"{type(module.net).__name__} is randomly initialised, so its output means nothing"
             )
+    if module.fuse_for_inference():
+        say(f"{type(module.net).__name__}: re-parameterisable blocks fused for inference")
     note = tiling_note(module)
     if note:
         say(note)
     return module
+
+
+def onnx_scale(cfg: DictConfig, network: OnnxNetwork) -> int:
+    """The scale an ONNX file runs at (its own, whatever ``scale`` says)."""
+    if network.scale != int(cfg.scale):
+        say(f"scale {network.scale} (from the ONNX file)")
+    return network.scale
+
+
+def load_onnx_module(network: OnnxNetwork, cfg: DictConfig, **overrides: Any) -> SRModule:
+    """An SRModule around an ONNX file (fp32 or int8) run by onnxruntime: the file's scale,
+    value_range 1 (the graph holds its own), the top-level inference options of ``cfg`` and
+    ``overrides`` (``src.eval onnx_path=...``)."""
+    options = {**inference_options(cfg), **overrides}
+    return SRModule(OnnxGraph(network), network.scale, value_range=1.0, **options)
 
 
 def tiling_note(module: SRModule) -> str | None:

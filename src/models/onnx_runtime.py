@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from src.models.checkpoint import CheckpointError
 
@@ -80,3 +81,25 @@ class OnnxNetwork:
         if height % SCALE_PROBE:
             raise CheckpointError(f"{self.path}: output size is not a whole multiple of the input")
         return height // SCALE_PROBE
+
+
+class OnnxGraph(nn.Module):
+    """An :class:`OnnxNetwork` as a torch module without parameters: the network an SRModule
+    runs when ``src.eval`` scores an ONNX file (fp32 or int8) through validation. The graph maps
+    [0, 1] to [0, 1] (``value_range`` is inside it), so the module runs with value_range 1."""
+
+    def __init__(self, network: OnnxNetwork):
+        super().__init__()
+        self.network = network
+        self.image_channels = network.channels  # read by src.ops.inference.input_channels
+        self.bytes_per_lr_pixel = network.bytes_per_lr_pixel
+        self.display_name = f"{network.path.name} (onnxruntime)"
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.network(lr)
+
+
+def onnx_file(cfg: Any) -> str | None:
+    """The ONNX file a command runs: ``onnx_path``, or a ``ckpt_path`` ending in .onnx."""
+    path = cfg.get("onnx_path") or (cfg.ckpt_path if is_onnx(cfg.get("ckpt_path")) else None)
+    return str(path) if path else None

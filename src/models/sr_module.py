@@ -30,8 +30,18 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 
 from src.archs.base import frames_of, size_multiple_of, traits_of
+from src.archs.reparam import fuse_network, is_fusable
+from src.io.tensors import PretrainedWeightsError
 from src.metrics.paper import Gray, batch_peak, convention, score_batch
 from src.metrics.registry import DEFAULT_METRICS, build_clip_metrics, build_metrics, columns_of
+from src.models.distillation import (
+    Distillation,
+    Teacher,
+    TeacherSpec,
+    build_distillation,
+    capture_features,
+    distillation_spec,
+)
 from src.models.losses import prepare_weights, torch_loss_arguments
 from src.models.targets import allowed_targets, config_aliases, targets_in
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, call_padded, upscale
@@ -84,6 +94,33 @@ def build_scheduler(
         raise UserError(f"{key}: {error}") from error
 
 
+def import_pretrained(net: nn.Module, source: str, fused: bool) -> str | None:
+    """Import ``model.pretrained`` into the network as built; with ``fused``, a file that does
+    not fit it is returned, to import into the fused form (None: imported)."""
+    from src.models.pretrained import import_weights
+
+    try:
+        import_weights(net, source)
+    except PretrainedWeightsError:
+        if not fused:
+            raise
+        return source
+    return None
+
+
+def import_fused_weights(net: nn.Module, source: str) -> None:
+    """Import a ``model.pretrained`` file that did not fit the training form into the fused one."""
+    from src.models.pretrained import import_weights
+
+    try:
+        import_weights(net, source)
+    except PretrainedWeightsError as error:
+        raise PretrainedWeightsError(
+            f"model.pretrained={source} fits neither the training form of "
+            f"{type(net).__name__} nor its fused form (model.fused=true): {error}"
+        ) from error
+
+
 def plain_value(value: Any) -> Any:
     """An OmegaConf container (what Hydra passes for a list or mapping) as plain data, so that a
     checkpoint's hyper-parameters load with ``weights_only=True``."""
@@ -131,6 +168,9 @@ class SRModule(pl.LightningModule):
         lr_multipliers: dict[str, float] | None = None,
         freeze_steps: dict[str, int] | None = None,
         pretrained_parts: dict[str, str | None] | None = None,
+        fused: bool = False,
+        pruning: dict[str, Any] | None = None,
+        teacher: dict[str, Any] | None = None,
     ):
         super().__init__()
         # Every argument of this constructor and of a subclass's (GANModule's), but the objects.
@@ -178,15 +218,23 @@ class SRModule(pl.LightningModule):
         self.metrics = nn.ModuleDict()
         self.best_psnr_y = MaxMetric().set_dtype(torch.float64)
         self._register_metrics(val_set_names or [])
-        if pretrained:
-            from src.models.pretrained import import_weights
-
-            import_weights(self.net, pretrained)
+        # With ``fused``, a file of the fused form is imported once the network is fused.
+        fused_weights = import_pretrained(self.net, pretrained, fused) if pretrained else None
         for prefix, path in (pretrained_parts or {}).items():
             from src.models.pretrained import import_part
 
             if path is not None:  # null: a recipe's slot left empty
                 import_part(self.net, prefix, path)
+        if fused:
+            self.net = self.fused_copy(self.net)
+            if fused_weights is not None:
+                import_fused_weights(self.net, fused_weights)
+        if pruning is not None:  # src.prune's record: the channels it removed (no code)
+            self.replay_pruning(plain_value(pruning))
+        # model.teacher (src/models/distillation.py), checked here; the teacher is loaded and
+        # given to distil_from by src/models/teachers.py before fitting.
+        self.teacher_spec: TeacherSpec | None = distillation_spec(teacher, self.net, compile)
+        self.distillation: Distillation | None = None
         self.ema = ema_copy(self.net, ema_decay)
 
     def _register_metrics(self, val_set_names: list[str]) -> None:
@@ -290,6 +338,41 @@ class SRModule(pl.LightningModule):
             tile_memory_mb=self.tile_memory_mb,
         )
 
+    def fused_copy(self, net: nn.Module) -> nn.Module:
+        """``net`` with its re-parameterisable blocks fused (:mod:`src.archs.reparam`), in this
+        module's memory layout."""
+        if not is_fusable(net):
+            raise UserError(
+                f"model.fused=true: {type(net).__name__} has no re-parameterisable block to fuse "
+                "(none defines fuse()); set model.fused=false"
+            )
+        fused = fuse_network(net)
+        if self.channels_last:
+            fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return fused
+
+    def replay_pruning(self, record: dict[str, Any]) -> None:
+        """Cut the freshly built network to the shapes ``record`` describes
+        (:func:`src.models.pruning.replay`), so that a pruned checkpoint's weights load."""
+        from src.models.pruning import replay
+
+        replay(self.net, record)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def fuse_for_inference(self) -> bool:
+        """Replace the network and its EMA copy by their fused forms, as ``model.fused=true``
+        builds them (what eval, predict and export run); False, and nothing done, where there
+        is nothing to fuse (or it is fused already)."""
+        if not is_fusable(self.net):
+            return False
+        self.net = self.fused_copy(self.net)
+        if self.ema is not None:
+            self.ema.module = self.fused_copy(self.ema.module)
+        self._compiled_net = None
+        self.hparams["fused"] = True  # the config that rebuilds this module builds it fused
+        return True
+
     @property
     def has_trainable_parameters(self) -> bool:
         return any(p.requires_grad for p in self.net.parameters())
@@ -326,8 +409,13 @@ class SRModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         lr, hr = self.training_pair(batch)
-        sr = self.run_net(lr, self.training_net())
+        layers = self.distillation.student_layers if self.distillation is not None else []
+        with capture_features(self.net, layers) as student_features:
+            sr = self.run_net(lr, self.training_net())
         loss = self.loss(sr, hr)
+        if self.distillation is not None:  # the teacher runs once, for all its terms
+            loss = loss + self.distillation(lr, sr, student_features)
+            self.log_loss_terms(self.distillation)
         if not torch.isfinite(loss):
             self._on_nonfinite_loss(loss)
             return None  # Lightning skips the optimiser step for this batch
@@ -346,6 +434,28 @@ class SRModule(pl.LightningModule):
             )
         self.skipped_batches += 1
         warnings.warn(f"non-finite loss at step {step}: batch skipped", stacklevel=2)
+
+    def distil_from(self, teacher: Teacher) -> Distillation:
+        """Learn from ``teacher`` (loaded by :func:`src.models.teachers.attach_teacher`) as
+        ``model.teacher`` says: its terms join the loss, its feature adapters these children."""
+        if self.teacher_spec is None:
+            raise UserError("model.teacher names no teacher: there is nothing to distil from")
+        self.distillation = build_distillation(
+            self.teacher_spec, teacher, self.net, self.value_range
+        )
+        return self.distillation
+
+    def setup(self, stage: str) -> None:
+        # Before the optimiser and a resumed state (which holds the adapters) are set up.
+        if stage == "fit" and self.teacher_spec is not None and self.distillation is None:
+            raise UserError(
+                "model.teacher is set but no teacher was loaded: train with python -m src.train, "
+                "or call src.models.teachers.attach_teacher(module) before trainer.fit"
+            )
+
+    def on_fit_start(self) -> None:
+        if self.distillation is not None:  # the teacher is no child: it moves on its own
+            self.distillation.teacher.to(self.device)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -391,6 +501,8 @@ class SRModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         params: Any = self.parameter_groups() if self.lr_multipliers else self.net.parameters()
+        if self.distillation is not None:  # the feature adapters learn with the network
+            params = self.distillation.parameter_groups(params)
         optimizer = build_optimizer(self.optimizer_factory, params, "model.optimizer")
         if self.scheduler_factory is None:
             return optimizer

@@ -156,6 +156,23 @@ class TrainerSettings:
 
 
 @dataclass
+class PruneTrainerSettings(TrainerSettings):
+    """``src.prune``'s trainer: ``max_steps=0`` prunes without fine-tuning."""
+
+    max_steps: NonNegativeInt
+
+
+@dataclass
+class PruneSettings:
+    """``python -m src.prune`` (src/prune.py): the fraction of ``target`` to remove."""
+
+    ratio: OpenUnitInterval
+    target: Literal["params", "flops"]
+    importance: Literal["activation", "l1", "l2"]
+    fuse: bool
+
+
+@dataclass
 class ModelSettings:
     value_range: PositiveFloat | None
     channels_last: bool
@@ -178,6 +195,12 @@ class ModelSettings:
     pretrained_parts: dict[str, str | None]
     # RealBasicVSR's cleaning loss (GANModule).
     clean_weight: NonNegativeFloat
+    # The network in its fused inference form (src/archs/reparam.py).
+    fused: bool
+    # What src.prune removed, {removed: [[module, out|in, [channels]]]} (src/models/pruning.py).
+    pruning: Section | None
+    # Distillation from a frozen teacher (src/models/distillation.py; keys: TeacherSettings).
+    teacher: Section | None
 
 
 @dataclass
@@ -244,6 +267,14 @@ class ExportSettings:
     sample_size: Annotated[int, Range(low=8)]
     verify: bool
     overwrite: bool
+    quantize: Literal["int8"] | None
+    calibration: str | None
+    calibration_downscale: bool
+    calibration_patches: PositiveInt
+    calibration_size: Annotated[int, Range(low=8)]
+    calibration_seed: NonNegativeInt
+    calibration_method: Literal["minmax", "percentile"]
+    quantize_keep_float: list[str]
 
 
 @dataclass
@@ -271,6 +302,12 @@ class EfficiencySettings:
     runs: PositiveInt
     device: Literal["cpu", "cuda", "mps"] | Annotated[str, Pattern(r"cuda:\d+", "cuda:N")]
     bf16: Literal["auto"] | bool
+    # The NTIRE challenge whose score to print (src/models/challenges.py names them), and the
+    # PSNR floor's set and weights.
+    challenge: str | None
+    val_set: str | None
+    pretrained: str | None
+    ckpt_path: str | None
 
 
 @dataclass
@@ -306,6 +343,7 @@ class TrainRun:
 @dataclass
 class EvalRun:
     ckpt_path: str | None
+    onnx_path: str | None
     metrics: list[str]
     metric_weights: str
     published: str | None
@@ -342,6 +380,29 @@ class LossTermSchema:
     loss: Section
 
 
+@dataclass
+class TeacherSettings:
+    """``model.teacher`` (:mod:`src.models.distillation`): the teacher (a checkpoint, or a
+    ``conf/model`` name with weights) and the distillation terms' weights; the pairs' values are
+    checked where they are read."""
+
+    ckpt_path: str | None
+    model: str | None
+    pretrained: str | None
+    weight: NonNegativeFloat
+    criterion: Literal["l1", "l2"]
+    features: list[Section]
+
+
+@dataclass
+class FeaturePairSchema:
+    """One entry of ``model.teacher.features``."""
+
+    student: str
+    teacher: str
+    weight: NonNegativeFloat
+
+
 # Which schema each part of each entry config follows ("" is the top level; ``*`` is any key of
 # a mapping whose entries are named freely, such as the loggers).
 SCHEMAS: dict[str, list[tuple[str, type]]] = {
@@ -353,6 +414,8 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
         ("paths", PathSettings),
         ("model.loss.terms.*", LossTermSchema),
         ("model.discriminator.loss.terms.*", LossTermSchema),
+        ("model.teacher", TeacherSettings),
+        ("model.teacher.features", FeaturePairSchema),
         ("trainer", TrainerSettings),
         ("model", ModelSettings),
         ("model", InferenceSettings),
@@ -400,6 +463,14 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
         ("paths", PathSettings),
     ],
 }
+# src.prune fine-tunes as src.train does, with its own settings and max_steps=0 allowed.
+SCHEMAS["prune"] = [
+    *(
+        (path, PruneTrainerSettings if schema is TrainerSettings else schema)
+        for path, schema in SCHEMAS["train"]
+    ),
+    ("", PruneSettings),
+]
 # The command each entry config belongs to, for messages.
 COMMANDS = {task: f"src.{task}" for task in SCHEMAS}
 
@@ -559,6 +630,12 @@ def check_cross_fields(plain: dict[str, Any]) -> None:
             "discriminator= needs the GAN module: model._target_=src.models.gan_module.GANModule "
             "(the experiments esrgan_x4, realesrgan_x4 and realesrgan_compact_x4 set both)"
         )
+    teacher = model.get("teacher")
+    if gan and isinstance(teacher, dict) and (teacher.get("ckpt_path") or teacher.get("model")):
+        raise ConfigValueError(
+            "model.teacher: distillation is for PSNR training (SRModule); the GAN module does "
+            "not distil. Distil the PSNR stage, then fine-tune it with the GAN"
+        )
     if gan and trainer.get("gradient_clip_val") is not None:
         raise ConfigValueError(
             "trainer.gradient_clip_val does not apply to GAN training (manual optimisation); use "
@@ -572,7 +649,8 @@ def check_cross_fields(plain: dict[str, Any]) -> None:
             "model.ema_decay (LDL uses 0.999)"
         )
     steps, interval = trainer.get("max_steps"), trainer.get("val_check_interval")
-    if isinstance(steps, int) and isinstance(interval, int) and interval > steps:
+    # max_steps=0 (src.prune: prune only) runs no step, so no interval is too long.
+    if isinstance(steps, int) and isinstance(interval, int) and 0 < steps < interval:
         raise ConfigValueError(
             f"trainer.val_check_interval ({interval}) is larger than trainer.max_steps "
             f"({steps}): no validation would run"
@@ -737,7 +815,12 @@ def check_arguments(values: dict[str, Any], schema: type, command: str) -> None:
     for key in values:
         if key not in known:
             raise unknown_key_error(key, "", known, f"{command} takes no such argument")
-    missing = [name for name in sorted(known) if values.get(name) is None]
+    hints = get_type_hints(schema, include_extras=True)
+    missing = [
+        name
+        for name in sorted(known)
+        if values.get(name) is None and not matches(None, hints[name])  # null: optional
+    ]
     if missing:
         raise ConfigValueError(f"{command}: give {missing[0]}=...")
     check_section(values, schema, "")
