@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install train test test-slow test-all lint format bench bench-cache bench-eval bench-degradation bench-gan bench-depth zoo leaderboard reproduce clean
+.PHONY: help install train test test-slow test-all lint format bench bench-cache bench-eval bench-degradation bench-gan bench-depth bench-quantize efficient-recipe zoo leaderboard reproduce clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,12 @@ bench-gan: install  ## a GAN training step (Real-ESRGAN compact recipe) against 
 
 bench-eval: install  ## evaluation speed: the scorer and src.eval per set, in ms per megapixel
 	$(PY) -m bench.eval $(ARGS)
+
+bench-quantize: install  ## int8 (ONNX Runtime) vs fp32 ONNX and torch: PSNR on Set5/Set14/B100 and CPU latency (needs ../shared)
+	$(PY) -m bench.quantize $(ARGS)
+
+efficient-recipe: install  ## the efficient-SR path on this CPU: train, distil, fuse, prune, fine-tune, int8; one table (needs ../shared)
+	$(PY) -m bench.efficient_recipe $(ARGS)
 
 zoo: install  ## the model zoo table: parameters, GFLOPs and CPU latency of every model config
 	$(PY) -m src.models $(ARGS)

@@ -108,9 +108,41 @@ def test_video_benchmark_gives_bf16_rates_beside_fp32():
 def test_video_benchmark_runs_bf16_when_asked(capsys: pytest.CaptureFixture[str], monkeypatch):
     from bench import video
 
-    argv = ["bench.video", "--size", "16x12", "--frames", "2", "--models", "edsr", "--bf16"]
+    argv = ["bench.video", "--size", "64x48", "--frames", "2", "--models", "edsr", "--bf16"]
     monkeypatch.setattr("sys.argv", [*argv, "always", "--predict-args", "model.net.num_blocks=1"])
     video.main()
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| EDSR |"))
     assert float(row.split("|")[7]) > 0 and "precision=bf16" in out
+
+
+def test_efficient_recipe_table_has_one_row_per_step():
+    from bench.efficient_recipe import Row, table
+
+    psnr = {"Set5": 35.1, "Set14": 31.5, "B100": 30.6}
+    rows = table(
+        [
+            Row("2. distilled", psnr, 44604, 0.75, 18.04, "torch fp32"),
+            Row("6. int8", psnr, None, None, 14.3, "ORT int8"),
+        ]
+    )
+    assert "| 2. distilled | 35.10 | 31.50 | 30.60 | 44,604 | 0.75 | 18.0 | torch fp32 |" in rows
+    assert "| 6. int8 | 35.10 | 31.50 | 30.60 | - | - | 14.3 | ORT int8 |" in rows
+
+
+@pytest.mark.slow
+def test_efficient_recipe_runs_every_step(
+    tmp_path, shared_data, shared_weights, capsys: pytest.CaptureFixture[str], monkeypatch
+):
+    """The whole path on a few steps: train, distil, fuse, prune, fine-tune, int8, scored."""
+    from bench import efficient_recipe
+
+    teacher = shared_weights / "bytedance_RLFN" / "rlfn_x2.pth"
+    argv = ["efficient_recipe", "--data-dir", str(shared_data), "--teacher", str(teacher)]
+    argv += ["--out", str(tmp_path), "--steps", "4", "--finetune-steps", "2", "--runs", "1"]
+    monkeypatch.setattr("sys.argv", argv)
+    efficient_recipe.main()
+    out = capsys.readouterr().out
+    for step in ("1. student", "2. distilled", "3. fused", "4. pruned", "5. pruned", "6. int8"):
+        assert f"| {step}" in out
+    assert (tmp_path / "6_int8.onnx").is_file()
