@@ -134,3 +134,30 @@ def test_readme_choices_and_declarations_are_the_generated_tables() -> None:
     start = text.index(CHOICES_HEADING)
     section = text[start : text.index("\n### ", start + 1)]
     assert choices_markdown() in section, "README: rerun `python -m src.models choices`"
+
+
+RECIPES_HEADING = "### Recipes (`conf/experiment`)"
+
+
+def recipes_section(text: str) -> str:
+    start = text.index(RECIPES_HEADING)
+    return text[start : text.index("\n### ", start + 1)]
+
+
+def test_readme_recipe_table_is_the_generated_one() -> None:
+    from src.models.recipes import recipes_markdown
+
+    assert recipes_markdown() in recipes_section(_readme()), (
+        "README: rerun `python -m src.models recipes`"
+    )
+
+
+def test_the_recipe_check_fails_on_a_missing_experiment(monkeypatch) -> None:
+    from src.models import recipes
+
+    table = recipes.recipes_markdown()
+    names = recipes.experiment_names()
+    monkeypatch.setattr(recipes, "experiment_names", lambda: names[:-1])
+    shorter = recipes.recipes_markdown()
+    assert shorter != table and f"| {names[-1]} |" not in shorter
+    assert f"| {names[-1]} |" in table
