@@ -23,6 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.io.images import images_in_folder
 from src.io.media import same_file
 from src.models.exporting import (
     check_opset,
@@ -36,7 +37,6 @@ from src.models.quantization import (
     CalibrationSettings,
     Int8Export,
     QuantizeSettings,
-    calibration_files,
     export_int8_onnx,
 )
 from src.models.sr_module import SRModule
@@ -102,7 +102,7 @@ def check_quantize(cfg: DictConfig) -> None:
             f"quantize={cfg.quantize} needs calibration=<folder of images> to set the "
             f"activation ranges from"
         )
-    calibration_files(Path(str(cfg.calibration)))
+    images_in_folder(Path(str(cfg.calibration)), "calibration")
 
 
 def calibration_settings(cfg: DictConfig, scale: int) -> CalibrationSettings:

@@ -34,8 +34,8 @@ from src.io.images import (
     PixelFormat,
     bit_depth_of,
     decode,
+    images_in_folder,
     is_single_channel,
-    list_images,
     to_format,
 )
 from src.metrics.niqe import BLOCK as NIQE_BLOCK
@@ -50,16 +50,6 @@ from src.utils.runtime import say
 from src.utils.schema import check_config
 
 SUFFIX = re.compile(r"^[_\-. ]?[A-Za-z0-9_\-. ]{0,24}$")
-
-
-def folder_images(path: str, key: str) -> list[Path]:
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UserError(f"{key}={path}: no such folder")
-    files = list_images(folder)
-    if not files:
-        raise UserError(f"{key}={path}: no images in it")
-    return files
 
 
 def names_match(prediction: str, reference: str) -> bool:
@@ -201,7 +191,7 @@ def score(cfg: DictConfig) -> list[dict[str, Any]]:
     metrics = list(cfg.metrics or [])
     if not metrics:
         raise UserError("metrics must name at least one metric, e.g. metrics=[psnr,ssim]")
-    predictions = folder_images(str(cfg.pred), "pred")
+    predictions = images_in_folder(Path(str(cfg.pred)), "pred")
     full_reference = [m for m in metrics if m not in EXTRA or EXTRA[m].needs_reference]
     if cfg.gt is None and full_reference:
         raise UserError(f"metrics {full_reference} compare with HR images: give gt=DIR")
@@ -209,7 +199,7 @@ def score(cfg: DictConfig) -> list[dict[str, Any]]:
     extra = build_metrics(metrics, str(cfg.metric_weights), cache)
     references: list[Path | None]
     if cfg.gt is not None:
-        pairs = pair_with_reference(predictions, folder_images(str(cfg.gt), "gt"))
+        pairs = pair_with_reference(predictions, images_in_folder(Path(str(cfg.gt)), "gt"))
         predictions, references = [p for p, _ in pairs], [r for _, r in pairs]
     else:
         references = [None] * len(predictions)

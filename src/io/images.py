@@ -248,6 +248,16 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def images_in_folder(folder: Path, key: str) -> list[Path]:
+    """:func:`list_images` of the folder the option ``key`` names, or one error naming both."""
+    if not folder.is_dir():
+        raise UserError(f"{key}={folder}: no such folder (give a folder of images)")
+    files = list_images(folder)
+    if not files:
+        raise UserError(f"{key}={folder}: no image files in it")
+    return files
+
+
 @contextmanager
 def header_only_pil() -> Iterator[None]:
     """Pillow without its decompression-bomb guard, for reading headers (size, EXIF) only: the

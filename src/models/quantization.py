@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from src.io.images import ImageReadError, list_images, read_rgb
+from src.io.images import ImageReadError, images_in_folder, read_rgb
 from src.models.exporting import (
     DEFAULT_OPSET,
     VERIFY_SHAPES,
@@ -108,16 +108,6 @@ class Agreement:
     inputs: int
 
 
-def calibration_files(folder: Path) -> list[Path]:
-    """The image files of ``folder``, or raise naming it."""
-    if not folder.is_dir():
-        raise QuantizationError(f"calibration={folder}: no such folder (give a folder of images)")
-    files = list_images(folder)
-    if not files:
-        raise QuantizationError(f"calibration={folder}: no image files in it")
-    return files
-
-
 def lr_image(path: Path, scale: int, downscale: bool) -> np.ndarray:
     """The LR (H, W, 3) uint8 image a calibration file gives (see :class:`CalibrationSettings`)."""
     pixels = read_rgb(path)
@@ -130,7 +120,7 @@ def lr_images(
     """Up to ``wanted`` LR images of the calibration folder, taken in an order drawn from
     ``rng``, each decoded once; images smaller than a patch are passed over, and none left is
     an error. A large folder is not decoded whole."""
-    files = calibration_files(settings.folder)
+    files = images_in_folder(settings.folder, "calibration")
     images: list[np.ndarray] = []
     for index in rng.permutation(len(files)):
         if len(images) == wanted:
