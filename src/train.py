@@ -29,6 +29,7 @@ from src.models.sr_module import SRModule
 from src.models.teachers import attach_teacher
 from src.ops.inference import input_channels
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils import resume
 from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.config import in_multirun, interpolation_overrides
 from src.utils.errors import UserError
@@ -115,8 +116,9 @@ def build(
     # Before fit: the adapters must exist for the optimiser and a resumed checkpoint's state.
     attach_teacher(model)
     precision = resolve_precision(cfg, model)
-    callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True))
     loggers = build_loggers(cfg.get("logger"))
+    progress_bar = cfg.trainer.get("enable_progress_bar", True)
+    callbacks = build_callbacks(cfg.get("callbacks"), progress_bar, logging=bool(loggers))
     trainer = build_trainer(cfg.trainer, precision=precision, logger=loggers, callbacks=callbacks)
     return datamodule, model, trainer
 
@@ -144,26 +146,34 @@ def report(
         say(f"  checkpoints: {checkpoint.dirpath}")  # type: ignore[attr-defined]
 
 
-def newest_last_checkpoint(cfg: DictConfig) -> Path:
-    """``ckpt_path=last``: the newest ``last.ckpt`` among earlier runs of this task."""
+def resume_target(cfg: DictConfig) -> Path | None:
+    """The checkpoint ``ckpt_path`` names: a path, ``last`` (the newest earlier run of this
+    task) or ``auto`` (the newest earlier run of this config, or None: start fresh)."""
+    requested = str(cfg.get("ckpt_path"))
     runs = Path(cfg.paths.log_dir) / cfg.task_name
-    current = Path(cfg.paths.output_dir).resolve()
-    candidates = [
-        p for p in runs.rglob("checkpoints/last.ckpt") if p.parents[1].resolve() != current
-    ]
-    if not candidates:
-        raise CheckpointError(f"ckpt_path=last: no earlier run with a last.ckpt under {runs}")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    if requested == resume.LAST:
+        found = resume.newest_run(cfg)
+        if found is None:
+            raise CheckpointError(f"ckpt_path=last: no earlier run with a last.ckpt under {runs}")
+        return found
+    if requested != resume.AUTO:
+        return Path(requested)
+    earlier = resume.newest_run_of_this_config(cfg)
+    if earlier.checkpoint is None:
+        others = f" ({earlier.other_configs} with another config)" if earlier.other_configs else ""
+        say(f"ckpt_path=auto: no earlier run of this config under {runs}{others}; starting fresh")
+    return earlier.checkpoint
 
 
 def resume_path(cfg: DictConfig) -> str | None:
     """The checkpoint to resume from, checked readable first (a corrupt file is named)."""
-    requested = cfg.get("ckpt_path")
-    if not requested:
+    if not cfg.get("ckpt_path"):
         return None
-    path = newest_last_checkpoint(cfg) if requested == "last" else Path(requested)
-    read_checkpoint(path)  # raises CheckpointError naming the file if missing or corrupt
-    say(f"resuming from {path}")
+    path = resume_target(cfg)
+    if path is None:
+        return None
+    checkpoint = read_checkpoint(path)  # a CheckpointError naming the file: missing or corrupt
+    say(f"resuming from {path} (step {checkpoint.get('global_step', '?')})")
     return str(path)
 
 

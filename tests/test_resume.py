@@ -142,3 +142,63 @@ def test_the_best_validation_before_a_resume_is_still_the_best_after(folder: Pat
     assert last_logged(runs / "b", "val/psnr_y") == pytest.approx(second, abs=1e-4)
     assert last_logged(runs / "b", "val/psnr_y_best") == pytest.approx(first, abs=1e-4)
     assert f"best PSNR_Y {first:.4f} dB" in resumed.stdout
+
+
+def auto_args(folder: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        *TINY,
+        "data=folder",
+        f"data.root={folder}",
+        "trainer.val_check_interval=2",
+        "scheduler=constant",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *extra,
+    ]
+
+
+def test_ckpt_path_auto_without_an_earlier_run_starts_fresh_and_says_so(
+    folder: Path, tmp_path: Path
+):
+    args = auto_args(folder, tmp_path, "trainer.max_steps=2", "ckpt_path=auto")
+    result = run_module("src.train", args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ckpt_path=auto: no earlier run of this config" in result.stdout
+    assert "resuming from" not in result.stdout
+
+
+def test_ckpt_path_auto_resumes_the_newest_run_of_the_same_config(folder: Path, tmp_path: Path):
+    runs = tmp_path / "logs" / "train" / "runs"
+    same = auto_args(folder, tmp_path, "model.optimizer.lr=0.001")
+    other = auto_args(folder, tmp_path, "model.optimizer.lr=0.002")
+    first = run_module("src.train", [*same, "trainer.max_steps=2", f"hydra.run.dir={runs}/a"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    # Newer, but another config: not the one to resume.
+    newer = run_module("src.train", [*other, "trainer.max_steps=4", f"hydra.run.dir={runs}/b"])
+    assert newer.returncode == 0, newer.stderr[-2000:]
+    resumed = run_module(
+        "src.train",
+        [*same, "trainer.max_steps=4", "ckpt_path=auto", f"hydra.run.dir={runs}/c"],
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {runs / 'a' / 'checkpoints' / 'last.ckpt'} (step 2)" in resumed.stdout
+    rows = list(csv.DictReader((runs / "c" / "metrics.csv").open()))
+    assert max(int(r["step"]) for r in rows) >= 2, "the resumed run must go on from step 2"
+
+
+@pytest.mark.slow
+def test_ckpt_path_auto_resumes_each_sweep_trial_from_its_own_trial(folder: Path, tmp_path: Path):
+    multiruns = tmp_path / "logs" / "train" / "multiruns"
+    sweep = ["-m", "model.optimizer.lr=0.001,0.002"]
+    args = auto_args(folder, tmp_path)
+    first = run_module(
+        "src.train", [*sweep, *args, "trainer.max_steps=2", f"hydra.sweep.dir={multiruns}/a"]
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_module(
+        "src.train",
+        [*sweep, *args, "trainer.max_steps=4", "ckpt_path=auto", f"hydra.sweep.dir={multiruns}/b"],
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    for job in ("0", "1"):
+        earlier = multiruns / "a" / job / "checkpoints" / "last.ckpt"
+        assert f"resuming from {earlier} (step 2)" in again.stdout

@@ -211,3 +211,12 @@ def test_compiled_training_writes_plain_checkpoints(hr_folder: Path, tmp_path: P
     assert math.isfinite(metrics["train/loss"])
     module = module_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", compile=False)
     assert not any("_orig_mod" in key for key in module.state_dict())
+
+
+def test_a_run_without_a_logger_trains_with_the_default_callbacks(tmp_path: Path):
+    # The default callbacks hold a learning-rate monitor, which Lightning refuses without a
+    # logger: logger=none drops it instead of stopping with a traceback.
+    args = [*TINY, "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    result = run_module("src.train", [*args, f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, open_dict
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -77,12 +77,18 @@ def close_loggers() -> None:
             wandb.finish()
 
 
-def build_callbacks(config: DictConfig | None, progress_bar: bool = True) -> list[pl.Callback]:
-    """Instantiate the ``callbacks`` group; progress bars only when ``progress_bar`` is on."""
+def build_callbacks(
+    config: DictConfig | None, progress_bar: bool = True, logging: bool = True
+) -> list[pl.Callback]:
+    """Instantiate the ``callbacks`` group; progress bars only when ``progress_bar`` is on, and
+    the learning-rate monitor, which only feeds loggers (Lightning refuses it without one), only
+    when ``logging`` is."""
     callbacks = [hydra.utils.instantiate(c) for _, c in (config or {}).items()]
-    if progress_bar:
-        return callbacks
-    return [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not progress_bar:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not logging:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
 
 
 def build_trainer(config: DictConfig, **kwargs: Any) -> pl.Trainer:
