@@ -25,6 +25,7 @@ import io
 import logging
 import math
 import re
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ log = logging.getLogger("srlab.leaderboard")
 OUTPUT_NAMES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png")
 SET_COLUMN = re.compile(r"^val/(?P<set>.+)/psnr_y$")
 COMPLETED = "completed"
+# The key a sweep over seeds varies: its runs are also shown as means and spreads.
+SEED_KEY = "seed"
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,98 @@ def write_leaderboard(root: Path, runs: list[Run], with_plot: bool = True) -> st
     return text
 
 
+# --- runs that differ only in some keys (seeds), as one row each --------------------------------
+@dataclass
+class Group:
+    """Completed runs whose overrides are equal once the keys averaged over are left out."""
+
+    overrides: list[str]
+    runs: list[Run]
+
+
+def without_keys(overrides: list[str], keys: list[str]) -> list[str]:
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys]
+
+
+def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
+    """The completed, scored runs grouped by their overrides less ``keys``, best mean first."""
+    groups: dict[tuple[str, ...], Group] = {}
+    for run in runs:
+        if run.status != COMPLETED or run.best is None:
+            continue
+        own = without_keys(run.overrides, keys)
+        groups.setdefault(tuple(sorted(own)), Group(own, [])).runs.append(run)
+    for group in groups.values():  # each group's runs in the order of their values of ``keys``
+        group.runs.sort(key=lambda r: sorted(set(r.overrides) - set(group.overrides)))
+    return sorted(groups.values(), key=lambda g: -statistics.fmean(psnr_values(g.runs, None)))
+
+
+def psnr_values(runs: list[Run], set_name: str | None) -> list[float]:
+    """Each run's best PSNR_Y, overall (``set_name`` None) or on one set (missing: skipped)."""
+    scores = [run.best if set_name is None else run.sets.get(set_name) for run in runs]
+    return [score.psnr_y for score in scores if score is not None]
+
+
+def mean_and_spread(values: list[float]) -> str:
+    """``mean (sd s)``: the sample standard deviation (n - 1), none for a single value."""
+    if not values:
+        return ""
+    mean = f"{statistics.fmean(values):.4f}"
+    return f"{mean} (sd {statistics.stdev(values):.4f})" if len(values) > 1 else mean
+
+
+def grouped_markdown(groups: list[Group], keys: list[str], root: Path) -> str:
+    """One row per group: its overrides, the runs' values of ``keys``, and per set the mean
+    and spread of the best PSNR_Y, then every run's value."""
+    common, own = split_overrides([Run(Path(), "", "", g.overrides) for g in groups])
+    sets = set_names([run for group in groups for run in group.runs]) or [""]
+    header = ["overrides", "runs", *keys]
+    header += [f"{name or 'all'} PSNR_Y mean (sd)" for name in sets]
+    header += [f"{name or 'all'} PSNR_Y per run" for name in sets]
+    rows = []
+    for group, overrides in zip(groups, own, strict=True):
+        values = {
+            k: [dict(o.split("=", 1) for o in r.overrides).get(k, "") for r in group.runs]
+            for k in keys
+        }
+        cells = [" ".join(overrides) or "(none)", str(len(group.runs))]
+        cells += [", ".join(values[k]) for k in keys]
+        cells += [mean_and_spread(psnr_values(group.runs, name or None)) for name in sets]
+        cells += [
+            ", ".join(f"{v:.4f}" for v in psnr_values(group.runs, name or None)) for name in sets
+        ]
+        rows.append(cells)
+    title = (
+        f"Runs of `{root}` grouped over {', '.join(f'`{k}`' for k in keys)}: {len(groups)} "
+        f"group{'s' if len(groups) != 1 else ''} of completed runs; best validation PSNR_Y "
+        "(dB), mean and sample standard deviation (n - 1), then each run's value in the order "
+        "of the column before."
+    )
+    shared = ["Shared overrides: " + " ".join(f"`{o}`" for o in common), ""] if common else []
+    return "\n".join([title, "", *shared, markdown_table(header, rows)]) + "\n"
+
+
+def grouped_name(keys: list[str]) -> str:
+    return "leaderboard_over_" + "_".join(k.replace(".", "-") for k in keys)
+
+
+def write_grouped(root: Path, runs: list[Run], keys: list[str]) -> str | None:
+    """``leaderboard_over_<keys>.md``: the runs grouped over ``keys``; None (nothing written)
+    when no completed run has a score."""
+    groups = group_runs(runs, keys)
+    if not groups:
+        return None
+    text = grouped_markdown(groups, keys, root)
+    write_text_atomic(root / f"{grouped_name(keys)}.md", text)
+    return text
+
+
+def swept_keys(runs: list[Run]) -> set[str]:
+    """The keys whose values differ between the runs."""
+    _, own = split_overrides(runs)
+    return {o.split("=", 1)[0] for overrides in own for o in overrides}
+
+
 # --- Optuna trials -----------------------------------------------------------------------------
 def trial_rows(runs: list[Run], keys: list[str]) -> list[dict[str, Any]]:
     """One row per job in job order: Optuna's state, the objective and each parameter."""
@@ -408,6 +503,9 @@ class SweepSummary(Callback):
             if not runs:
                 return
             print(write_leaderboard(root, runs), flush=True)
+            if SEED_KEY in swept_keys(runs):  # several seeds: their means and spreads too
+                grouped = write_grouped(root, runs, [SEED_KEY])
+                print(grouped or "", flush=True)
             sweeper = OmegaConf.select(config, "hydra.sweeper", default=None) or {}
             if "optuna" in str(sweeper.get("_target_", "")):
                 write_trials(root, runs, [str(k) for k in sweeper.get("params") or {}])
@@ -424,6 +522,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("folder", type=Path, help="a sweep folder, a run folder or outputs/")
     parser.add_argument("--no-plot", action="store_true", help="skip leaderboard.png")
+    parser.add_argument(
+        "--over",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also group runs that differ only in KEY (repeatable; e.g. --over seed): each "
+        "group's mean and spread, into leaderboard_over_<KEY>.md",
+    )
     return parser.parse_args(argv)
 
 
@@ -440,7 +546,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     print(write_leaderboard(root, runs, with_plot=not args.no_plot))
-    written = [str(root / name) for name in OUTPUT_NAMES if (root / name).is_file()]
+    names = list(OUTPUT_NAMES)
+    if args.over:
+        grouped = write_grouped(root, runs, args.over)
+        if grouped is None:
+            print(
+                f"error: no completed run under {root} to group over {args.over}", file=sys.stderr
+            )
+            return 2
+        print(grouped)
+        names.append(f"{grouped_name(args.over)}.md")
+    written = [str(root / name) for name in names if (root / name).is_file()]
     print("written: " + ", ".join(written))
     return 0
 

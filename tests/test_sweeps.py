@@ -434,3 +434,41 @@ def test_the_leaderboard_reads_a_runs_steps_through_the_checkpoint_reader(tmp_pa
     assert checkpoint_steps(tmp_path) == 7
     (folder / "last.ckpt").write_bytes(b"not a checkpoint")
     assert checkpoint_steps(tmp_path) is None  # the logged steps are used instead
+
+
+def test_leaderboard_over_seeds_gives_each_configs_mean_and_spread(tmp_path: Path, capsys):
+    def validation(set5: float, set14: float) -> list[dict[str, object]]:
+        overall = (set5 + set14) / 2
+        row = {"step": 9, "val/psnr_y": overall, "val/ssim_y": 0.9}
+        return [{**row, "val/Set5/psnr_y": set5, "val/Set14/psnr_y": set14}]
+
+    values = {("adam", 1): (30.0, 28.0), ("adam", 2): (31.0, 28.5), ("adam", 3): (32.0, 29.0)}
+    values |= {("prodigy", 1): (33.0, 30.0), ("prodigy", 2): (33.5, 30.5)}
+    for job, ((optimizer, seed), (set5, set14)) in enumerate(values.items()):
+        overrides = ["data=t91", f"optimizer={optimizer}", f"seed={seed}"]
+        fake_run(tmp_path / str(job), overrides, validation(set5, set14), status="completed")
+    fake_run(tmp_path / "9", ["data=t91", "optimizer=lion", "seed=1"], [], status="failed")
+
+    assert leaderboard_main([str(tmp_path), "--over", "seed", "--no-plot"]) == 0
+    table = (tmp_path / "leaderboard_over_seed.md").read_text()
+    assert table in capsys.readouterr().out
+    assert "Shared overrides: `data=t91`" in table
+    rows = [line for line in table.splitlines() if line.startswith("| optimizer=")]
+    # Best mean first; sets in name order (Set14, Set5); sample standard deviation (n - 1).
+    assert rows[0].startswith("| optimizer=prodigy | 2 | 1, 2 | 30.2500 (sd 0.3536) | 33.2500")
+    assert rows[1].startswith("| optimizer=adam | 3 | 1, 2, 3 | 28.5000 (sd 0.5000) | 31.0000")
+    assert rows[1].endswith("| 28.0000, 28.5000, 29.0000 | 30.0000, 31.0000, 32.0000 |")
+    assert "lion" not in table
+
+
+def test_a_sweep_over_seeds_also_writes_their_means(tmp_path: Path):
+    from src.leaderboard import SweepSummary
+
+    for job, seed in enumerate((1, 2)):
+        rows = [{"step": 9, "val/psnr_y": 30.0 + seed, "val/ssim_y": 0.9}]
+        fake_run(tmp_path / str(job), ["scale=2", f"seed={seed}"], rows, status="completed")
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    SweepSummary().on_multirun_end(config)
+    assert (tmp_path / "leaderboard.md").is_file()
+    table = (tmp_path / "leaderboard_over_seed.md").read_text()
+    assert "| scale=2 | 2 | 1, 2 | 31.5000 (sd 0.7071) | 31.0000, 32.0000 |" in table
