@@ -117,12 +117,19 @@ class DISTS(nn.Module):
 
     @torch.no_grad()
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return self.distance(sr, hr)
+
+    def distance(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """Per-image DISTS with gradients flowing to ``sr`` (DISTS as a training loss); the
+        network itself stays frozen and ``hr`` is taken as a constant."""
         self.prepare()
         total = self.alpha.sum() + self.beta.sum()
         alphas = torch.split(self.alpha.flatten() / total, list(CHANNELS))
         betas = torch.split(self.beta.flatten() / total, list(CHANNELS))
         similarity = sr.new_zeros(sr.shape[0])
-        pairs = zip(self.representations(sr), self.representations(hr), strict=True)
+        with torch.no_grad():
+            reference = self.representations(hr)
+        pairs = zip(self.representations(sr), reference, strict=True)
         for (one, other), a, b in zip(pairs, alphas, betas, strict=True):
             texture, structure = similarities(one, other)
             similarity = similarity + (texture * a).sum(dim=1) + (structure * b).sum(dim=1)

@@ -6,6 +6,10 @@ weighted sum of any of them (``conf/loss``).
   ``conv*_*`` layers before theirs (``{conv1_2: 0.1, conv2_2: 0.1, conv3_4: 1, conv4_4: 1,
   conv5_4: 1}``). Its weights are torchvision's ImageNet file, fetched by checksum and cached
   (:mod:`src.io.weights`); ``weights=PATH`` offline; ``weights=random`` for tests only.
+* :class:`DISTSLoss` is DISTS (Ding et al., TPAMI 2020) as a training loss: the metric's network
+  (:mod:`src.metrics.dists`, VGG16 with L2 pooling and the authors' learned alpha/beta), frozen
+  and kept out of the module tree and checkpoints as the VGG is; its files come by the same
+  checksum mechanism (``weights=download|PATH|random``).
 * :class:`GANLoss` gives the discriminator's and the generator's adversarial losses for the
   vanilla (non-saturating), least-squares, hinge, WGAN(-GP) and relativistic-average (ESRGAN)
   formulations, from the discriminator's logits on real and fake images.
@@ -32,6 +36,7 @@ from torch.nn import functional as F
 
 from src.archs.vgg_features import Variant, VGGFeatures
 from src.io.weights import DEFAULT_CACHE, DOWNLOAD, load_weights
+from src.metrics.dists import DISTS
 from src.utils.choices import CRITERIA, GAN_LOSS_KINDS
 from src.utils.construction import RecordsArguments
 from src.utils.schema import OddWindow, describe_type, matches
@@ -103,6 +108,32 @@ class PerceptualLoss(RecordsArguments, nn.Module):
         for name, weight in self.layer_weights.items():
             total = total + weight * self.criterion(fake[name], real[name].detach())
         return total
+
+
+class DISTSLoss(RecordsArguments, nn.Module):
+    """The batch mean of DISTS(sr, hr) (:class:`src.metrics.dists.DISTS`), differentiable in sr.
+
+    As the authors' package does with ``require_grad=True, batch_average=True``. The network is
+    loaded on first use or by :meth:`prepare`, frozen, and kept out of the module tree like
+    :class:`PerceptualLoss`'s VGG: checkpoints do not carry its weights."""
+
+    def __init__(
+        self,
+        weights: str = DOWNLOAD,
+        cache_dir: str = str(DEFAULT_CACHE),
+        key: str = "model.loss.terms.dists.loss.weights",
+    ):
+        super().__init__()
+        self.dists: DISTS
+        object.__setattr__(self, "dists", DISTS(weights, cache_dir, key))  # not a child module
+
+    def prepare(self) -> None:
+        """Load (fetching if needed) VGG16 and DISTS's alpha and beta; once."""
+        self.dists.prepare()
+
+    def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.dists.to(preds.device)
+        return self.dists.distance(preds.flatten(0, -4), target.flatten(0, -4)).mean()
 
 
 GanKind = Literal["vanilla", "lsgan", "hinge", "wgan", "ragan"]
@@ -240,5 +271,5 @@ def torch_loss_arguments(loss: Any) -> dict[str, Any] | None:
 def prepare_weights(module: nn.Module) -> None:
     """Fetch and load the weights of every loss inside ``module`` that needs a file."""
     for child in module.modules():
-        if isinstance(child, PerceptualLoss):
+        if isinstance(child, PerceptualLoss | DISTSLoss):
             child.prepare()
