@@ -74,12 +74,12 @@ def source_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def fine_tune_config(cfg: DictConfig, stored: dict[str, Any]) -> dict[str, Any]:
     """The model config of the fine-tuning: the checkpoint's, with the run's inference options,
-    loss, optimizer and scheduler (and any ``+model.<key>``); no teacher, no weight files (the
-    weights are the pruned network's)."""
+    loss, optimizer, scheduler and batch augmentation (``augment=``; none unless chosen) and any
+    ``+model.<key>``; no teacher, no weight files (the weights are the pruned network's)."""
     if "net" in cfg.model:
         raise UserError("model.net: src.prune prunes the checkpoint's network; leave model.net")
     config = copy.deepcopy(stored)
-    config.update(pretrained=None, pretrained_parts={}, teacher=None)
+    config.update(pretrained=None, pretrained_parts={}, teacher=None, augment=None)
     config.update(inference_options(cfg))
     config.update(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
     if cfg.fuse:

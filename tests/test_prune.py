@@ -393,3 +393,13 @@ def test_the_command_line_refuses_in_one_line(tmp_path: Path, edsr_checkpoint: P
         "src.prune", [f"ckpt_path={edsr_checkpoint}", "ratio=2", f"hydra.run.dir={tmp_path}"]
     )
     assert one_error_line(result) == "error: ratio must be a number > 0 and < 1, got 2"
+
+
+def test_fine_tuning_uses_the_runs_batch_augmentation_not_the_checkpoints(tmp_path: Path):
+    from src.prune import fine_tune_config
+
+    stored = {"scale": 2, "augment": {"seed": 3, "ops": {"cutblur": {"prob": 1.0, "alpha": 0.7}}}}
+    plain = fine_tune_config(compose_config("prune", ["ckpt_path=x.ckpt"], tmp_path), stored)
+    assert plain["augment"] is None
+    chosen = compose_config("prune", ["ckpt_path=x.ckpt", "augment=mixup"], tmp_path)
+    assert set(fine_tune_config(chosen, stored)["augment"]["ops"]) == {"mixup"}

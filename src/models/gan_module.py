@@ -233,8 +233,7 @@ class GANModule(SRModule):
         self.manual_backward(g_loss)
         self._clip(g_opt, self.clip_grad_norm)
         g_opt.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.net)
+        self.update_ema()
         self.log("train/loss", g_loss, prog_bar=True, on_step=True, on_epoch=False)
         for name, value in terms.items():
             self.log(name, value, on_step=True, on_epoch=False)
@@ -286,6 +285,7 @@ class GANModule(SRModule):
         self.log("train/d_fake", fake_logits.detach().mean(), on_step=True, on_epoch=False)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        batch = self.augmented(batch)  # model.augment: one draw for HR and the plain HR
         # Real-ESRGAN sharpens the target of the pixel and perceptual losses only.
         lr, target = self.training_pair(batch)
         _, real = self.training_pair({**batch, "hr": batch.get("hr_plain", batch["hr"])})

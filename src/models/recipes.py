@@ -3,7 +3,7 @@
 Each experiment is composed as ``python -m src.train experiment=<name>`` composes it (nothing is
 instantiated, no data is read) and described by the choices Hydra made for it: the network its
 ``model.net._target_`` builds, the data, degradation, loss, optimiser and scheduler groups, the
-batch augmentation (the ``augment`` group, once there is one; ``none`` until then), the scale and
+batch augmentation (the ``augment`` group, ``conf/augment``; ``none`` when null), the scale and
 the training steps. The README's recipe table is this output; ``tests/test_readme_models.py``
 fails when they differ, so a new experiment cannot be left out of it.
 """

@@ -43,7 +43,16 @@ from src.models.distillation import (
     distillation_spec,
 )
 from src.models.losses import prepare_weights, torch_loss_arguments
+from src.models.optimizers import (
+    adaptive_step_sizes,
+    check_combinations,
+    eval_weights,
+    start_training,
+    stop_training,
+    store_eval_weights,
+)
 from src.models.targets import allowed_targets, config_aliases, targets_in
+from src.ops.batch_augment import AugmentSettings, augment_batch, parse_settings
 from src.ops.inference import DEFAULT_TILE_MEMORY_MB, Tile, call_padded, upscale
 from src.ops.video_inference import ClipInference, stream_upscale, upscale_clip
 from src.utils.choices import SINGLE, WINDOW
@@ -171,6 +180,7 @@ class SRModule(pl.LightningModule):
         fused: bool = False,
         pruning: dict[str, Any] | None = None,
         teacher: dict[str, Any] | None = None,
+        augment: dict[str, Any] | None = None,
     ):
         super().__init__()
         # Every argument of this constructor and of a subclass's (GANModule's), but the objects.
@@ -236,6 +246,10 @@ class SRModule(pl.LightningModule):
         self.teacher_spec: TeacherSpec | None = distillation_spec(teacher, self.net, compile)
         self.distillation: Distillation | None = None
         self.ema = ema_copy(self.net, ema_decay)
+        # model.augment (conf/augment): batch augmentations of training batches only.
+        self.batch_augment: AugmentSettings | None = (
+            parse_settings(plain_value(augment)) if augment is not None else None
+        )
 
     def _register_metrics(self, val_set_names: list[str]) -> None:
         """Metric states for the overall score and each validation set, made up front so that
@@ -407,8 +421,15 @@ class SRModule(pl.LightningModule):
             return lr, hr[:, position]
         return lr, hr
 
+    def augmented(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The training batch under ``model.augment`` (:mod:`src.ops.batch_augment`), drawn from
+        the run's seed, this step and this rank: a resumed run draws as an uninterrupted one."""
+        if self.batch_augment is None:
+            return batch
+        return augment_batch(self.batch_augment, batch, self.global_step, self.global_rank)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        lr, hr = self.training_pair(batch)
+        lr, hr = self.training_pair(self.augmented(batch))
         layers = self.distillation.student_layers if self.distillation is not None else []
         with capture_features(self.net, layers) as student_features:
             sr = self.run_net(lr, self.training_net())
@@ -461,8 +482,39 @@ class SRModule(pl.LightningModule):
         super().optimizer_step(*args, **kwargs)
         # Here, not in on_train_batch_end: checkpoint callbacks run before that hook, and a
         # checkpoint must hold the EMA of every step it has taken (exact resume).
+        self.update_ema()
+
+    def update_ema(self) -> None:
+        """One step of the EMA, of the weights inference would use: a schedule-free
+        optimiser's averaged x, not the y it trains at (src/models/optimizers.py)."""
         if self.ema is not None:
-            self.ema.update_parameters(self.net)
+            with eval_weights(self.fit_optimizers()):
+                self.ema.update_parameters(self.net)
+
+    def fit_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The torch optimisers of the fit this module is in; none outside one."""
+        return list(self._trainer.optimizers) if self._trainer is not None else []
+
+    # Schedule-free optimisers train at y and are validated and saved at x; Prodigy's step.
+    def on_train_start(self) -> None:
+        start_training(self.fit_optimizers())
+        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        check_combinations(self.fit_optimizers(), schedulers, self.net)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        for key, size in adaptive_step_sizes(self.fit_optimizers()).items():
+            self.log(key, size, on_step=True, on_epoch=False)
+
+    def on_train_end(self) -> None:
+        stop_training(self.fit_optimizers())  # the module keeps x after fit
+
+    def on_validation_start(self) -> None:
+        stop_training(self.fit_optimizers())
+
+    def on_validation_end(self) -> None:
+        # After the callbacks' on_validation_end, where checkpoints are written in eval mode.
+        if self.trainer.state.fn == "fit":
+            start_training(self.fit_optimizers())
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The network's parameters, one group per ``lr_multipliers`` prefix (with its scaled
@@ -711,6 +763,7 @@ class SRModule(pl.LightningModule):
         if config is not None:
             meta["model_config"] = config
         checkpoint["srlab"] = meta
+        store_eval_weights(checkpoint, self, self.fit_optimizers())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # torchmetrics keeps metric states out of the state dict: without this a resumed run

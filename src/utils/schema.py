@@ -104,6 +104,7 @@ PositiveFloat = Annotated[float, Range(low=0, low_open=True)]
 NonNegativeFloat = Annotated[float, Range(low=0)]
 OpenUnitInterval = Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
 UnitInterval = Annotated[float, Range(low=0, high=1, high_open=True)]
+Probability = Annotated[float, Range(low=0, high=1)]
 OnBadImage = Literal["error", "skip"]
 # Training precisions. The "-true" ones (bf16-true, 16-true, 64-true) are not offered: Lightning
 # casts every validation batch to their dtype, so bf16-true would score HR images rounded to
@@ -201,6 +202,8 @@ class ModelSettings:
     pruning: Section | None
     # Distillation from a frozen teacher (src/models/distillation.py; keys: TeacherSettings).
     teacher: Section | None
+    # Batch augmentations (src/ops/batch_augment.py, conf/augment; keys: AugmentSchema).
+    augment: Section | None
 
 
 @dataclass
@@ -209,6 +212,28 @@ class OptimizerSettings:
     weight_decay: NonNegativeFloat
     betas: list[UnitInterval]
     momentum: UnitInterval
+    eps: NonNegativeFloat | None  # Prodigy: null steps by atan2 instead
+    # Schedule-free (conf/optimizer/adamw_schedulefree.yaml): its own linear warm-up.
+    warmup_steps: NonNegativeInt
+    # Prodigy: the initial distance estimate, its multiplier, its per-step growth limit.
+    d0: PositiveFloat
+    d_coef: PositiveFloat
+    growth_rate: PositiveFloat
+    safeguard_warmup: bool
+    # SOAP: steps between refreshes of the preconditioner's eigenbasis.
+    precondition_frequency: PositiveInt
+
+
+@dataclass
+class SchedulerSettings:
+    """``scheduler=warmup_cosine|wsd`` (src/models/optimizers.py); torch's own schedulers check
+    their arguments themselves."""
+
+    total_steps: PositiveInt
+    warmup_fraction: UnitInterval
+    decay_fraction: Annotated[float, Range(low=0, high=1)]
+    decay_shape: Literal["linear", "sqrt"]
+    min_lr_ratio: Annotated[float, Range(low=0, high=1)]
 
 
 @dataclass
@@ -395,6 +420,47 @@ class TeacherSettings:
 
 
 @dataclass
+class AugmentSchema:
+    """``model.augment`` (:mod:`src.ops.batch_augment`): the ops (keys: AugmentOpsSchema), the
+    chance each is the batch's pick (summing to 1: :func:`check_augment_choice`), the run's
+    seed."""
+
+    seed: NonNegativeInt
+    ops: Section
+    choice_probs: dict[str, Probability] | None
+
+
+@dataclass
+class AugmentOpsSchema:
+    """``model.augment.ops``: the ops there are."""
+
+    mixup: Section | None
+    cutmix: Section | None
+    cutblur: Section | None
+    rgb_permute: Section | None
+
+
+@dataclass
+class MixupSchema:
+    prob: Probability
+    # The Beta distribution's parameter.
+    alpha: PositiveFloat
+
+
+@dataclass
+class BoxOpSchema:
+    """CutMix and CutBlur: the box side is ``alpha`` of the patch's."""
+
+    prob: Probability
+    alpha: Annotated[float, Range(low=0, high=1, low_open=True)]
+
+
+@dataclass
+class PermuteSchema:
+    prob: Probability
+
+
+@dataclass
 class FeaturePairSchema:
     """One entry of ``model.teacher.features``."""
 
@@ -416,10 +482,17 @@ SCHEMAS: dict[str, list[tuple[str, type]]] = {
         ("model.discriminator.loss.terms.*", LossTermSchema),
         ("model.teacher", TeacherSettings),
         ("model.teacher.features", FeaturePairSchema),
+        ("model.augment", AugmentSchema),
+        ("model.augment.ops", AugmentOpsSchema),
+        ("model.augment.ops.mixup", MixupSchema),
+        ("model.augment.ops.cutmix", BoxOpSchema),
+        ("model.augment.ops.cutblur", BoxOpSchema),
+        ("model.augment.ops.rgb_permute", PermuteSchema),
         ("trainer", TrainerSettings),
         ("model", ModelSettings),
         ("model", InferenceSettings),
         ("model.optimizer", OptimizerSettings),
+        ("model.scheduler", SchedulerSettings),
         ("data", DataSettings),
         ("data.cache", CacheSchema),
         ("data.sharpen_target", SharpenSchema),
@@ -648,6 +721,8 @@ def check_cross_fields(plain: dict[str, Any]) -> None:
             "model.artifact_weight (LDL's artifact loss) compares with the EMA generator: set "
             "model.ema_decay (LDL uses 0.999)"
         )
+    check_augment_choice(model.get("augment"))
+    check_warmups(model, trainer.get("max_steps"))
     steps, interval = trainer.get("max_steps"), trainer.get("val_check_interval")
     # max_steps=0 (src.prune: prune only) runs no step, so no interval is too long.
     if isinstance(steps, int) and isinstance(interval, int) and 0 < steps < interval:
@@ -655,6 +730,48 @@ def check_cross_fields(plain: dict[str, Any]) -> None:
             f"trainer.val_check_interval ({interval}) is larger than trainer.max_steps "
             f"({steps}): no validation would run"
         )
+
+
+def check_warmups(model: dict[str, Any], max_steps: Any) -> None:
+    """A warm-up shorter than the run, and a warm-up and decay that do not overlap
+    (src/models/optimizers.py checks the schedules' for a module built in Python)."""
+    optimizer, scheduler = model.get("optimizer"), model.get("scheduler")
+    warmup = optimizer.get("warmup_steps") if isinstance(optimizer, dict) else None
+    if isinstance(warmup, int) and isinstance(max_steps, int) and 0 < max_steps < warmup:
+        raise ConfigValueError(
+            f"model.optimizer.warmup_steps ({warmup}) is longer than the run "
+            f"(trainer.max_steps={max_steps})"
+        )
+    if not isinstance(scheduler, dict):
+        return
+    warmup_fraction = scheduler.get("warmup_fraction")
+    decay_fraction = scheduler.get("decay_fraction")
+    if not (isinstance(warmup_fraction, int | float) and isinstance(decay_fraction, int | float)):
+        return
+    if warmup_fraction + decay_fraction > 1:
+        raise ConfigValueError(
+            f"model.scheduler.warmup_fraction ({warmup_fraction:g}) + "
+            f"model.scheduler.decay_fraction ({decay_fraction:g}) must be at most 1: the "
+            "warm-up and the decay would overlap"
+        )
+
+
+def check_augment_choice(augment: Any) -> None:
+    """``model.augment.choice_probs``: chances of the ops ``model.augment.ops`` holds, summing
+    to 1 (src/ops/batch_augment.py checks the same for a module built in Python)."""
+    choice = augment.get("choice_probs") if isinstance(augment, dict) else None
+    if not isinstance(choice, dict):
+        return
+    ops = augment.get("ops") if isinstance(augment.get("ops"), dict) else {}
+    for name in choice:
+        if name not in ops:
+            raise ConfigValueError(
+                f"model.augment.choice_probs.{name}: not an op of model.augment.ops "
+                f"({', '.join(map(str, ops))})"
+            )
+    total = sum(value for value in choice.values() if isinstance(value, int | float))
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigValueError(f"model.augment.choice_probs must sum to 1, got {total:g}")
 
 
 def declared_traits(target: Any) -> Any:
@@ -727,6 +844,9 @@ def check_config(cfg: DictConfig, task: str) -> None:
 # --- keys nothing reads ----------------------------------------------------------------------
 # Hydra's own keys of an instantiated node.
 INSTANTIATION_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+# Libraries whose classes take ``**kwargs`` and read none of them (pytorch-optimizer's optimisers
+# drop them): a key their named parameters lack is a misspelling, not a pass-through.
+KWARGS_UNREAD = ("pytorch_optimizer.",)
 # Hydra's settings, which Hydra itself checks.
 HYDRA_SECTION = "hydra"
 OWN_PACKAGE = "src"
@@ -754,7 +874,8 @@ def accepted_arguments(target: Any) -> set[str] | None:
 
     SR Lab's own classes hand ``**kwargs`` to their base class (GANModule to SRModule), so their
     arguments are those of the chain; another library's ``**kwargs`` may go anywhere (the wandb
-    logger's go to ``wandb.init``), so such a target takes any keyword.
+    logger's go to ``wandb.init``), so such a target takes any keyword, except in the
+    libraries of :data:`KWARGS_UNREAD`, which read none of them.
     """
     if not inspect.isclass(target):
         return _parameters(target)
@@ -766,6 +887,8 @@ def accepted_arguments(target: Any) -> set[str] | None:
         own = _parameters(init)
         if own is not None:
             return names | own
+        if cls.__module__.startswith(KWARGS_UNREAD):
+            return names | _named_parameters(init)
         if not cls.__module__.startswith(f"{OWN_PACKAGE}."):
             return None
         names |= _named_parameters(init)
