@@ -323,3 +323,11 @@ def test_bad_augment_settings_are_one_error_line(
 def test_a_module_built_in_python_refuses_bad_augment_settings(augment, message: str):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace(".", r"\.")):
         SRModule(EDSR(2, num_blocks=1, num_features=8), 2, augment=augment)
+
+
+def test_augment_none_is_a_named_option_a_sweep_can_list(tmp_path: Path):
+    # Hydra refuses null inside a sweep's list (augment=null,cutblur); none is the same choice.
+    assert compose_config("train", ["augment=none"], tmp_path).model.augment is None
+    assert compose_config("train", [], tmp_path).model.augment is None
+    chosen = compose_config("train", ["augment=cutblur"], tmp_path).model.augment
+    assert list(chosen.ops) == ["cutblur"]
