@@ -10,6 +10,11 @@ name. safetensors: the same weights under the network's own keys, the model conf
 ``quantize=int8``: the ONNX graph quantised after training by ONNX Runtime, calibrated on LR
 patches of the images in ``calibration`` (:mod:`src.models.quantization`).
 
+A video network (BasicVSR, IconVSR, BasicVSR++, EDVR, RealBasicVSR) exports with clips
+(N, T, C, H, W) in, T fixed (``frames``; a window network's own window), N, H and W dynamic:
+
+    python -m src.export model=basicvsr model.pretrained=BasicVSR_REDS4.pth frames=15
+
 The output is refused before any work when it is one of the inputs (``ckpt_path``,
 ``model.pretrained``; also through a symlink or a hard link), whatever ``overwrite`` says, and
 when its suffix is not the format's (``.onnx``, ``.safetensors``).
@@ -26,7 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from src.io.images import images_in_folder
 from src.io.media import same_file
 from src.models.exporting import (
+    ClipShape,
     check_opset,
+    clip_shape,
     export_onnx,
     export_safetensors,
     export_verified_onnx,
@@ -41,6 +48,7 @@ from src.models.quantization import (
 )
 from src.models.sr_module import SRModule
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
+from src.utils.choices import WINDOW
 from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.errors import UserError
 from src.utils.runtime import say
@@ -117,6 +125,31 @@ def calibration_settings(cfg: DictConfig, scale: int) -> CalibrationSettings:
     )
 
 
+def check_clip_export(cfg: DictConfig, module: SRModule) -> ClipShape | None:
+    """The clips a video network is exported for (ONNX; ``frames`` checked against the
+    network), None for an image network or format=safetensors. int8 calibrates on images, so
+    a video network is exported in fp32 only."""
+    if cfg.format != "onnx":
+        return None
+    frames = cfg.get("frames")
+    clip = clip_shape(module.net, None if frames is None else int(frames))
+    if clip is not None and cfg.get("quantize"):
+        raise UserError(
+            f"quantize={cfg.quantize} calibrates on LR patches of images; "
+            f"{type(module.net).__name__} is a video network, exported in fp32 only: drop quantize"
+        )
+    return clip
+
+
+def clip_note(clip: ClipShape | None) -> str:
+    """What a video network's file takes, for the closing line ('' for images)."""
+    if clip is None:
+        return ""
+    kind = "windows" if clip.kind == WINDOW else "clips"
+    restores = f", restores frame {clip.position}" if clip.kind == WINDOW else ""
+    return f", {kind} of {clip.frames} frames (fixed; N, H, W dynamic{restores})"
+
+
 def report_int8(measured: Int8Export) -> None:
     """The fp32 graph's check and the int8 graph's agreement with PyTorch fp32."""
     if measured.fp32_difference is not None:
@@ -141,6 +174,8 @@ def export(cfg: DictConfig) -> Path:
         raise UserError(f"{cfg.ckpt_path} is already an ONNX file")
     check_quantize(cfg)
     module = load_module(cfg).eval()
+    clip = check_clip_export(cfg, module)
+    frames = None if clip is None else clip.frames
     path = target_path(cfg, module)
     weights = "EMA" if module.ema is not None else "raw"
     if cfg.format == "safetensors":
@@ -154,15 +189,18 @@ def export(cfg: DictConfig) -> Path:
             )
         )
     elif cfg.verify:
-        worst = export_verified_onnx(module, path, opset=cfg.opset, sample_size=cfg.sample_size)
-        say(f"onnxruntime vs PyTorch: max |difference| {worst:.2e}")
+        worst = export_verified_onnx(
+            module, path, opset=cfg.opset, sample_size=cfg.sample_size, frames=frames
+        )
+        on = "" if clip is None else f" on clips of {clip.frames} frames"
+        say(f"onnxruntime vs PyTorch{on}: max |difference| {worst:.2e}")
     else:
-        export_onnx(module, path, opset=cfg.opset, sample_size=cfg.sample_size)
+        export_onnx(module, path, opset=cfg.opset, sample_size=cfg.sample_size, frames=frames)
     size_mb = path.stat().st_size / 2**20
     kind = f"{cfg.format} {cfg.quantize}" if cfg.get("quantize") else cfg.format
     say(
         f"wrote {path} ({kind}, {type(module.net).__name__} x{module.scale}, "
-        f"{weights} weights, {size_mb:.1f} MB)"
+        f"{weights} weights, {size_mb:.1f} MB{clip_note(clip)})"
     )
     return path
 

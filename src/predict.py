@@ -44,10 +44,11 @@ from src.io.predict_io import (
     listing,
     upscale_files,
 )
-from src.models.loading import load_module
+from src.models.loading import load_module, load_onnx_module
 from src.models.onnx_runtime import OnnxNetwork, is_onnx
 from src.models.sr_module import SRModule
 from src.ops.inference import AUTO, input_channels, upscale
+from src.ops.video_inference import fixed_chunk_frames
 from src.utils import config as _config  # noqa: F401  (registers the YAML resolvers)
 from src.utils.cli import quote_overrides, run_or_explain
 from src.utils.errors import UserError
@@ -69,6 +70,8 @@ class Network:
     name: str
     channels: int
     clip: ClipUpscaler | None = None
+    # Frames of every call of a recurrent network's ONNX file (its fixed clip length).
+    fixed_frames: int | None = None
 
 
 def video_settings(cfg: DictConfig) -> VideoSettings:
@@ -117,8 +120,10 @@ def pick_device(name: str) -> torch.device:
 
 def onnx_network(cfg: DictConfig, path: str) -> Network:
     """The shared inference path around an onnxruntime session (image networks: clips run
-    frame by frame)."""
+    frame by frame; a video network's file: :func:`onnx_video_network`)."""
     network = OnnxNetwork(path)
+    if network.is_video:
+        return onnx_video_network(cfg, network)
     run = partial(
         upscale,
         network,
@@ -129,6 +134,22 @@ def onnx_network(cfg: DictConfig, path: str) -> Network:
         tile_memory_mb=cfg.tile_memory_mb,
     )
     return Network(run, network.scale, f"{Path(path).name} (onnxruntime)", network.channels)
+
+
+def onnx_video_network(cfg: DictConfig, network: OnnxNetwork) -> Network:
+    """A video network's ONNX file in an SRModule (:func:`load_onnx_module`, as ``src.eval``
+    runs one): videos and frame folders stream through its clip path as with the torch network,
+    each call on the file's fixed number of frames."""
+    module = load_onnx_module(network, cfg).eval()
+    cpu = torch.device("cpu")
+
+    def run(lr: torch.Tensor) -> torch.Tensor:
+        return module(lr.to(cpu))
+
+    fixed = getattr(module.net, "fixed_frames", None)
+    name = f"{network.path.name} (onnxruntime, {network.frames} network)"
+    clip = clip_upscaler(module, cpu)
+    return Network(run, network.scale, name, network.channels, clip, fixed)
 
 
 def clip_upscaler(module: SRModule, device: torch.device) -> ClipUpscaler:
@@ -192,6 +213,12 @@ def describe(cfg: DictConfig, network: Network) -> str:
             if length
             else "whole clips"
         )
+        if network.fixed_frames is not None:
+            kept, context = fixed_chunk_frames(network.fixed_frames, cfg.clip_overlap)
+            chunks = (
+                f"calls of exactly {network.fixed_frames} frames (the ONNX file's), {kept} kept "
+                f"of each with {context} of context"
+            )
         tiling = f"videos and frame folders as clips in {chunks}, {tiling}"
     ensemble = ", x8 self-ensemble" if cfg.self_ensemble else ""
     kind = ", single-channel" if network.channels == 1 else ""

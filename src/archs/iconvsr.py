@@ -146,11 +146,11 @@ class IconVSR(SRNetwork):
             raise ValueError(
                 f"IconVSR's frames must be {MIN_SIDE} px or more a side, got {height}x{width}"
             )
-        # Reflect-pad to multiples of 4 for EDVR's pyramid; the output is cropped back.
+        # Reflect-pad to multiples of 4 for EDVR's pyramid; the output is cropped back. No branch
+        # on the size (padding by 0 changes nothing): an exported graph pads at every size.
         pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
-        if pad_h or pad_w:
-            x = F.pad(x.reshape(-1, c, height, width), [0, pad_w, 0, pad_h], mode="reflect")
-            x = x.view(n, t, c, height + pad_h, width + pad_w)
+        x = F.pad(x.reshape(-1, c, height, width), [0, pad_w, 0, pad_h], mode="reflect")
+        x = x.view(n, t, c, height + pad_h, width + pad_w)
         h, w = x.shape[-2:]
 
         keyframes = self.keyframes(t)

@@ -171,12 +171,29 @@ class RealBasicVSR(SRNetwork):
     def clean(self, x: torch.Tensor) -> torch.Tensor:
         """The cleaned clip: residuals added until their mean magnitude falls under
         :attr:`cleaning_threshold`, or :data:`MAX_CLEANING_PASSES` times."""
+        if torch.compiler.is_exporting():
+            return self.clean_as_graph(x, MAX_CLEANING_PASSES)
         for _ in range(MAX_CLEANING_PASSES):
             residual = self.residuals(x)
             x = x + residual
             if residual.abs().mean() < self.cleaning_threshold:
                 break
         return x
+
+    def clean_as_graph(self, x: torch.Tensor, passes: int) -> torch.Tensor:
+        """:meth:`clean` with at most ``passes`` passes, each further pass under ``torch.cond``
+        on the mean residual: the stop depends on pixel values, which an exported graph keeps
+        as a branch (ONNX ``If``) rather than fixing it at the traced clip's."""
+        residual = self.residuals(x)
+        x = x + residual
+        if passes == 1:
+            return x
+        return torch.cond(
+            residual.abs().mean() < self.cleaning_threshold,
+            lambda cleaned: cleaned.clone(),
+            lambda cleaned: self.clean_as_graph(cleaned, passes - 1),
+            (x,),
+        )
 
     def forward_with_cleaned(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(SR clip (N, T, 3, 4H, 4W), cleaned LR clip (N, T, 3, H, W)): upstream's

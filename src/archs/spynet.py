@@ -21,7 +21,6 @@ smaller than 32 px is enlarged first, as upstream does).
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 import torch.nn.functional as F
@@ -101,12 +100,16 @@ class SPyNet(nn.Module):
                 f"{tuple(ref.shape)}, {tuple(supp.shape)}"
             )
         height, width = ref.shape[-2:]
-        padded_h = math.ceil(height / SIZE_MULTIPLE) * SIZE_MULTIPLE
-        padded_w = math.ceil(width / SIZE_MULTIPLE) * SIZE_MULTIPLE
+        # Non-negative integer arithmetic (the ONNX exporter writes floor division as a truncating
+        # Div) and one scalar per flow component (a tensor of the ratios would be frozen at the
+        # traced size): an exported graph stays right at every H and W.
+        padded_h = (height + SIZE_MULTIPLE - 1) // SIZE_MULTIPLE * SIZE_MULTIPLE
+        padded_w = (width + SIZE_MULTIPLE - 1) // SIZE_MULTIPLE * SIZE_MULTIPLE
         size = (padded_h, padded_w)
         ref = F.interpolate(ref, size=size, mode="bilinear", align_corners=False)
         supp = F.interpolate(supp, size=size, mode="bilinear", align_corners=False)
         flow = self.pyramid_flow(ref, supp)
         flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
-        ratios = flow.new_tensor((width / padded_w, height / padded_h)).view(1, 2, 1, 1)
-        return flow * ratios
+        return torch.stack(
+            (flow[:, 0] * (width / padded_w), flow[:, 1] * (height / padded_h)), dim=1
+        )

@@ -72,6 +72,7 @@ from src.io.video import (
     read_video_frames,
 )
 from src.ops.imresize import imresize
+from src.ops.video_inference import ShortClipError
 from src.utils.errors import UserError
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]
@@ -83,7 +84,7 @@ Tag = TypeVar("Tag")
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float64)
 MAX_LISTED = 10
 # Per-file problems: reported, and the run goes on with the next file.
-FILE_ERRORS = (ImageReadError, OSError, cv2.error)
+FILE_ERRORS = (ImageReadError, ShortClipError, OSError, cv2.error)
 
 
 # --- one image -------------------------------------------------------------------------------

@@ -16,6 +16,14 @@ file is checked against the one asked for. The file carries ``srlab.*`` metadata
 config (JSON), which weights, and the working memory per LR pixel measured by the tile probe (for
 ``tile=auto`` under onnxruntime).
 
+Video networks (``NetworkTraits.frames``) export with clips (N, T, C, H, W) in: N, H and W
+dynamic, T fixed at trace time (the recurrent networks' Python loops over frames unroll into the
+graph), chosen by ``frames`` for a recurrent network (default :data:`DEFAULT_CLIP_FRAMES`, at
+least the network's ``min_frames``) and the window itself for a window network (EDVR: T in, the
+centre frame out). The file's ``srlab.frames``, ``srlab.num_frames`` and
+``srlab.window_position`` say so (:mod:`src.models.onnx_runtime`), and the parity check runs
+clips of that T.
+
 Tracing and the parity check run in fp32 with autocast off (:func:`fp32_scoring`), whatever
 context calls them, so the graph holds no bf16 casts and the check compares fp32 with fp32. With
 ``verify``, :func:`export_verified_onnx` checks the file before it takes its final name: a graph
@@ -29,6 +37,7 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +45,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from src.archs.base import frames_of
 from src.models.onnx_runtime import (
     META_BYTES_PER_PIXEL,
+    META_FRAMES,
     META_MODEL_CONFIG,
+    META_NUM_FRAMES,
     META_SCALE,
+    META_WINDOW_POSITION,
     OnnxNetwork,
 )
 from src.models.sr_module import SRModule
 from src.ops.inference import input_channels, measure_bytes_per_lr_pixel
+from src.utils.choices import SINGLE, WINDOW
 from src.utils.errors import UserError
 from src.utils.files import atomic_path
 from src.utils.precision import fp32_scoring
@@ -54,8 +68,14 @@ CPU = torch.device("cpu")
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 # Loggers of the exporter that report every optimisation pass at INFO (Hydra logs INFO).
 NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo")
-# Input sizes the ONNX file is checked at (two, to show the height and width axes are dynamic).
+# Input sizes the ONNX file is checked at (two, to show the height and width axes are dynamic);
+# a video network's file is checked on clips of its T frames at the same sizes.
 VERIFY_SHAPES = ((1, 3, 40, 48), (1, 3, 29, 53))
+# A recurrent network's exported clip length without ``frames``: Vimeo-90K's septuplets.
+DEFAULT_CLIP_FRAMES = 7
+# The batch traced: torch.export fixes an axis whose sample size is 1 (its 0/1 specialisation),
+# which kept a batch of 1 inside EDVR's and IconVSR's reshapes while the input said "any".
+TRACE_BATCH = 2
 # Outputs are in [0, 1]; float32 graphs agree to about 1e-6, a graph fixed at the traced size
 # is off by tenths.
 PARITY_TOLERANCE = 1e-3
@@ -63,6 +83,70 @@ PARITY_TOLERANCE = 1e-3
 
 class ExportError(UserError):
     """The model cannot be exported as asked (a missing package, an unsupported operator)."""
+
+
+@dataclass(frozen=True)
+class ClipShape:
+    """How an exported video network takes time: ``kind`` (``window`` or ``sequence``), the
+    frames T of every call, and for a window the position of the frame it restores."""
+
+    kind: str
+    frames: int
+    position: int = 0
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            META_FRAMES: self.kind,
+            META_NUM_FRAMES: str(self.frames),
+            META_WINDOW_POSITION: str(self.position),
+        }
+
+
+def clip_shape(net: nn.Module, frames: int | None = None) -> ClipShape | None:
+    """The clips ``net`` is exported for (None: an image network): ``frames`` for a recurrent
+    network (default :data:`DEFAULT_CLIP_FRAMES`, raised to its ``min_frames``), its window for a
+    window network; a ``frames`` the network cannot take is refused naming it."""
+    kind, window, position = frames_of(net)
+    name = type(net).__name__
+    if kind == SINGLE:
+        if frames is not None:
+            raise ExportError(
+                f"frames={frames} sets the clip length of a video network; {name} takes images: "
+                "drop frames"
+            )
+        return None
+    if kind == WINDOW:
+        if frames is not None and frames != window:
+            raise ExportError(
+                f"frames={frames}: {name} takes windows of exactly {window} frames (its "
+                f"num_frames) and restores frame {position}; drop frames or give frames={window}"
+            )
+        return ClipShape(kind, window, position)
+    least = int(getattr(net, "min_frames", 1))
+    count = max(DEFAULT_CLIP_FRAMES, least) if frames is None else frames
+    if count < least:
+        raise ExportError(
+            f"frames={frames}: {name} takes clips of at least {least} frames; give frames={least} "
+            "or more"
+        )
+    return ClipShape(kind, count)
+
+
+def sample_input(net: nn.Module, clip: ClipShape | None, size: int) -> torch.Tensor:
+    """The traced input: images (:data:`TRACE_BATCH`, C, size, size) or clips
+    (:data:`TRACE_BATCH`, T, C, size, size)."""
+    channels = input_channels(net)
+    if clip is None:
+        return torch.rand(TRACE_BATCH, channels, size, size)
+    return torch.rand(TRACE_BATCH, clip.frames, channels, size, size)
+
+
+def verify_shapes(network: OnnxNetwork) -> list[tuple[int, ...]]:
+    """:data:`VERIFY_SHAPES` for ``network``'s input: its channels and, for clips, its T."""
+    if not network.is_video:
+        return [(n, network.channels, h, w) for n, _, h, w in VERIFY_SHAPES]
+    frames = network.num_frames or DEFAULT_CLIP_FRAMES
+    return [(n, frames, network.channels, h, w) for n, _, h, w in VERIFY_SHAPES]
 
 
 class InferenceGraph(nn.Module):
@@ -141,19 +225,42 @@ def check_opset(opset: int) -> None:
         )
 
 
+def export_failure(net: nn.Module, clip: ClipShape | None, error: BaseException) -> str:
+    """The one line for an export the exporter refused: its innermost cause and what the graph
+    must allow."""
+    failed = f"ONNX export of {type(net).__name__} failed: {root_message(error)}"
+    if clip is None:
+        needs = (
+            "The graph must not depend on concrete input sizes (networks that resize with the "
+            "MATLAB-exact imresize cannot)"
+        )
+    else:
+        needs = (
+            f"It was traced on clips (N, {clip.frames}, C, H, W), N, H and W dynamic and the "
+            f"{clip.frames} frames unrolled: no step may depend on concrete sizes, nor branch on "
+            "pixel values outside torch.cond"
+        )
+    return f"{failed}. {needs}; format=safetensors works for every network"
+
+
 def onnx_program(
     module: SRModule,
     model_config: dict[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
     sample_size: int = 64,
+    frames: int | None = None,
 ) -> tuple[Any, InferenceGraph]:
     """The exporter's program of ``module``'s inference graph in fp32 (its ``srlab.*`` metadata
-    set), and that graph."""
+    set), and that graph; ``frames``: a recurrent video network's clip length
+    (:func:`clip_shape`)."""
     check_opset(opset)
     module.eval()
+    clip = clip_shape(module.net, frames)
     graph = InferenceGraph(module).float().eval()
-    sample = torch.rand(1, input_channels(module.net), sample_size, sample_size)
+    sample = sample_input(module.net, clip, sample_size)
     dynamic = torch.export.Dim.DYNAMIC
+    # Batch, height and width; a clip's T (axis 1) stays the traced one.
+    axes = (0, 3, 4) if clip is not None else (0, 2, 3)
     with torch.no_grad(), fp32_scoring(CPU), quiet_exporter():
         try:
             program = torch.onnx.export(
@@ -162,17 +269,13 @@ def onnx_program(
                 dynamo=True,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes={"lr": {0: dynamic, 2: dynamic, 3: dynamic}},
+                dynamic_shapes={"lr": dict.fromkeys(axes, dynamic)},
                 opset_version=opset,
                 verbose=False,
             )
         except Exception as error:  # the exporter's own error types are private
-            raise ExportError(
-                f"ONNX export of {type(module.net).__name__} failed: {root_message(error)}. "
-                "The graph must not depend on concrete input sizes (networks that resize with "
-                "the MATLAB-exact imresize cannot); format=safetensors works for every network"
-            ) from error
-        per_pixel = measure_bytes_per_lr_pixel(graph, sample)
+            raise ExportError(export_failure(module.net, clip, error)) from error
+        per_pixel = measure_bytes_per_lr_pixel(graph, sample[:1])  # per image or clip
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     written = program.model.opset_imports.get("")
@@ -182,6 +285,7 @@ def onnx_program(
         **describe(module, model_config),
         META_BYTES_PER_PIXEL: f"{per_pixel:.1f}",
         "srlab.opset": str(opset),
+        **(clip.metadata() if clip is not None else {}),
     }
     for key, value in metadata.items():
         program.model.metadata_props[key] = value
@@ -194,32 +298,37 @@ def export_onnx(
     model_config: dict[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
     sample_size: int = 64,
+    frames: int | None = None,
 ) -> InferenceGraph:
     """Write ``module``'s inference graph to ``path`` (atomically); returns the exported graph."""
-    program, graph = onnx_program(module, model_config, opset, sample_size)
+    program, graph = onnx_program(module, model_config, opset, sample_size, frames)
     with atomic_path(path) as temporary:
         program.save(temporary, external_data=False)
     return graph
 
 
 def export_verified_onnx(
-    module: SRModule, path: Path, opset: int = DEFAULT_OPSET, sample_size: int = 64
+    module: SRModule,
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+    sample_size: int = 64,
+    frames: int | None = None,
 ) -> float:
     """:func:`export_onnx`, the file checked by :func:`check_onnx_parity` before it takes the
     name ``path``; returns the largest difference from PyTorch."""
     with atomic_path(path) as temporary:
-        graph = export_onnx(module, temporary, None, opset, sample_size)
+        graph = export_onnx(module, temporary, None, opset, sample_size, frames)
         return check_onnx_parity(temporary, graph, type(module.net).__name__)
 
 
 @torch.no_grad()
 def onnx_max_difference(path: Path, graph: nn.Module) -> float:
     """Largest absolute difference between onnxruntime and PyTorch (``graph``, float32 weights,
-    run in fp32 with autocast off) over :data:`VERIFY_SHAPES`."""
+    run in fp32 with autocast off) over :func:`verify_shapes` (clips of a video network's T)."""
     network = OnnxNetwork(path)
     worst = 0.0
-    for shape in VERIFY_SHAPES:
-        lr = torch.rand(shape[0], network.channels, *shape[2:], dtype=torch.float32)
+    for shape in verify_shapes(network):
+        lr = torch.rand(shape, dtype=torch.float32)
         with fp32_scoring(CPU):
             expected = graph(lr)
         got = network(lr)

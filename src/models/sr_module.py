@@ -317,6 +317,8 @@ class SRModule(pl.LightningModule):
             self_ensemble=self.self_ensemble,
             tile_memory_mb=self.tile_memory_mb,
             min_frames=int(getattr(self.net, "min_frames", 1)),
+            # An ONNX file's fixed clip length (src.models.onnx_runtime.OnnxGraph).
+            fixed_frames=getattr(self.net, "fixed_frames", None),
         )
 
     def stream(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:

@@ -15,6 +15,12 @@ and ``src.predict``, with each network's declared use of time (``NetworkTraits.f
   whole-clip output near the chunk boundaries; the papers' protocols run the whole clip
   (``clip_length=null``), and chunks bound the memory of a film.
 
+A recurrent network that takes exactly ``fixed_frames`` frames a call (an ONNX file, whose clip
+length ``src.export frames=`` fixed) runs chunks of that many frames (:func:`stream_fixed_frames`):
+``clip_overlap`` frames of context each side (lowered to ``(fixed_frames - 1) // 2`` at most),
+the rest kept, the window moved inside the clip at its ends (more context on the inner side);
+``clip_length`` does not apply. A clip shorter than ``fixed_frames`` is refused.
+
 Spatial tiles combine with all three: each network call sees (N, T', C, tile, tile) windows.
 :func:`stream_upscale` runs the same chunks over frames as they are decoded, so a film is never
 held in memory whole: at most ``clip_length + 2 clip_overlap`` LR frames at a time.
@@ -32,6 +38,11 @@ from src.utils.choices import SEQUENCE, SINGLE, WINDOW, WINDOW_PADDINGS
 from src.utils.errors import UserError
 
 Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ShortClipError(UserError, ValueError):
+    """A clip with fewer frames than every call of the network takes (a fixed-T ONNX file): a
+    problem of that input, which src.predict reports before going on with the others."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,8 @@ class ClipInference:
     tile_memory_mb: float = DEFAULT_TILE_MEMORY_MB
     # The shortest clip the network takes (IconVSR: one keyframe window, 5 frames).
     min_frames: int = 1
+    # Every call of a recurrent network takes exactly this many frames (a fixed-T ONNX file).
+    fixed_frames: int | None = None
 
 
 def sequence_context(settings: ClipInference) -> int:
@@ -120,6 +133,62 @@ def sequence_context(settings: ClipInference) -> int:
     chunk of a long enough clip holds the network's ``min_frames`` (a chunk of one core frame
     at a clip's end would otherwise be shorter than IconVSR's keyframe window)."""
     return max(settings.clip_overlap, settings.min_frames - 1)
+
+
+def fixed_chunk_frames(fixed_frames: int, clip_overlap: int) -> tuple[int, int]:
+    """(frames kept of each call, frames of context each side) for calls of exactly
+    ``fixed_frames`` frames: ``clip_overlap`` of context, lowered to keep at least one frame."""
+    context = min(clip_overlap, (fixed_frames - 1) // 2)
+    return fixed_frames - 2 * context, context
+
+
+def stream_fixed_frames(
+    frames: Iterable[torch.Tensor], net: Network, scale: int, settings: ClipInference
+) -> Iterator[torch.Tensor]:
+    """:func:`stream_upscale` for a network that takes exactly ``T = fixed_frames`` frames a
+    call: the core of ``keep`` frames starting at frame ``s`` is run in frames ``w .. w + T - 1``,
+    ``w = min(max(s - lead, 0), total - T)`` (:func:`fixed_chunk_frames`), as soon as they are
+    read; at most ``T + 1`` frames are held. ``clip_length`` does not apply (T bounds the
+    memory)."""
+    length = settings.fixed_frames
+    assert length is not None
+    keep, lead = fixed_chunk_frames(length, settings.clip_overlap)
+    buffer: list[torch.Tensor] = []  # frames first .. first + len(buffer) - 1
+    first = start = 0  # start: the first frame not yet written
+    ran: tuple[int, torch.Tensor] | None = None  # the last window run, by its first frame
+
+    def run(window_first: int) -> torch.Tensor:
+        nonlocal ran
+        if ran is None or ran[0] != window_first:
+            clip = torch.stack(buffer[window_first - first : window_first - first + length], dim=1)
+            ran = (window_first, _image_call(net, clip, scale, settings))
+        return ran[1]
+
+    read = 0
+    for read, frame in enumerate(frames, start=1):
+        buffer.append(frame)
+        while max(start - lead, 0) + length <= read:
+            window_first = max(start - lead, 0)
+            out = run(window_first)
+            for index in range(start, start + keep):
+                yield out[:, index - window_first]
+            start += keep
+        # What a later window can start at: the next core's, or the last T frames at the end.
+        needed = max(min(max(start - lead, 0), read - length), first)
+        buffer, first = buffer[needed - first :], needed
+    if start >= read:
+        return
+    if read < length:
+        raise ShortClipError(
+            f"a clip of {read} frames is shorter than the {length} frames each call takes (an "
+            f"ONNX file's fixed clip length): export it again with frames={read} or fewer"
+        )
+    while start < read:
+        window_first = min(max(start - lead, 0), read - length)
+        out = run(window_first)
+        for index in range(start, min(start + keep, read)):
+            yield out[:, index - window_first]
+        start += keep
 
 
 def upscale_clip(
@@ -159,6 +228,8 @@ def _upscaled_frames(
         for index in range(total):
             chosen = window_indices(index, total, settings.window, position, settings.padding)
             yield _image_call(net, lr[:, chosen], scale, settings)
+    elif settings.frames == SEQUENCE and settings.fixed_frames is not None:
+        yield from stream_fixed_frames(lr.unbind(1), net, scale, settings)
     elif settings.frames == SEQUENCE:
         for chunk in chunk_plan(total, settings.clip_length, sequence_context(settings)):
             out = _image_call(net, lr[:, chunk.start : chunk.stop], scale, settings)
@@ -180,8 +251,11 @@ def stream_upscale(
     context each side, at least :func:`sequence_context`; a window network gets at least its
     window as context, so only the clip's true ends are padded); each chunk is run as a clip by
     :func:`upscale_clip`. Without a ``clip_length`` every frame is read before the first is
-    upscaled.
+    upscaled. A network of ``fixed_frames`` runs :func:`stream_fixed_frames` instead.
     """
+    if settings.frames == SEQUENCE and settings.fixed_frames is not None:
+        yield from stream_fixed_frames(frames, net, scale, settings)
+        return
     length = settings.clip_length
     overlap = sequence_context(settings)
     if settings.frames == WINDOW:

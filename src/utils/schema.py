@@ -290,6 +290,7 @@ class ExportSettings:
     format: Literal["onnx", "safetensors"]
     opset: Annotated[int, Range(low=18)]
     sample_size: Annotated[int, Range(low=8)]
+    frames: PositiveInt | None
     verify: bool
     overwrite: bool
     quantize: Literal["int8"] | None
