@@ -31,6 +31,12 @@ TINY = [
     "trainer.enable_model_summary=false",
 ]
 
+
+def tiny_folder_run(root: Path | str) -> list[str]:
+    """The overrides of a :data:`TINY` training run on the image folder ``root``."""
+    return [*TINY, "data=folder", f"data.root={root}"]
+
+
 # Clip data small enough for a test: synthetic clips of 4 (training) and 3 (validation) frames of
 # 48x48, samples of 3 frames with 8x8 LR crops, 2 a batch.
 SMALL_CLIPS = [

@@ -39,7 +39,7 @@ from src.models.sr_module import RUN_ARGUMENTS, SRModule
 from src.ops.inference import input_channels
 from src.utils.config import to_plain
 from src.utils.runtime import close_loggers
-from tests.helpers import TINY, compose_config, run_in_process
+from tests.helpers import TINY, compose_config, run_in_process, tiny_folder_run
 from tests.test_data import write_folder
 
 NO_WARNING = "the checkpoint holds no model config"
@@ -150,6 +150,7 @@ def test_the_checkpoint_of_a_python_module_holds_its_config_and_plain_hyper_para
     assert config["optimizer"] == {
         "_target_": "torch.optim.Adam",  # the spelling conf/ uses, which loading accepts
         "_partial_": True,
+        "_convert_": "all",
         "lr": 1e-3,
         "betas": [0.9, 0.99],
     }
@@ -269,9 +270,7 @@ def test_build_leaves_auto_settings_in_the_config(tmp_path: Path):
 
     write_gray_folder(tmp_path / "gray", 6)
     overrides = [
-        *TINY,
-        "data=folder",
-        f"data.root={tmp_path / 'gray'}",
+        *tiny_folder_run(tmp_path / "gray"),
         "data.train_set.val_count=2",
         "data.channels=auto",
         "trainer.precision=auto",

@@ -20,6 +20,7 @@ import pytest
 import pytorch_lightning as pl
 import schedulefree
 import torch
+from omegaconf import DictConfig, ListConfig
 from torch import nn
 
 from src.models.checkpoint import module_from_checkpoint
@@ -34,7 +35,7 @@ from src.models.sr_module import SRModule
 from src.models.targets import allowed_targets, targets_in
 from src.train import build, train
 from src.utils.errors import UserError
-from tests.helpers import TINY, compose_config, one_error_line, run_in_process
+from tests.helpers import TINY, compose_config, one_error_line, run_in_process, tiny_folder_run
 from tests.test_data import write_folder
 
 OPTIMIZERS = ["adamw_schedulefree", "adan", "soap", "adopt", "lion", "prodigy"]
@@ -134,6 +135,11 @@ def assert_same_state(one: Any, other: Any, where: str = "") -> None:
         assert one == other or (one != one and other != other), (where, one, other)  # NaN
 
 
+def group_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each parameter group's settings, without its parameters."""
+    return [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+
+
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_each_recipe_is_stored_in_the_model_config_and_rebuilt(recipe: str):
     module = hydra.utils.instantiate(composed(recipe).model)
@@ -143,7 +149,17 @@ def test_each_recipe_is_stored_in_the_model_config_and_rebuilt(recipe: str):
     rebuilt = hydra.utils.instantiate(config)  # what src.eval does with a checkpoint's config
     assert rebuilt.model_config == module.model_config
     optimizer = rebuilt.optimizer_factory(params=rebuilt.net.parameters())
-    assert type(optimizer) is type(module.optimizer_factory(params=module.net.parameters()))
+    original = module.optimizer_factory(params=module.net.parameters())
+    assert type(optimizer) is type(original)
+    # The same settings, as plain Python values (some optimisers test for a tuple or list, and
+    # an OmegaConf container passed on would be stored in their state).
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    assert settings == [
+        {k: v for k, v in g.items() if k != "params"} for g in original.param_groups
+    ]
+    for group in settings:
+        for key, value in group.items():
+            assert not isinstance(value, DictConfig | ListConfig), (recipe, key, type(value))
     assert rebuilt.scheduler_factory(optimizer=optimizer) is not None
 
 
@@ -233,9 +249,7 @@ def params(module: Any) -> list[tuple[int, torch.Tensor]]:
 
 def schedule_free_args(folder: Path, *extra: str) -> list[str]:
     return [
-        *TINY,
-        "data=folder",
-        f"data.root={folder}",
+        *tiny_folder_run(folder),
         "optimizer=adamw_schedulefree",
         "model.optimizer.warmup_steps=2",
         "trainer.max_steps=4",
@@ -296,9 +310,7 @@ def whole_and_resumed(folder: Path, tmp_path: Path, *extra: str) -> tuple[dict, 
     """A 4-step run that keeps every checkpoint, and a run resumed from its step-2 checkpoint;
     the state each ends with, and the resumed run's checkpoint."""
     args = [
-        *TINY,
-        "data=folder",
-        f"data.root={folder}",
+        *tiny_folder_run(folder),
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",
         "trainer.deterministic=true",
@@ -327,9 +339,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(folder: Path, tmp_path: Path,
 
 def test_prodigy_logs_its_step_size(folder: Path, tmp_path: Path):
     args = [
-        *TINY,
-        "data=folder",
-        f"data.root={folder}",
+        *tiny_folder_run(folder),
         "optimizer=prodigy",
         "scheduler=constant",
         "trainer.max_steps=3",

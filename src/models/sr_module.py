@@ -495,7 +495,11 @@ class SRModule(pl.LightningModule):
 
     def fit_optimizers(self) -> list[torch.optim.Optimizer]:
         """The torch optimisers of the fit this module is in; none outside one."""
-        return list(self._trainer.optimizers) if self._trainer is not None else []
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # Lightning's answer for a module attached to no Trainer
+            return []
+        return list(trainer.optimizers)
 
     # Schedule-free optimisers train at y and are validated and saved at x; Prodigy's step.
     def on_train_start(self) -> None:

@@ -93,7 +93,9 @@ def construction_config(
     if isinstance(obj, functools.partial) and not obj.args:
         name = aliases.get(obj.func) or target_name(obj.func)
         keywords = {k: describe(v) for k, v in obj.keywords.items()}
-        return {"_target_": name, "_partial_": True, **keywords}
+        # Rebuilt with plain lists and dicts, as the call got them (OmegaConf's containers,
+        # passed on, fail libraries that test for a tuple or list).
+        return {"_target_": name, "_partial_": True, "_convert_": "all", **keywords}
     recorded = obj.__dict__.get(INIT_ARGUMENTS) if hasattr(obj, "__dict__") else None
     if recorded is None and arguments_of is not None:
         recorded = arguments_of(obj)
