@@ -13,7 +13,7 @@ from src.archs.edsr import EDSR
 from src.models.sr_module import SRModule
 from src.ops import batch_augment as ba
 from src.utils.errors import UserError
-from tests.helpers import TINY, compose_config, one_error_line, run_in_process
+from tests.helpers import TINY, compose_config, one_error_line, run_in_process, tiny_folder_run
 from tests.test_data import write_folder
 
 ALL_OPS = {
@@ -214,9 +214,7 @@ def folder(tmp_path: Path) -> Path:
 
 def run_overrides(folder: Path, *extra: str) -> list[str]:
     return [
-        *TINY,
-        "data=folder",
-        f"data.root={folder}",
+        *tiny_folder_run(folder),
         "data.train_set.val_count=1",
         "trainer.deterministic=true",
         "scheduler=constant",

@@ -41,6 +41,7 @@ def test_ddp_cpu_trains_and_validates_into_one_run_folder(tmp_path: Path):
     assert result.stdout.count("best PSNR_Y") == 1  # the summary comes from rank 0 only
 
 
+@pytest.mark.slow  # the default suite keeps the eval twin below (an odd count on 2 ranks)
 @pytest.mark.shared
 @pytest.mark.parametrize("sets", ["[Set5]"])
 def test_set5_scores_under_ddp_equal_single_process(shared_data: Path, tmp_path: Path, sets: str):

@@ -226,7 +226,9 @@ def test_each_recipe_trains_four_steps_on_the_sample_photos(tmp_path: Path, reci
         )
 
 
-@pytest.mark.parametrize("recipe", ["esrgan_x4", "realesrgan_compact_x4"])
+@pytest.mark.parametrize(
+    "recipe", [pytest.param("esrgan_x4", marks=pytest.mark.slow), "realesrgan_compact_x4"]
+)
 def test_a_gan_run_resumed_equals_an_uninterrupted_one(tmp_path: Path, recipe: str):
     # A constant learning rate: the first part of the run stops at 4 steps by its own max_steps,
     # and a schedule made from max_steps would differ between it and the whole run. The compact

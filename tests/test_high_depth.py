@@ -434,7 +434,7 @@ def test_dicom_output_of_a_png_input_is_one_error_line(gray16_folder: Path, tmp_
     assert not (tmp_path / "sr" / "slice0.dcm").exists()
 
 
-@pytest.mark.parametrize("suffix", ["dcm", "png"])
+@pytest.mark.parametrize("suffix", [pytest.param("dcm", marks=pytest.mark.slow), "png"])
 def test_the_8bit_disk_cache_refuses_16bit_files_under_bit_depth_auto(
     tmp_path: Path, suffix: str
 ) -> None:

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, TINY, one_error_line, run_in_process, run_module
+from tests.helpers import (
+    REPO_ROOT,
+    one_error_line,
+    run_in_process,
+    run_module,
+    tiny_folder_run,
+)
 from tests.predict_helpers import micro_module, write_checkpoint
 from tests.test_data import write_folder
 
@@ -83,9 +89,7 @@ def commands(checkpoint: Path, tmp_path: Path, images: Path) -> dict[str, tuple[
         "resume": (
             "src.train",
             [
-                *TINY,
-                "data=folder",
-                f"data.root={images}",
+                *tiny_folder_run(images),
                 "trainer.max_steps=2",
                 f"ckpt_path={checkpoint}",
                 f"hydra.run.dir={out}/t",

@@ -9,7 +9,7 @@ import torch
 
 from src.utils import precision
 from src.utils.precision import choose_precision
-from tests.helpers import TINY, compose_config, run_module
+from tests.helpers import compose_config, run_module, tiny_folder_run
 
 
 def test_cpu_with_native_bf16_trains_in_bf16(monkeypatch: pytest.MonkeyPatch):
@@ -62,9 +62,7 @@ def test_a_run_says_which_precision_it_chose_and_logs_it(tmp_path: Path):
     result = run_module(
         "src.train",
         [
-            *TINY,
-            "data=folder",
-            f"data.root={folder}",
+            *tiny_folder_run(folder),
             "trainer.max_steps=2",
             f"hydra.run.dir={run_dir}",
         ],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, TINY, compose_config, run_module
+from tests.helpers import REPO_ROOT, compose_config, run_module, tiny_folder_run
 from tests.test_data import write_folder
 from tests.test_ddp import last_logged
 
@@ -26,9 +26,7 @@ def folder(tmp_path: Path) -> Path:
 
 def training_args(folder: Path, run_dir: Path) -> list[str]:
     return [
-        *TINY,
-        "data=folder",
-        f"data.root={folder}",
+        *tiny_folder_run(folder),
         "trainer.max_steps=60",
         "trainer.val_check_interval=30",
         "callbacks.last_checkpoint.every_n_train_steps=4",
@@ -96,9 +94,7 @@ def test_nan_loss_stops_naming_the_step_or_skips(folder: Path, tmp_path: Path, p
     from src.train import train
 
     overrides = [
-        *TINY,
-        "data=folder",
-        f"data.root={folder}",
+        *tiny_folder_run(folder),
         "trainer.max_steps=3",
         "model.optimizer.lr=1e30",  # the first update blows the weights up
         f"model.nonfinite_loss={policy}",
@@ -116,9 +112,7 @@ def test_the_best_validation_before_a_resume_is_still_the_best_after(folder: Pat
     # A constant, too high learning rate: the second validation (step 8) is worse than the
     # first (step 4), so the best of the run comes before the point it is resumed from.
     common = [
-        *TINY,
-        "data=folder",
-        f"data.root={folder}",
+        *tiny_folder_run(folder),
         "trainer.val_check_interval=4",
         "scheduler=constant",
         "model.optimizer.lr=0.02",
@@ -146,9 +140,7 @@ def test_the_best_validation_before_a_resume_is_still_the_best_after(folder: Pat
 
 def auto_args(folder: Path, tmp_path: Path, *extra: str) -> list[str]:
     return [
-        *TINY,
-        "data=folder",
-        f"data.root={folder}",
+        *tiny_folder_run(folder),
         "trainer.val_check_interval=2",
         "scheduler=constant",
         f"paths.log_dir={tmp_path / 'logs'}",

@@ -28,7 +28,7 @@ from src.utils.sweep import (
     run_trial,
     sweepable,
 )
-from tests.helpers import TINY, compose_config, run_module
+from tests.helpers import compose_config, run_module, tiny_folder_run
 from tests.test_data import write_folder
 
 SWEEP_TIMEOUT = 240
@@ -48,9 +48,7 @@ def sweep(sweep_dir: Path, images: Path, *args: str, steps: int = 2) -> str:
         "src.train",
         [
             "-m",
-            *TINY,
-            "data=folder",
-            f"data.root={images}",
+            *tiny_folder_run(images),
             f"trainer.max_steps={steps}",
             f"hydra.sweep.dir={sweep_dir}",
             *args,
