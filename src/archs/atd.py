@@ -64,6 +64,7 @@ from src.archs.swin_skeleton import ResidualGroup, SwinSkeleton, check_settings
 from src.archs.window import (
     ConvFFN,
     attend_in_windows,
+    attention,
     init_linear,
     relative_position_index,
     shifted_window_mask,
@@ -119,7 +120,7 @@ class SharedQKVWindowAttention(nn.Module):
         bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)
         if mask is not None:
             bias = bias + mask.to(bias.dtype).unsqueeze(1)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
+        out = attention(query, key, value, bias.to(query.dtype))
         return self.proj(merge_heads(out))
 
 
@@ -167,9 +168,7 @@ class CategoryAttention(nn.Module):
         ranked = torch.cat([ranked, ranked[:, n - filler :].flip(1)], dim=1)
         query, key, value = split_heads(ranked.view(b, num_groups, group, c3), self.num_heads)
         logit_scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-        out = F.scaled_dot_product_attention(
-            query * logit_scale.to(query.dtype), key, value, scale=1.0
-        )
+        out = attention(query * logit_scale.to(query.dtype), key, value, scale=1.0)
         out = merge_heads(out).reshape(b, num_groups * group, c3 // 3)[:, :n]
         restored = torch.empty_like(out).scatter_(1, order.expand_as(out), out)
         return self.proj(restored)

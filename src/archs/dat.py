@@ -52,6 +52,7 @@ from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
 from src.archs.swin_skeleton import SwinSkeleton, check_depths, check_upsampler
 from src.archs.window import (
     DynamicPositionBias,
+    attention,
     drop_path,
     drop_path_rates,
     image_to_tokens,
@@ -104,7 +105,7 @@ class RectangleWindowAttention(nn.Module):
         bias = self.position_bias()
         if mask is not None:
             bias = bias + mask.to(bias.dtype).unsqueeze(1)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
+        out = attention(query, key, value, bias.to(query.dtype))
         out = out.reshape(b, h // window_h, w // window_w, heads, window_h, window_w, c // heads)
         return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, h, w, c)
 

@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
@@ -49,6 +48,7 @@ from src.archs.window import (
     Mlp,
     WindowAttention,
     attend_in_windows,
+    attention,
     drop_path,
     image_to_tokens,
     init_linear,
@@ -214,11 +214,11 @@ class OCAB(nn.Module):
         key, value = self._key_value_windows(key_value)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(self.window_size**2, self.overlap_size**2, self.num_heads)
-        out = F.scaled_dot_product_attention(
+        out = attention(
             self._heads(query),
             self._heads(key),
             self._heads(value),
-            attn_mask=bias.permute(2, 0, 1).to(query.dtype),
+            bias.permute(2, 0, 1).to(query.dtype),
         )
         out = out.transpose(2, 3).reshape(query.shape)
         x = x + self.proj(window_reverse(out, self.window_size, h, w).reshape(x.shape))

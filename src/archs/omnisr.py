@@ -43,7 +43,7 @@ from torch import nn
 from src.archs.base import NetworkTraits, SRNetwork
 from src.archs.rlfn import SlimESA
 from src.archs.safmn import ChannelLayerNorm
-from src.archs.window import relative_position_index
+from src.archs.window import attention, relative_position_index
 
 HEADS = 4
 SQUEEZE_RATIO = 0.25
@@ -166,7 +166,7 @@ class Attention(nn.Module):
         bias = None
         if self.rel_pos_bias is not None:
             bias = self.rel_pos_bias(self.rel_pos_indices).permute(2, 0, 1).to(query.dtype)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+        out = attention(query, key, value, bias)
         return self.to_out(out.transpose(1, 2).reshape(-1, *x.shape[1:]))
 
 

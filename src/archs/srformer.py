@@ -38,7 +38,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from src.archs.base import PIXEL_SHUFFLE_SCALES, NetworkTraits
@@ -52,6 +51,7 @@ from src.archs.swin_skeleton import (
 from src.archs.window import (
     ConvFFN,
     ShiftedWindowBlock,
+    attention,
     init_linear,
     region_mask,
     relative_position_index,
@@ -125,9 +125,7 @@ class PSA(nn.Module):
         bias = bias.permute(2, 0, 1)
         if mask is not None:
             bias = bias + mask.to(bias.dtype).unsqueeze(1)
-        out = F.scaled_dot_product_attention(
-            query.transpose(2, 3), key, value, attn_mask=bias.to(query.dtype)
-        )
+        out = attention(query.transpose(2, 3), key, value, bias.to(query.dtype))
         return self.proj(out.transpose(2, 3).reshape(b, num_windows, n, c))
 
 

@@ -2,7 +2,9 @@
 SRFormer, ATD, DAT, HiT-SRF): window partitioning and its inverse, attention within (shifted)
 windows, relative position indices and offsets, the dynamic position bias, the shifted-window
 masks, Swin's window attention, the MLP and the convolutional FFN, stochastic depth, token/image
-reshapes, and the padding to a window multiple that lets these networks take any input size.
+reshapes, the padding to a window multiple that lets these networks take any input size, and
+one scaled dot-product attention over any leading dimensions (:func:`attention`) for them and
+OmniSR.
 """
 
 from __future__ import annotations
@@ -17,6 +19,39 @@ from torch import nn
 
 # The authors' mask value for pairs of tokens from different regions of a shifted window.
 _MASKED = -100.0
+
+
+# torch 2.13 sends a 5-D query or a 3-D mask to its unfused math path on the CPU: it writes out
+# the attention matrix and masks it again, about 6x slower than the fused flash kernel on 256
+# tokens of 12 channels. Folding the windows into the batch and giving the bias four dimensions
+# (a view where the bias has no window dimension or the batch one image; else a copy the size of
+# the matrix the math path writes anyway) lets the fused kernel run wherever torch has one. It
+# sums in another order (about 1e-6 apart in fp32); a bias that requires a gradient (training)
+# keeps torch's math path.
+def attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Softmax(query key^T * scale + bias) value for query (..., heads, n, d), key (..., heads,
+    s, d), value (..., heads, s, e) and a bias that broadcasts to (..., heads, n, s); returns
+    (..., heads, n, e). ``scale`` defaults to 1 / sqrt(d)."""
+    *leading, heads, n, d = query.shape
+    s, e = key.shape[-2], value.shape[-1]
+    mask = None
+    if bias is not None:
+        # Leading dimensions the bias lacks broadcast with stride 0, so folding them is a view.
+        mask = bias.expand(*leading, heads, n, s).reshape(-1, heads, n, s)
+    out = F.scaled_dot_product_attention(
+        query.reshape(-1, heads, n, d),
+        key.reshape(-1, heads, s, d),
+        value.reshape(-1, heads, s, e),
+        attn_mask=mask,
+        scale=scale,
+    )
+    return out.view(*leading, heads, n, e)
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -149,7 +184,7 @@ class WindowAttention(nn.Module):
         bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)
         if mask is not None:
             bias = bias + mask.to(bias.dtype).unsqueeze(1)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
+        out = attention(query, key, value, bias.to(query.dtype))
         return self.proj(out.transpose(2, 3).reshape(b, num_windows, n, c))
 
 
