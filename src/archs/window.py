@@ -42,7 +42,7 @@ def attention(
     s, e = key.shape[-2], value.shape[-1]
     mask = None
     if bias is not None:
-        # Leading dimensions the bias lacks broadcast with stride 0, so folding them is a view.
+        # Dimensions the bias lacks broadcast with stride 0: folding only those is a view.
         mask = bias.expand(*leading, heads, n, s).reshape(-1, heads, n, s)
     out = F.scaled_dot_product_attention(
         query.reshape(-1, heads, n, d),
